@@ -1,0 +1,29 @@
+# Two commands matter: `make demo` and `make test` (see README). Everything else is a helper.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_OUT ?= runs/demo
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+# Re-installs only when the project's dependencies change.
+$(VENV)/.installed: pyproject.toml constraints-ci.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints-ci.txt -e '.[test]'
+	touch $@
+
+demo: setup
+	$(BIN)/wtours demo --out $(DEMO_OUT)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python -m pip install --quiet -c constraints-ci.txt -e '.[test,bench]'
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,116 @@
+"""Shared fixtures: tiny videos made with ffmpeg, and a loopback HTTP server that honours Range."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import re
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import ffmpeg
+import pytest
+
+from wtours.tools import ffmpeg_exe
+
+# Tests must never reach the network or download weights.
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+
+def make_video(path: Path, seconds: float = 2.0, size: str = "160x120", fps: int = 25, source: str = "testsrc2") -> Path:
+    """Encode a small H.264 mp4 from an ffmpeg lavfi source (deterministic content)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stream = ffmpeg.input(f"{source}=size={size}:rate={fps}", f="lavfi", t=seconds)
+    stream = ffmpeg.output(stream, str(path), vcodec="libx264", pix_fmt="yuv420p", g=fps, **{"bitexact": None})
+    ffmpeg.run(stream, cmd=ffmpeg_exe(), overwrite_output=True, quiet=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def video_dir(tmp_path_factory) -> Path:
+    """Three tiny videos: two clean test patterns and a noisy one (larger file, slower download)."""
+    folder = tmp_path_factory.mktemp("videos")
+    make_video(folder / "pattern.mp4", 2.0, "160x120", 25, "testsrc2")
+    make_video(folder / "smpte.mp4", 1.5, "128x96", 30, "smptebars")
+    make_video(folder / "noise.mp4", 3.0, "320x240", 25, "mandelbrot")
+    return folder
+
+
+def write_manifest(path: Path, rows: list[dict], columns=("id", "url", "license")) -> Path:
+    lines = [",".join(columns)] + [",".join(str(r.get(c, "")) for c in columns) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class RangeServer:
+    """Serves one folder on 127.0.0.1 with HTTP Range support, optionally throttled; logs Range headers."""
+
+    def __init__(self, root: Path, bytes_per_second: float | None = None):
+        self.root, self.rate, self.ranges = root, bytes_per_second, []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_HEAD(self):
+                self._serve(body=False)
+
+            def do_GET(self):
+                self._serve(body=True)
+
+            def _serve(self, body: bool):
+                path = server.root / self.path.lstrip("/").split("?")[0]
+                if not path.is_file():
+                    self.send_error(404)
+                    return
+                data = path.read_bytes()
+                start = 0
+                header = self.headers.get("Range")
+                if body:
+                    server.ranges.append(header)
+                match = re.match(r"bytes=(\d+)-", header or "")
+                if match and int(match.group(1)) < len(data):
+                    start = int(match.group(1))
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Type", "video/mp4")
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Length", str(len(data) - start))
+                self.end_headers()
+                if not body:
+                    return
+                chunk = 8192
+                try:
+                    for i in range(start, len(data), chunk):
+                        self.wfile.write(data[i:i + chunk])
+                        if server.rate:
+                            time.sleep(chunk / server.rate)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def http_videos(video_dir, tmp_path):
+    """A RangeServer over a copy of the tiny videos."""
+    root = tmp_path / "site"
+    shutil.copytree(video_dir, root)
+    with RangeServer(root) as server:
+        yield server

@@ -1,0 +1,18 @@
+from typer.testing import CliRunner
+
+from wtours.cli import app
+from wtours.demo import PACKAGED_CLIPS
+from wtours.video import probe
+
+
+def test_demo_ingests_the_packaged_real_footage(tmp_path):
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    for vid, *_ in PACKAGED_CLIPS:
+        assert probe(out / "videos" / f"{vid}.mp4").duration_s > 3
+    attribution = (out / "videos" / "ATTRIBUTION.md").read_text()
+    assert all(f"| {vid} |" in attribution for vid, *_ in PACKAGED_CLIPS)
+    # A second run reuses everything.
+    again = CliRunner().invoke(app, ["demo", "--out", str(out), "--quiet"])
+    assert again.exit_code == 0 and again.output.count("up-to-date") == len(PACKAGED_CLIPS)

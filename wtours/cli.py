@@ -1,0 +1,87 @@
+"""The `wtours` command line: a thin shell over wtours.fetch, wtours.demo (shard and stats to come)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from wtours.manifest import DEFAULT_MANIFEST, ManifestError
+from wtours.report import OutputMode
+
+app = typer.Typer(
+    help="Walking Tours toolkit: fetch long videos, cut them into WebDataset shards, measure them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _mode(quiet: bool, json_lines: bool) -> OutputMode:
+    return OutputMode.json if json_lines else OutputMode.quiet if quiet else OutputMode.human
+
+
+@app.command()
+def fetch(
+    ids: List[str] = typer.Argument(None, help="Video ids from the manifest (default: all)."),
+    manifest: Path = typer.Option(DEFAULT_MANIFEST, "--manifest", "-m", help="CSV with id,url,license columns."),
+    out: Path = typer.Option(Path("data/videos"), "--out", "-o", help="Folder for videos, sidecars, ATTRIBUTION.md."),
+    max_height: int = typer.Option(
+        2160, help="Tallest stream to fetch. 2160 is the paper's 4K; 1080 is plenty for CPU users (shards are 320 px)."
+    ),
+    allow_any_license: bool = typer.Option(False, help="Fetch videos whose licence is not Creative Commons."),
+    attempts: int = typer.Option(4, help="Attempts per video for transient failures (network, bot checks)."),
+    retry_wait: float = typer.Option(5.0, help="Seconds before the second attempt; doubles after each failure."),
+    cookies: Optional[Path] = typer.Option(None, help="Netscape cookies file for sites that ask for a sign-in."),
+    cookies_from_browser: Optional[str] = typer.Option(None, help="Read cookies from this browser (e.g. firefox)."),
+    verify: bool = typer.Option(True, help="Re-hash complete videos on rerun (off: trust size only)."),
+    rank: Optional[int] = typer.Option(None, help="This job's rank (default: $RANK or Slurm's)."),
+    world_size: Optional[int] = typer.Option(None, help="Number of jobs splitting the manifest."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    json_lines: bool = typer.Option(False, "--json", help="JSON lines on stdout for scripts."),
+) -> None:
+    """Download the videos of a manifest with yt-dlp: verified, resumable, with sidecars and attribution.
+
+    Example: wtours fetch venice zurich --max-height 1080 --out data/videos
+    """
+    from wtours.fetch import FetchConfig, fetch as run_fetch
+
+    cfg = FetchConfig(
+        out=out, manifest=manifest, ids=list(ids or []), max_height=max_height, allow_any_license=allow_any_license,
+        attempts=attempts, retry_wait=retry_wait, cookies=cookies, cookies_from_browser=cookies_from_browser,
+        verify=verify, rank=rank, world_size=world_size, mode=_mode(quiet, json_lines),
+    )
+    try:
+        results = run_fetch(cfg)
+    except (ManifestError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: partial downloads are kept in DIR/.partial; rerun the same command to resume", err=True)
+        raise typer.Exit(130)
+    if any(r.status in ("failed", "refused") for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Folder for everything the demo makes."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run the pipeline on a built-in tour made from real footage that ships with the dependencies.
+
+    Example: wtours demo --out runs/demo
+    """
+    from wtours.demo import run_demo
+
+    try:
+        code = run_demo(out, _mode(quiet, False))
+    except KeyboardInterrupt:
+        typer.echo("interrupted: rerun the same command to continue", err=True)
+        raise typer.Exit(130)
+    raise typer.Exit(code)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,365 @@
+"""`wtours fetch`: download the manifest's videos with yt-dlp, verified, resumable, attributed."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import re
+import shutil
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import yt_dlp
+from yt_dlp.networking.exceptions import TransportError
+
+from wtours.dist import resolve_rank, split_for_rank
+from wtours.files import read_json, sha256_file, write_json_atomic, write_text_atomic
+from wtours.manifest import DEFAULT_MANIFEST, ManifestEntry, is_creative_commons, load_manifest, select
+from wtours.report import OutputMode, Reporter
+from wtours.tools import ffmpeg_exe, tool_versions
+from wtours.video import VideoError, probe
+
+SIDECAR_KIND = "wtours.fetch/v1"
+STAGING = ".partial"  # DIR/.partial/<id>/ holds yt-dlp's .part files until a video is complete
+
+
+@dataclass
+class FetchConfig:
+    """Everything `wtours fetch` does is decided by these fields (written to DIR/fetch_config.json)."""
+
+    out: Path
+    manifest: Path = DEFAULT_MANIFEST
+    ids: list[str] = field(default_factory=list)
+    max_height: int = 2160
+    allow_any_license: bool = False
+    attempts: int = 4  # whole-video attempts for transient failures (network, bot check)
+    retry_wait: float = 5.0  # seconds before the 2nd attempt; doubles each time
+    http_retries: int = 10  # yt-dlp's own retries of a failed HTTP read inside one attempt
+    socket_timeout: float = 30.0
+    cookies: Path | None = None
+    cookies_from_browser: str | None = None
+    verify: bool = True  # re-hash complete files on rerun instead of trusting size alone
+    rank: int | None = None
+    world_size: int | None = None
+    mode: OutputMode = OutputMode.human
+
+
+@dataclass
+class FetchResult:
+    id: str
+    status: str  # downloaded | up-to-date | refused | failed
+    file: str = ""
+    bytes: int | None = None
+    seconds: float = 0.0
+    message: str = ""
+
+
+class FetchError(RuntimeError):
+    """One video could not be fetched. `transient` errors are worth another attempt."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+class LicenseRefused(FetchError):
+    """The video's licence is not Creative Commons and --allow-any-license was not given."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Licences
+
+
+_SITE_CC_RE = re.compile(r"creative\s*commons|\bcc[\s-]?(by|0)\b|^by(-nc)?(-sa|-nd)?$", re.IGNORECASE)
+
+
+def effective_license(site_license: str | None, manifest_license: str) -> tuple[str, str, bool]:
+    """(licence, where it came from, is Creative Commons). The site's word wins over the manifest's."""
+    if site_license and site_license.strip():
+        return site_license.strip(), "site", bool(_SITE_CC_RE.search(site_license.strip()))
+    return manifest_license, "manifest", is_creative_commons(manifest_license)
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors: turn yt-dlp's exceptions into one clear line and a retry decision
+
+
+_PERMANENT_HINTS = ("video unavailable", "private video", "has been removed", "not available", "http error 404",
+                    "http error 410", "unsupported url", "no such file", "is not a valid url", "copyright")
+_BOTCHECK_HINTS = ("confirm you", "not a bot", "sign in to confirm")
+
+
+def _causes(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        inner = getattr(exc, "exc_info", None)
+        exc = (inner[1] if inner and inner[1] is not exc else None) or exc.__cause__ or exc.__context__
+
+
+def describe_error(exc: BaseException, url: str) -> FetchError:
+    """A FetchError with a one-line reason: unreachable site, bot check, gone, or yt-dlp's own words."""
+    text = re.sub(r"^ERROR:\s*", "", str(exc)).strip()
+    lowered = text.lower()
+    host = urlparse(url).hostname or url
+    for cause in _causes(exc):
+        if isinstance(cause, (TransportError, socket.gaierror, ConnectionError, TimeoutError, socket.timeout)):
+            reason = str(cause).split(" (caused by")[0]
+            if "resolve" in reason.lower() or isinstance(cause, socket.gaierror):
+                reason = "name resolution failed; is this machine offline?"
+            return FetchError(f"cannot reach {host}: {reason}", transient=True)
+    if any(h in lowered for h in _BOTCHECK_HINTS):
+        return FetchError(
+            f"{host} asked for a bot check / sign-in; pass --cookies FILE or --cookies-from-browser NAME ({text[:200]})",
+            transient=True,
+        )
+    if any(h in lowered for h in _PERMANENT_HINTS):
+        return FetchError(text[:300], transient=False)
+    transient = bool(re.search(r"http error (429|5\d\d)|timed out|temporar", lowered))
+    return FetchError(text[:300] or exc.__class__.__name__, transient=transient)
+
+
+class _YtdlpLogger:
+    """Routes yt-dlp's chatter: warnings to the reporter, errors kept for our own message."""
+
+    def __init__(self, reporter: Reporter, video_id: str):
+        self.reporter, self.video_id = reporter, video_id
+
+    def debug(self, msg: str) -> None:  # yt-dlp sends its info lines here too
+        pass
+
+    info = debug
+
+    def warning(self, msg: str) -> None:
+        if "Falling back on generic information extractor" in msg:
+            return
+        self.reporter.warn(f"{self.video_id}: {msg}", id=self.video_id)
+
+    def error(self, msg: str) -> None:  # re-raised as DownloadError and reported once by us
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# One video
+
+
+def sidecar_path(out: Path, video_id: str) -> Path:
+    return out / f"{video_id}.json"
+
+
+def complete_video(out: Path, video_id: str, verify: bool = True) -> Path | None:
+    """The path of a complete, verified download of `video_id` in `out`, else None."""
+    side = sidecar_path(out, video_id)
+    if not side.is_file():
+        return None
+    try:
+        meta = read_json(side)
+    except (OSError, ValueError):
+        return None
+    if meta.get("kind") != SIDECAR_KIND:
+        return None
+    video = out / meta.get("file", "")
+    if not video.is_file() or video.stat().st_size != meta.get("bytes"):
+        return None
+    if verify and sha256_file(video) != meta.get("sha256"):
+        return None
+    return video
+
+
+def _ydl_options(cfg: FetchConfig, staging: Path, video_id: str, reporter: Reporter, hook) -> dict:
+    h = cfg.max_height
+    backoff = lambda n: min(cfg.retry_wait * (2**n), 120.0)  # noqa: E731 (yt-dlp wants a callable)
+    opts = {
+        # Video only (training never uses sound); merged mp4 where the site has no video-only stream.
+        "format": f"bv[height<=?{h}]/b[height<=?{h}]",
+        "merge_output_format": "mp4",
+        "outtmpl": str(staging / f"{video_id}.%(ext)s"),
+        "continuedl": True,
+        "nopart": False,
+        "noplaylist": True,
+        "overwrites": False,
+        "retries": cfg.http_retries,
+        "fragment_retries": cfg.http_retries,
+        "extractor_retries": 2,
+        "retry_sleep_functions": {"http": backoff, "fragment": backoff, "extractor": backoff},
+        "socket_timeout": cfg.socket_timeout,
+        "enable_file_urls": True,  # manifests may point at local files
+        "ffmpeg_location": ffmpeg_exe(),
+        "quiet": True,
+        "no_warnings": False,
+        "noprogress": True,
+        "logger": _YtdlpLogger(reporter, video_id),
+        "progress_hooks": [hook],
+    }
+    if cfg.cookies:
+        opts["cookiefile"] = str(cfg.cookies)
+    if cfg.cookies_from_browser:
+        opts["cookiesfrombrowser"] = (cfg.cookies_from_browser,)
+    return opts
+
+
+def _download(entry: ManifestEntry, cfg: FetchConfig, reporter: Reporter) -> tuple[Path, dict]:
+    """One attempt: check the licence before any byte is fetched, then download into staging."""
+    staging = cfg.out / STAGING / entry.id
+    staging.mkdir(parents=True, exist_ok=True)
+    bar = reporter.bar(desc=entry.id, unit="B", unit_scale=True, unit_divisor=1024)
+    last_event = [0.0]
+
+    def hook(d: dict) -> None:
+        total = d.get("total_bytes") or d.get("total_bytes_estimate")
+        if total and bar.total != total:
+            bar.total = total
+        done = d.get("downloaded_bytes")
+        if done is not None:
+            bar.update(done - bar.n)
+        now = time.monotonic()
+        if d.get("status") == "downloading" and now - last_event[0] >= 1.0:
+            last_event[0] = now
+            reporter.event("progress", id=entry.id, bytes=done, total=total, speed=d.get("speed"), eta=d.get("eta"))
+
+    try:
+        with yt_dlp.YoutubeDL(_ydl_options(cfg, staging, entry.id, reporter, hook)) as ydl:
+            info = ydl.extract_info(entry.url, download=False)
+            license_, source, is_cc = effective_license(info.get("license"), entry.license)
+            if not is_cc and not cfg.allow_any_license:
+                raise LicenseRefused(
+                    f"licence is {license_!r} (from the {source}), not Creative Commons; "
+                    "pass --allow-any-license to fetch it anyway"
+                )
+            info = ydl.process_ie_result(info, download=True)
+    except FetchError:
+        raise
+    except yt_dlp.utils.DownloadError as exc:
+        raise describe_error(exc, entry.url) from exc
+    finally:
+        bar.close()
+    downloads = info.get("requested_downloads") or []
+    path = Path(downloads[0]["filepath"]) if downloads else None
+    if path is None or not path.is_file():
+        raise FetchError(f"yt-dlp reported success but no file is in {staging}")
+    info["_license"], info["_license_source"] = license_, source
+    return path, info
+
+
+def _sidecar(entry: ManifestEntry, video: Path, staged: Path, info: dict) -> dict:
+    facts = probe(staged)  # the file's own truth, whatever the site claimed
+    return {
+        "kind": SIDECAR_KIND,
+        "id": entry.id,
+        "file": video.name,
+        "source_url": entry.url,
+        "webpage_url": info.get("webpage_url") or entry.url,
+        "title": info.get("title"),
+        "uploader": info.get("uploader") or info.get("channel"),
+        "uploader_url": info.get("uploader_url") or info.get("channel_url"),
+        "license": info.get("license"),  # exactly as the site reports it (None if it reports none)
+        "license_manifest": entry.license,
+        "license_effective": info["_license"],
+        "license_source": info["_license_source"],
+        "city": entry.city or None,
+        "notes": entry.notes or None,
+        "duration_s": facts.duration_s,
+        "width": facts.width,
+        "height": facts.height,
+        "fps": facts.fps,
+        "codec": facts.codec,
+        "bytes": staged.stat().st_size,
+        "sha256": sha256_file(staged),
+        "format_id": info.get("format_id"),
+        "fetched_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "tool_versions": tool_versions("yt-dlp", "av"),
+    }
+
+
+def fetch_one(entry: ManifestEntry, cfg: FetchConfig, reporter: Reporter) -> FetchResult:
+    """Fetch one video, retrying transient failures with exponential backoff; never raises FetchError."""
+    start = time.monotonic()
+    done = complete_video(cfg.out, entry.id, cfg.verify)
+    if done is not None:
+        return FetchResult(entry.id, "up-to-date", done.name, done.stat().st_size, time.monotonic() - start)
+    error: FetchError | None = None
+    for attempt in range(max(1, cfg.attempts)):
+        if attempt:
+            wait = cfg.retry_wait * 2 ** (attempt - 1)
+            reporter.warn(f"{entry.id}: attempt {attempt} failed ({error}); retrying in {wait:.0f} s", id=entry.id)
+            time.sleep(wait)
+        try:
+            staged, info = _download(entry, cfg, reporter)
+            video = cfg.out / f"{entry.id}{staged.suffix}"
+            try:
+                meta = _sidecar(entry, video, staged, info)
+            except VideoError as exc:
+                staged.unlink(missing_ok=True)  # not a video (an error page, a broken file): do not resume it
+                raise FetchError(f"downloaded file is not a readable video: {exc}") from exc
+            # Sidecar first, video second: a video under its final name always has its sidecar.
+            write_json_atomic(sidecar_path(cfg.out, entry.id), meta)
+            staged.replace(video)
+            shutil.rmtree(staged.parent, ignore_errors=True)
+            return FetchResult(entry.id, "downloaded", video.name, meta["bytes"], time.monotonic() - start)
+        except LicenseRefused as exc:
+            return FetchResult(entry.id, "refused", seconds=time.monotonic() - start, message=str(exc))
+        except FetchError as exc:
+            error = exc
+            if not exc.transient:
+                break
+    return FetchResult(entry.id, "failed", seconds=time.monotonic() - start, message=str(error))
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+
+
+def write_attribution(out: Path) -> Path:
+    """DIR/ATTRIBUTION.md: title, uploader, url and licence of every complete video in DIR."""
+    lines = [
+        "# Attribution",
+        "",
+        "The videos in this folder were fetched by `wtours fetch` and are used under the licences below.",
+        "Creative Commons licences require this attribution wherever the videos or works derived from",
+        "them (frames, shards, trained models' figures) are shared.",
+        "",
+        "| id | title | uploader | source | licence | notes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for side in sorted(out.glob("*.json")):
+        try:
+            meta = read_json(side)
+        except (OSError, ValueError):
+            continue
+        if meta.get("kind") != SIDECAR_KIND or not (out / meta.get("file", "")).is_file():
+            continue
+        cells = [meta["id"], meta.get("title") or "", meta.get("uploader") or "unknown", meta.get("webpage_url") or "",
+                 meta.get("license_effective") or "", meta.get("notes") or ""]
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    path = out / "ATTRIBUTION.md"
+    write_text_atomic(path, "\n".join(lines) + "\n")
+    return path
+
+
+def fetch(cfg: FetchConfig, reporter: Reporter | None = None) -> list[FetchResult]:
+    """Fetch every selected video of the manifest (this rank's share); report each and a summary."""
+    reporter = reporter or Reporter(cfg.mode)
+    entries = select(load_manifest(cfg.manifest), cfg.ids)  # bad manifests fail here, before any download
+    rank, world = resolve_rank(cfg.rank, cfg.world_size)
+    entries = split_for_rank(entries, rank, world)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(cfg.out / "fetch_config.json", {**asdict(cfg), "rank": rank, "world_size": world})
+    results = []
+    for entry in entries:
+        reporter.event("start", id=entry.id, url=entry.url)
+        result = fetch_one(entry, cfg, reporter)
+        results.append(result)
+        reporter.event("done", **asdict(result))
+        if result.status in ("failed", "refused"):
+            reporter.error(f"{entry.id} ({entry.url}): {result.message}", id=entry.id)
+    write_attribution(cfg.out)
+    with contextlib.suppress(OSError):  # leave no empty staging folder behind
+        (cfg.out / STAGING).rmdir()
+    rows = [{**asdict(r), "MB": None if r.bytes is None else f"{r.bytes / 1e6:.1f}", "seconds": f"{r.seconds:.1f}"}
+            for r in results]
+    reporter.summary(f"wtours fetch -> {cfg.out}", ["id", "status", "file", "MB", "seconds", "message"], rows)
+    return results

@@ -1,0 +1,77 @@
+"""What a command tells people (progress bars, a summary table) and machines (JSON lines on stdout)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from enum import Enum
+from typing import Any, Sequence
+
+from tqdm import tqdm
+
+
+class OutputMode(str, Enum):
+    human = "human"  # progress bars and a summary table on stderr
+    quiet = "quiet"  # warnings, errors and the summary table only
+    json = "json"  # one JSON object per line on stdout, nothing else
+
+
+class Reporter:
+    """One place that decides how a command talks: bars for people, JSON lines for scripts."""
+
+    def __init__(self, mode: OutputMode = OutputMode.human, stream=None):
+        self.mode = OutputMode(mode)
+        self.stream = stream or sys.stdout
+        self.err = sys.stderr
+
+    @property
+    def bars(self) -> bool:
+        return self.mode is OutputMode.human
+
+    def event(self, event: str, **fields: Any) -> None:
+        """A machine-readable event; printed only in JSON mode."""
+        if self.mode is OutputMode.json:
+            record = {"event": event, "time": round(time.time(), 3), **fields}
+            self.stream.write(json.dumps(record, default=str) + "\n")
+            self.stream.flush()
+
+    def info(self, message: str, **fields: Any) -> None:
+        """A line for people (human mode) or an 'info' event (JSON mode)."""
+        if self.mode is OutputMode.json:
+            self.event("info", message=message, **fields)
+        elif self.mode is OutputMode.human:
+            tqdm.write(message, file=self.err)
+
+    def warn(self, message: str, **fields: Any) -> None:
+        """A warning, shown in every mode."""
+        if self.mode is OutputMode.json:
+            self.event("warning", message=message, **fields)
+        else:
+            tqdm.write(f"warning: {message}", file=self.err)
+
+    def error(self, message: str, **fields: Any) -> None:
+        """An error about one item; the command goes on with the others."""
+        if self.mode is OutputMode.json:
+            self.event("error", message=message, **fields)
+        else:
+            tqdm.write(f"error: {message}", file=self.err)
+
+    def bar(self, total: float | None = None, desc: str = "", unit: str = "it", **kwargs: Any) -> tqdm:
+        """A tqdm bar, disabled unless people are watching."""
+        return tqdm(total=total, desc=desc, unit=unit, file=self.err, disable=not self.bars, dynamic_ncols=True, **kwargs)
+
+    def summary(self, title: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
+        """A table for people, or one 'summary' event holding the rows."""
+        if self.mode is OutputMode.json:
+            self.event("summary", title=title, rows=list(rows))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=title)
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+        Console(file=self.err, width=max(100, Console(file=self.err).width)).print(table)
