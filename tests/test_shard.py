@@ -1,0 +1,218 @@
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import make_coded_video, make_video, packaged_clip, read_code
+from wtours.cli import app
+from wtours.report import OutputMode
+from wtours.shard import ShardConfig, shard
+from wtours.shards import iter_clips, shard_urls, verify
+
+runner = CliRunner()
+
+
+def _cfg(inputs, out, **kw) -> ShardConfig:
+    kw.setdefault("workers", 1)
+    return ShardConfig(inputs=[Path(i) for i in inputs], out=Path(out), mode=OutputMode.quiet, **kw)
+
+
+def _clips(out: Path):
+    return list(iter_clips(shard_urls(out)))
+
+
+def _tree_bytes(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.glob("*.tar"))}
+
+
+def test_clips_hold_the_right_frames_in_order_with_true_timestamps(tmp_path, coded_video):
+    results, errors = shard(_cfg([coded_video], tmp_path / "s", fps=1, frames_per_clip=4, short_side=64,
+                                 skip_nonref=False))
+    assert not errors and [r.status for r in results] == ["done"]
+    clips = _clips(tmp_path / "s")
+    assert len(clips) == 5  # 20 s at 1 fps, 4 frames a clip
+    for n, (frames, meta) in enumerate(clips):
+        assert frames.shape == (4, 64, 86, 3) and frames.dtype == np.uint8
+        assert meta["frame_times"] == [float(4 * n + i) for i in range(4)]
+        assert meta["frame_indices"] == [25 * (4 * n + i) for i in range(4)]
+        assert [read_code(f) for f in frames] == meta["frame_indices"]
+        assert meta["video"] == "coded" and meta["size"] == [86, 64] and meta["source_size"] == [320, 240]
+    assert verify(tmp_path / "s") == []
+
+
+def test_skipping_b_frames_keeps_json_and_pixels_in_agreement(tmp_path, coded_video):
+    shard(_cfg([coded_video], tmp_path / "s", fps=2, frames_per_clip=8, short_side=64, skip_nonref=True))
+    clips = _clips(tmp_path / "s")
+    assert len(clips) == 5
+    for n, (frames, meta) in enumerate(clips):
+        assert [read_code(f) for f in frames] == meta["frame_indices"]
+        nominal = [(8 * n + i) / 2 for i in range(8)]
+        assert all(-0.25 / 25 - 1e-6 <= t - s <= 3 / 25 + 1e-6 for t, s in zip(meta["frame_times"], nominal))
+
+
+def test_phases_store_every_frame_once_and_double_the_clips(tmp_path, coded_video):
+    shard(_cfg([coded_video], tmp_path / "s", fps=1, frames_per_clip=4, phases=2, short_side=64, skip_nonref=False))
+    clips = _clips(tmp_path / "s")
+    assert len(clips) == 10
+    by_phase = {p: [m for _, m in clips if m["phase"] == p] for p in (0, 1)}
+    assert by_phase[1][0]["frame_times"] == [0.52, 1.52, 2.52, 3.52]  # the first frame at or after 0.5 s
+    stored = [t for _, m in clips for t in m["frame_times"]]
+    assert len(stored) == len(set(stored)) == 40
+    assert [m["clip"] for _, m in clips] == list(range(10))
+
+
+def test_same_input_and_options_give_byte_identical_shards(tmp_path, coded_video):
+    for name in ("a", "b"):
+        shard(_cfg([coded_video], tmp_path / name, fps=2, frames_per_clip=4, short_side=64, clips_per_shard=3))
+    a, b = _tree_bytes(tmp_path / "a"), _tree_bytes(tmp_path / "b")
+    assert len(a) == 4 and a == b
+    index_a, index_b = (json.loads((tmp_path / n / "index.json").read_text()) for n in ("a", "b"))
+    assert index_a["shards"] == index_b["shards"]
+    with tarfile.open(tmp_path / "a" / "coded-0000-0000.tar") as tar:
+        assert {(m.mtime, m.uid, m.gid, m.uname, m.mode) for m in tar} == {(0, 0, 0, "", 0o444)}
+
+
+def test_interrupted_run_shows_no_partial_shard_and_resumes_to_the_same_shards(tmp_path, coded_video, monkeypatch):
+    options = dict(fps=2, frames_per_clip=4, short_side=64, clips_per_shard=2)
+    shard(_cfg([coded_video], tmp_path / "full", **options))
+    import wtours.shard as shard_module
+
+    calls = {"n": 0}
+    real = shard_module.encode_jpeg
+
+    def failing_encode(image, quality):
+        calls["n"] += 1
+        if calls["n"] == 21:  # mid-way through the third shard
+            raise KeyboardInterrupt
+        return real(image, quality)
+
+    monkeypatch.setattr(shard_module, "encode_jpeg", failing_encode)
+    with pytest.raises(KeyboardInterrupt):
+        shard(_cfg([coded_video], tmp_path / "cut", **options))
+    names = sorted(p.name for p in (tmp_path / "cut").iterdir())
+    assert [n for n in names if n.endswith(".tar")] == ["coded-0000-0000.tar", "coded-0000-0001.tar"]
+    assert not [n for n in names if n.endswith(".tmp")] and "index.json" not in names
+    monkeypatch.setattr(shard_module, "encode_jpeg", real)
+    results, _ = shard(_cfg([coded_video], tmp_path / "cut", **options))
+    assert results[0].status == "resumed"
+    assert _tree_bytes(tmp_path / "cut") == _tree_bytes(tmp_path / "full")
+    assert verify(tmp_path / "cut") == []
+    assert shard(_cfg([coded_video], tmp_path / "cut", **options))[0][0].status == "up-to-date"
+
+
+@pytest.mark.slow
+def test_killed_process_resumes_to_the_same_shards(tmp_path):
+    video = make_coded_video(tmp_path / "long.mp4", 3000, fps=25, size=(640, 360), preset="ultrafast")
+    args = ["--fps", "5", "-T", "2", "--clips-per-shard", "5", "--short-side", "64", "--no-skip-nonref",
+            "--workers", "1", "-q"]
+    assert runner.invoke(app, ["shard", str(video), "--out", str(tmp_path / "full"), *args]).exit_code == 0
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "wtours.cli", "shard", str(video), "--out", str(out), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(out.glob("*.tar"))) < 10:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    visible = sorted(out.glob("*.tar"))
+    assert 10 <= len(visible) < len(list((tmp_path / "full").glob("*.tar")))
+    for path in visible:  # every visible shard is complete
+        assert path.read_bytes() == (tmp_path / "full" / path.name).read_bytes()
+    assert runner.invoke(app, ["shard", str(video), "--out", str(out), *args]).exit_code == 0
+    assert _tree_bytes(out) == _tree_bytes(tmp_path / "full")
+
+
+def test_truncated_and_unreadable_videos_are_named_and_the_rest_proceeds(tmp_path, coded_video):
+    broken = make_coded_video(tmp_path / "in" / "broken.mp4", 500, faststart=True)
+    data = broken.read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    (tmp_path / "in" / "notes.mp4").write_text("not a video")
+    shutil.copy(coded_video, tmp_path / "in" / "good.mp4")
+    result = runner.invoke(app, ["shard", str(tmp_path / "in"), "--out", str(tmp_path / "s"), "--fps", "1", "-T", "2",
+                                 "--short-side", "64", "--workers", "1", "--json"])
+    assert result.exit_code == 1
+    errors = [e["message"] for e in map(json.loads, result.stdout.splitlines()) if e["event"] == "error"]
+    assert any("notes.mp4" in e and "not a readable video" in e for e in errors), errors
+    assert any("broken.mp4" in e and " s" in e for e in errors), errors
+    index = json.loads((tmp_path / "s" / "index.json").read_text())
+    clips = {v: sum(s["clips"] for s in index["shards"] if s["video"] == v) for v in ("broken", "good")}
+    assert clips["good"] == 10 and 0 < clips["broken"] < 10  # frames decoded before the fault are kept
+    assert len(index["errors"]) == 2
+    assert verify(tmp_path / "s") == []
+
+
+def test_verify_catches_a_flipped_byte_and_a_missing_shard(tmp_path, coded_video):
+    out = tmp_path / "s"
+    shard(_cfg([coded_video], out, fps=1, frames_per_clip=4, short_side=64, clips_per_shard=2))
+    assert runner.invoke(app, ["verify", str(out)]).exit_code == 0
+    target = out / "coded-0000-0001.tar"
+    data = bytearray(target.read_bytes())
+    offset = data.index(b"\xff\xd8") + 700  # inside the first JPEG's entropy-coded data
+    data[offset] ^= 0xFF
+    target.write_bytes(bytes(data))
+    (out / "coded-0000-0002.tar").unlink()
+    problems = verify(out)
+    assert any("coded-0000-0001.tar: sha256 differs" in p for p in problems), problems
+    assert any("coded-0000-0002.tar: missing" in p for p in problems), problems
+    result = runner.invoke(app, ["verify", str(out)])
+    assert result.exit_code == 1 and "coded-0000-0001.tar" in result.output
+
+
+def test_rank_and_world_size_cover_every_segment_once(tmp_path, video_dir, coded_video):
+    inputs = [video_dir, coded_video]
+    seen = []
+    for rank in range(3):
+        results, _ = shard(_cfg(inputs, tmp_path / "s", fps=2, frames_per_clip=2, short_side=64, segment_seconds=5,
+                                rank=rank, world_size=3))
+        seen += [r.unit for r in results]
+        assert (tmp_path / "s" / "index.json").exists() == (rank == 2)
+    single, _ = shard(_cfg(inputs, tmp_path / "one", fps=2, frames_per_clip=2, short_side=64, segment_seconds=5))
+    assert sorted(seen) == sorted(r.unit for r in single) and len(seen) == len(set(seen)) == 7
+    assert _tree_bytes(tmp_path / "s") == _tree_bytes(tmp_path / "one")
+    assert verify(tmp_path / "s") == []
+
+
+def test_rank_defaults_come_from_torchrun_variables(tmp_path, coded_video, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    results, _ = shard(_cfg([coded_video], tmp_path / "s", fps=1, frames_per_clip=2, segment_seconds=5, short_side=64))
+    assert [r.unit for r in results] == ["coded-0001", "coded-0003"]
+
+
+def test_parallel_workers_give_the_same_shards(tmp_path, video_dir, coded_video):
+    inputs = [video_dir, coded_video]
+    options = dict(fps=2, frames_per_clip=2, short_side=64, segment_seconds=5)
+    shard(_cfg(inputs, tmp_path / "one", **options))
+    shard(_cfg(inputs, tmp_path / "two", **{**options, "workers": 2}))
+    assert _tree_bytes(tmp_path / "one") == _tree_bytes(tmp_path / "two")
+
+
+def test_real_footage_shards_and_verifies(tmp_path):
+    out = tmp_path / "s"
+    result = runner.invoke(app, ["shard", str(packaged_clip("bikes.mp4")), "--out", str(out), "--fps", "2", "-T", "4",
+                                 "-q"])
+    assert result.exit_code == 0, result.output
+    clips = _clips(out)
+    assert len(clips) == 5 and clips[0][0].shape == (4, 320, 752, 3)
+    assert clips[0][0].std() > 20  # real, textured pixels
+    assert runner.invoke(app, ["verify", str(out)]).exit_code == 0
+
+
+def test_changed_options_in_an_existing_folder_are_refused(tmp_path, coded_video):
+    shard(_cfg([coded_video], tmp_path / "s", fps=1, frames_per_clip=4, short_side=64))
+    result = runner.invoke(app, ["shard", str(coded_video), "--out", str(tmp_path / "s"), "--fps", "2", "-T", "4",
+                                 "--short-side", "64"])
+    assert result.exit_code == 2 and "fps: 1.0 -> 2.0" in result.output
+
+
+def test_missing_input_is_a_clear_error(tmp_path):
+    result = runner.invoke(app, ["shard", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2 and "nope.mp4: no such file or folder" in result.output

@@ -1,0 +1,305 @@
+"""`wtours shard`: decode each video once, at the decoder's speed, into WebDataset clip shards.
+
+Work is cut into units (one video's time segment, `segment_seconds` long) so that workers on one
+machine and ranks of a cluster job split even a single long video. Within a unit, frames are
+sampled at `fps * phases` per second; sampled frame i belongs to phase i % phases, and each phase
+is cut into non-overlapping clips of T frames, so every frame is stored once. Clips are numbered
+in the order they complete (clip r = phase r % phases of window r // phases) and written in that
+order, `clips_per_shard` to a shard. A killed unit resumes after the last clip of its last
+complete shard, seeking there, and ends with the same shards as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wtours.dist import resolve_rank, split_for_rank
+from wtours.files import read_json, write_json_atomic
+from wtours.inputs import Source, find_sources
+from wtours.report import OutputMode, Reporter
+from wtours.shards import FORMAT, INDEX, ShardRecord, ShardWriter, describe_shard, encode_jpeg, existing_shards
+from wtours.tools import tool_versions
+from wtours.video import VideoError, probe, read_frames, scaled_size
+
+UNITS = ".units"  # DIR/.units/<unit>.json: a finished unit's shards (or its error)
+
+
+@dataclass
+class ShardConfig:
+    """Options of `wtours shard`; those in FORMAT_OPTIONS decide the bytes of the shards."""
+
+    inputs: list[Path]
+    out: Path
+    fps: float = 1.0  # sampled frames per second within a clip (the authors: one second apart)
+    frames_per_clip: int = 8
+    phases: int = 1  # >1: also cut clips starting 1/(fps*phases) s later, etc. (more distinct clips)
+    short_side: int = 320  # enough for RandomResizedCrop(300) then 224
+    quality: int = 90
+    clips_per_shard: int = 256
+    segment_seconds: float = 600.0
+    start: float = 0.0
+    end: float | None = None
+    skip_nonref: bool = True  # let the decoder skip B-frames when sampling sparsely (see video.read_frames)
+    workers: int = 0  # 0: one per core (at most one per unit)
+    rank: int | None = None
+    world_size: int | None = None
+    mode: OutputMode = OutputMode.human
+
+    def __post_init__(self) -> None:
+        # 1 and 1.0 must compare equal when a rerun checks the folder's options.
+        self.fps, self.segment_seconds, self.start = float(self.fps), float(self.segment_seconds), float(self.start)
+        self.end = None if self.end is None else float(self.end)
+
+
+FORMAT_OPTIONS = ("fps", "frames_per_clip", "phases", "short_side", "quality", "clips_per_shard",
+                  "segment_seconds", "start", "end", "skip_nonref")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A time segment of one video: the grain of resuming and of splitting work."""
+
+    name: str  # '<video>-<segment:04d>'; shards are '<name>-<n:04d>.tar'
+    video: str
+    path: str
+    t0: float
+    t1: float
+    width: int  # of the stored frames
+    height: int
+    src_width: int
+    src_height: int
+    src_fps: float
+
+
+@dataclass
+class UnitResult:
+    unit: str
+    video: str
+    status: str  # done | resumed | up-to-date | error
+    clips: int = 0
+    frames: int = 0
+    seconds_of_video: float = 0.0
+    message: str = ""
+    shards: list[dict] = field(default_factory=list)
+
+
+def format_options(cfg: ShardConfig) -> dict[str, Any]:
+    return {k: getattr(cfg, k) for k in FORMAT_OPTIONS}
+
+
+def plan_units(sources: list[Source], cfg: ShardConfig) -> tuple[list[Unit], dict, list[str]]:
+    """Every unit of every readable source (sorted), the videos' facts, and errors for unreadable ones."""
+    units, videos, errors = [], {}, []
+    for source in sources:
+        try:
+            info = probe(source.path)
+        except VideoError as exc:
+            errors.append(str(exc))
+            continue
+        t_end = info.duration_s if math.isfinite(info.duration_s) else float("inf")
+        if cfg.end is not None:
+            t_end = min(t_end, cfg.end)
+        w, h = scaled_size(info.width, info.height, cfg.short_side)
+        videos[source.id] = {"file": source.path.name, "width": info.width, "height": info.height, "fps": info.fps,
+                              "duration_s": info.duration_s, "codec": info.codec, "size": [w, h],
+                              "sha256": (source.sidecar or {}).get("sha256")}
+        t, seg = cfg.start, 0
+        while t < t_end - 1e-9:
+            t1 = min(t + cfg.segment_seconds, t_end)
+            units.append(Unit(f"{source.id}-{seg:04d}", source.id, str(source.path), t, t1, w, h,
+                              info.width, info.height, info.fps))
+            t, seg = t1, seg + 1
+    return units, videos, errors
+
+
+def _source_stamp(path: str) -> dict:
+    st = os.stat(path)
+    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def run_unit(unit: Unit, cfg: ShardConfig, threads: int = 0, progress=None) -> UnitResult:
+    """Decode one unit into shards, resuming after its last complete shard. Never raises VideoError."""
+    record_path = cfg.out / UNITS / f"{unit.name}.json"
+    if record_path.is_file():
+        record = read_json(record_path)
+        if record["status"] != "error" or record.get("source") == _source_stamp(unit.path):
+            return UnitResult(**{**record["result"], "status": "up-to-date" if record["status"] != "error" else "error"})
+    k, T, n = cfg.phases, cfg.frames_per_clip, cfg.clips_per_shard
+    done = [describe_shard(p, unit.video, unit.name) for p in existing_shards(cfg.out, unit.name)]
+    writer = ShardWriter(cfg.out, unit.name, unit.video, n, next_shard=len(done), written=list(done))
+    finished = bool(done) and done[-1].clips < n  # a short shard is always a unit's last
+    next_clip = done[-1].last_clip + 1 if done else 0
+    first_index = (next_clip % k) + k * (next_clip // k) * T
+    open_clips: dict[int, dict[int, tuple[float, bytes]]] = {}
+    frames = clips = 0
+    message, last_time, last_report = "", unit.t0, time.monotonic()
+    try:
+        if not finished:
+            for frame in read_frames(unit.path, fps=cfg.fps * k, size=(unit.width, unit.height), start=unit.t0,
+                                     end=unit.t1, first_index=first_index, threads=threads,
+                                     skip_nonref=cfg.skip_nonref):
+                last_time = frame.time_s
+                phase, j = frame.index % k, frame.index // k
+                clip = (j // T) * k + phase
+                if clip < next_clip:
+                    continue
+                open_clips.setdefault(clip, {})[j % T] = (frame.time_s, encode_jpeg(frame.image, cfg.quality))
+                frames += 1
+                if j % T == T - 1:  # this clip's last slot: emit it (and drop older clips with holes)
+                    for stale in [c for c in open_clips if c < clip]:
+                        del open_clips[stale]
+                    slots = open_clips.pop(clip)
+                    if len(slots) == T:
+                        times = [slots[i][0] for i in range(T)]
+                        meta = {"video": unit.video, "unit": unit.name, "clip": clip, "phase": phase,
+                                "frame_times": [round(t, 6) for t in times],
+                                "frame_indices": [int(round(t * unit.src_fps)) for t in times],
+                                "source_size": [unit.src_width, unit.src_height], "size": [unit.width, unit.height],
+                                "fps": cfg.fps, "shot": None}
+                        writer.add(f"{unit.name}-{clip:06d}", [slots[i][1] for i in range(T)], meta)
+                        clips += 1
+                if progress is not None and time.monotonic() - last_report > 0.5:
+                    progress.put((unit.name, last_time))
+                    last_report = time.monotonic()
+            expected_end = unit.t1
+            if expected_end - last_time > 1.0 / (cfg.fps * k) + 1.0 and math.isfinite(expected_end):
+                message = f"{unit.path}: stream ends at {last_time:.2f} s, expected {expected_end:.2f} s (truncated?)"
+    except VideoError as exc:
+        message = str(exc)
+    writer.flush()  # the last clips (also those decoded before a fault, which are valid)
+    status = "error" if message else ("resumed" if done and not finished else "done")
+    result = UnitResult(unit.name, unit.video, status, sum(s.clips for s in writer.written), frames,
+                        max(0.0, last_time - unit.t0), message, [s.as_dict() for s in writer.written])
+    write_json_atomic(record_path, {"status": "error" if message else "done", "source": _source_stamp(unit.path),
+                                    "result": asdict(result)})
+    if progress is not None:
+        progress.put((unit.name, unit.t1))
+    return result
+
+
+def _worker(unit: Unit, cfg: ShardConfig, threads: int, progress) -> UnitResult:
+    return run_unit(unit, cfg, threads, progress)
+
+
+def _check_config(cfg: ShardConfig) -> None:
+    """Refuse to mix shards made with different format options in one folder."""
+    path = cfg.out / "shard_config.json"
+    wanted = format_options(cfg)
+    if path.is_file():
+        have = read_json(path).get("format_options", {})
+        diff = {k: (have.get(k), v) for k, v in wanted.items() if have.get(k) != v}
+        if diff:
+            listing = ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in diff.items())
+            raise ValueError(f"{cfg.out} holds shards made with other options ({listing}); use another --out")
+
+
+def write_index(cfg: ShardConfig, units: list[Unit], videos: dict, errors: list[str]) -> Path | None:
+    """Assemble DIR/index.json once every planned unit has finished (by any rank); else None."""
+    records = []
+    for unit in units:
+        path = cfg.out / UNITS / f"{unit.name}.json"
+        if not path.is_file():
+            return None
+        records.append(read_json(path))
+    shards = sorted((s for r in records for s in r["result"]["shards"]), key=lambda s: s["name"])
+    errors = errors + [r["result"]["message"] for r in records if r["status"] == "error"]
+    clips = sum(s["clips"] for s in shards)
+    index = {
+        "format": FORMAT,
+        "options": format_options(cfg),
+        "tool_versions": tool_versions("av", "webdataset", "pillow"),
+        "videos": videos,
+        "shards": shards,
+        "totals": {"shards": len(shards), "clips": clips, "frames": clips * cfg.frames_per_clip,
+                   "bytes": sum(s["bytes"] for s in shards), "videos": len(videos)},
+        "errors": errors,
+    }
+    write_json_atomic(cfg.out / INDEX, index)
+    return cfg.out / INDEX
+
+
+def shard(cfg: ShardConfig, reporter: Reporter | None = None) -> tuple[list[UnitResult], list[str]]:
+    """Shard this rank's units with `workers` processes; write index.json when all units are done."""
+    reporter = reporter or Reporter(cfg.mode)
+    if cfg.fps <= 0 or cfg.frames_per_clip < 1 or cfg.phases < 1 or cfg.clips_per_shard < 1:
+        raise ValueError("--fps, --frames-per-clip, --phases and --clips-per-shard must be positive")
+    if cfg.segment_seconds * cfg.fps < cfg.frames_per_clip:
+        raise ValueError(f"--segment-seconds {cfg.segment_seconds} is shorter than one clip")
+    sources = find_sources(cfg.inputs)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    _check_config(cfg)
+    rank, world = resolve_rank(cfg.rank, cfg.world_size)
+    write_json_atomic(cfg.out / "shard_config.json", {"format_options": format_options(cfg),
+                                                      "config": {**asdict(cfg), "rank": rank, "world_size": world}})
+    units, videos, errors = plan_units(sources, cfg)
+    for message in errors:
+        reporter.error(message)
+    mine = split_for_rank(units, rank, world)
+    cores = os.cpu_count() or 1
+    workers = max(1, min(cfg.workers or cores, len(mine) or 1))
+    threads = max(1, cores // workers) if workers > 1 else 0
+    total = sum(u.t1 - u.t0 for u in mine)
+    results: list[UnitResult] = []
+    bar = reporter.bar(total=round(total, 1), desc="shard (seconds of video)", unit="s",
+                       bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}, {rate_fmt}]")
+    seen: dict[str, float] = {u.name: u.t0 for u in mine}
+    by_name = {u.name: u for u in mine}
+
+    def advance(name: str, t: float) -> None:
+        step = max(0.0, min(t, by_name[name].t1) - seen[name])
+        seen[name] += step
+        bar.update(round(step, 3))
+
+    def finish(result: UnitResult) -> None:
+        results.append(result)
+        reporter.event("unit", **{k: v for k, v in asdict(result).items() if k != "shards"})
+        if result.status == "error":
+            reporter.error(result.message, unit=result.unit)
+
+    try:
+        if workers == 1:
+            class _Inline:
+                def put(self, item):
+                    advance(*item)
+
+            for unit in mine:
+                finish(run_unit(unit, cfg, threads, _Inline()))
+        else:
+            ctx = mp.get_context("spawn")
+            with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+                progress = manager.Queue()
+                futures = [pool.submit(_worker, u, cfg, threads, progress) for u in mine]
+                pending = set(futures)
+                while pending:
+                    try:
+                        advance(*progress.get(timeout=0.2))
+                    except queue_mod.Empty:
+                        pass
+                    for fut in [f for f in pending if f.done()]:
+                        pending.discard(fut)
+                        finish(fut.result())
+                while True:
+                    try:
+                        advance(*progress.get_nowait())
+                    except queue_mod.Empty:
+                        break
+    finally:
+        bar.close()
+    index = write_index(cfg, units, videos, errors)
+    results.sort(key=lambda r: r.unit)
+    rows = [{"unit": r.unit, "status": r.status, "clips": r.clips, "shards": len(r.shards),
+             "video s": f"{r.seconds_of_video:.0f}", "message": r.message} for r in results]
+    reporter.summary(f"wtours shard -> {cfg.out}", ["unit", "status", "clips", "shards", "video s", "message"], rows)
+    if index:
+        reporter.info(f"index: {index}")
+    else:
+        reporter.info(f"rank {rank}/{world} done; index.json is written when every rank has finished")
+    return results, errors
