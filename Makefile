@@ -23,7 +23,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python -m pip install --quiet -c constraints-ci.txt -e '.[test,bench]'
-	$(BIN)/python benchmarks/run_all.py
+	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

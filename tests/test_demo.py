@@ -2,6 +2,8 @@ from typer.testing import CliRunner
 
 from wtours.cli import app
 from wtours.demo import PACKAGED_CLIPS
+from wtours.files import read_json
+from wtours.shards import verify
 from wtours.video import probe
 
 
@@ -13,6 +15,9 @@ def test_demo_ingests_the_packaged_real_footage(tmp_path):
         assert probe(out / "videos" / f"{vid}.mp4").duration_s > 3
     attribution = (out / "videos" / "ATTRIBUTION.md").read_text()
     assert all(f"| {vid} |" in attribution for vid, *_ in PACKAGED_CLIPS)
+    assert verify(out / "shards") == []
+    index = read_json(out / "shards" / "index.json")
+    assert index["totals"]["clips"] == 5 + 2 + 2  # 10 s, 5.28 s and 4 s of video at 2 fps, 4-frame clips
     # A second run reuses everything.
     again = CliRunner().invoke(app, ["demo", "--out", str(out), "--quiet"])
-    assert again.exit_code == 0 and again.output.count("up-to-date") == len(PACKAGED_CLIPS)
+    assert again.exit_code == 0 and again.output.count("up-to-date") == 2 * len(PACKAGED_CLIPS)

@@ -1,7 +1,7 @@
 """The built-in example: real footage that installs with the project, run through the pipeline.
 
 It grows as the pipeline grows; today it ingests the packaged clips through `wtours fetch`
-(file:// URLs, the same code path as YouTube) and prints the summary.
+(file:// URLs, the same code path as YouTube) and cuts them into shards with `wtours shard`.
 """
 
 from __future__ import annotations
@@ -43,14 +43,23 @@ def write_demo_manifest(path: Path) -> Path:
 def run_demo(out: Path, mode: OutputMode = OutputMode.human) -> int:
     """Run the demo into `out`; return the exit code (0 when every step worked)."""
     from wtours.fetch import FetchConfig, fetch
+    from wtours.files import read_json
+    from wtours.shard import ShardConfig, shard
 
     reporter = Reporter(mode)
     out.mkdir(parents=True, exist_ok=True)
     manifest = write_demo_manifest(out / "manifest.csv")
-    reporter.info(f"[1/1] wtours fetch: packaged clips -> {out / 'videos'}")
+    reporter.info(f"[1/2] wtours fetch: packaged clips -> {out / 'videos'}")
     # The packaged clips are BSD / CC-BY; the BSD ones are not Creative Commons, hence allow_any_license.
     results = fetch(FetchConfig(out=out / "videos", manifest=manifest, allow_any_license=True, mode=mode), reporter)
     failed = [r for r in results if r.status not in ("downloaded", "up-to-date")]
-    reporter.info(f"demo: {len(results) - len(failed)}/{len(results)} videos ready in {out / 'videos'}; "
-                  f"attribution in {out / 'videos' / 'ATTRIBUTION.md'}")
-    return 1 if failed else 0
+    reporter.info(f"[2/2] wtours shard: {out / 'videos'} -> {out / 'shards'}")
+    # The packaged clips are seconds long, so sample densely: 2 frames a second, 4-frame clips.
+    units, errors = shard(ShardConfig(inputs=[out / "videos"], out=out / "shards", fps=2.0, frames_per_clip=4,
+                                      short_side=160, clips_per_shard=4, mode=mode), reporter)
+    index = read_json(out / "shards" / "index.json")
+    totals = index["totals"]
+    reporter.info(f"demo: {len(results) - len(failed)}/{len(results)} videos in {out / 'videos'} "
+                  f"(attribution in ATTRIBUTION.md); {totals['clips']} clips in {totals['shards']} shards "
+                  f"in {out / 'shards'}")
+    return 1 if failed or errors or any(u.status == "error" for u in units) else 0

@@ -25,7 +25,7 @@ class InputError(ValueError):
 
 def video_id_for(path: Path) -> str:
     """An id usable in keys and file names: the stem with anything but [A-Za-z0-9_-] replaced by '_'."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", path.stem) or "video"
+    return re.sub(r"[^A-Za-z0-9_-]", "_", path.stem)[:64] or "video"
 
 
 def _sidecar(path: Path) -> dict | None:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
-import webdataset as wds
 from PIL import Image
 
 from wtours.files import atomic_path, read_json, sha256_file
@@ -89,15 +88,31 @@ class ShardWriter:
         name = shard_name(self.unit, self.next_shard)
         final = self.folder / name
         with atomic_path(final) as tmp:
-            with open(tmp, "wb") as f, wds.TarWriter(f, user="", group="", mode=0o444, mtime=0, encoder=False) as tw:
-                for sample in self._samples:
-                    tw.write(sample)
+            write_tar(tmp, self._samples)
         metas = [json.loads(s["json"]) for s in self._samples]
         times = [t for m in metas for t in m["frame_times"]]
         self.written.append(ShardRecord(name, self.video, self.unit, len(self._samples), final.stat().st_size,
                                         sha256_file(final), min(times), max(times), metas[-1]["clip"]))
         self._samples = []
         self.next_shard += 1
+
+
+def write_tar(path: Path, samples: list[dict]) -> None:
+    """Write samples as WebDataset's tar layout ('<key>.<member>', members sorted) with fixed metadata.
+
+    Written with tarfile rather than webdataset.TarWriter only because importing webdataset
+    imports torch (about 1 s and 600 MB per worker process) and shard workers need neither.
+    """
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for sample in samples:
+            key = sample["__key__"]
+            for member in sorted(k for k in sample if k != "__key__"):
+                data = sample[member]
+                info = tarfile.TarInfo(f"{key}.{member}")
+                info.size, info.mtime, info.mode = len(data), 0, 0o444
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                tar.addfile(info, io.BytesIO(data))
 
 
 def shard_name(unit: str, n: int) -> str:
@@ -149,6 +164,8 @@ def decode_sample(sample: dict) -> tuple[np.ndarray, dict]:
 
 def iter_clips(urls: Iterable[str] | str, shuffle: int = 0) -> Iterator[tuple[np.ndarray, dict]]:
     """Stream decoded clips from shards (single process; training uses its own DataLoader pipeline)."""
+    import webdataset as wds
+
     dataset = wds.WebDataset(urls, shardshuffle=False, nodesplitter=None, empty_check=False)
     if shuffle:
         dataset = dataset.shuffle(shuffle)
