@@ -80,6 +80,72 @@ def scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, i
     return max(2, int(round(w / 2)) * 2), max(2, int(round(h / 2)) * 2)
 
 
+class Grid:
+    """A sampling grid start + i/fps: grid point i takes the first frame at or after its time.
+
+    `fps=None` takes every frame. A quarter-frame tolerance absorbs timestamp rounding.
+    """
+
+    def __init__(self, fps: float | None, start: float = 0.0, first_index: int = 0, source_fps: float = 30.0):
+        self.fps, self.start, self.index = fps, start, first_index
+        self.tolerance = 0.25 / source_fps
+        self.first_time = start + (first_index / fps if fps else 0.0)
+
+    def take(self, t: float) -> int | None:
+        """The grid index a frame at time t stands for, or None if the grid skips it."""
+        if self.fps is None:
+            if t < self.first_time - self.tolerance:
+                return None
+            self.index += 1
+            return self.index - 1
+        if t < self.start + self.index / self.fps - self.tolerance:
+            return None
+        taken = self.index
+        # The next grid point this frame does not already stand for.
+        self.index = max(taken + 1, int(math.floor((t + self.tolerance - self.start) * self.fps)) + 1)
+        return taken
+
+
+def decode(
+    path: str | Path,
+    seek_to: float = 0.0,
+    end: float | None = None,
+    threads: int = 0,
+    skip_nonref: bool = False,
+) -> Iterator[tuple[float, "av.VideoFrame", float]]:
+    """Yield (time, frame, source fps) for every decoded frame from the keyframe before `seek_to` to `end`.
+
+    Raises VideoError naming the file and the last timestamp reached if decoding fails.
+    """
+    path = str(path)
+    try:
+        container = av.open(path)
+    except (av.error.FFmpegError, OSError) as exc:
+        raise VideoError(f"{path}: not a readable video ({exc})") from exc
+    reached = seek_to
+    with container:
+        if not container.streams.video:
+            raise VideoError(f"{path}: no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.thread_count = threads
+        if skip_nonref:
+            stream.codec_context.skip_frame = "NONREF"
+        rate = float(stream.average_rate or stream.guessed_rate or 30)
+        time_base = float(stream.time_base)
+        try:
+            if seek_to > 0.25 / rate:
+                container.seek(int(max(0.0, seek_to - 0.25 / rate) / stream.time_base), stream=stream, backward=True)
+            for frame in container.decode(stream):
+                t = frame.time if frame.time is not None else float(frame.pts or 0) * time_base
+                reached = t
+                if end is not None and t >= end - 1e-9:
+                    break
+                yield t, frame, rate
+        except av.error.FFmpegError as exc:
+            raise VideoError(f"{path}: decoding failed at {reached:.2f} s ({exc})") from exc
+
+
 def read_frames(
     path: str | Path,
     fps: float | None = None,
@@ -91,59 +157,26 @@ def read_frames(
     skip_nonref: bool = False,
     interpolation: str = "AREA",
 ) -> Iterator[Frame]:
-    """Stream frames of `path` sampled on the grid start + i/fps (every frame if fps is None).
+    """Stream frames of `path` sampled on the Grid start + i/fps (every frame if fps is None).
 
-    Grid point i takes the first decoded frame whose time is at least its nominal time (less a
-    quarter frame, for timestamp rounding). Decoding starts at the keyframe before the grid point `first_index` (so a
-    resumed job sees exactly the frames an uninterrupted one would) and stops before `end`.
-    Only sampled frames are scaled. `skip_nonref` lets the decoder drop frames nothing refers
-    to (B-frames): 1.3-1.5x faster for sparse sampling, sampled times may move by a frame or two.
+    Decoding starts at the keyframe before grid point `first_index` (so a resumed job sees exactly
+    the frames an uninterrupted one would) and stops before `end`. Only sampled frames are scaled.
+    `skip_nonref` lets the decoder drop frames nothing refers to (B-frames): 1.3-1.5x faster for
+    sparse sampling; a sampled frame may then be a frame or two after its grid point.
     Raises VideoError naming the file and the last timestamp reached if decoding fails.
     """
-    import numpy as np  # noqa: F401  (the images are numpy arrays)
-
-    path = str(path)
-    try:
-        container = av.open(path)
-    except (av.error.FFmpegError, OSError) as exc:
-        raise VideoError(f"{path}: not a readable video ({exc})") from exc
-    reached = start
-    with container:
-        if not container.streams.video:
-            raise VideoError(f"{path}: no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        stream.thread_count = threads
-        if skip_nonref:
-            stream.codec_context.skip_frame = "NONREF"
-        rate = float(stream.average_rate or stream.guessed_rate or 30)
-        tolerance = 0.25 / rate
-        first_time = start + (first_index / fps if fps else 0.0)
-        index = first_index
-        try:
-            if first_time > tolerance:
-                container.seek(int(max(0.0, first_time - tolerance) / stream.time_base), stream=stream, backward=True)
-            for frame in container.decode(stream):
-                t = frame.time if frame.time is not None else float(frame.pts or 0) * float(stream.time_base)
-                reached = t
-                if end is not None and t >= end - 1e-9:
-                    break
-                if fps is None:
-                    if t < first_time - tolerance:
-                        continue
-                    yield Frame(index, t, _to_rgb(frame, size, interpolation))
-                    index += 1
-                    continue
-                if t < start + index / fps - tolerance:
-                    continue
-                yield Frame(index, t, _to_rgb(frame, size, interpolation))
-                # The next grid point this frame does not already stand for.
-                index = max(index + 1, int(math.floor((t + tolerance - start) * fps)) + 1)
-        except av.error.FFmpegError as exc:
-            raise VideoError(f"{path}: decoding failed at {reached:.2f} s ({exc})") from exc
+    grid = None
+    seek_to = start + (first_index / fps if fps else 0.0)
+    for t, frame, rate in decode(path, seek_to, end, threads, skip_nonref):
+        if grid is None:
+            grid = Grid(fps, start, first_index, rate)
+        index = grid.take(t)
+        if index is not None:
+            yield Frame(index, t, to_rgb(frame, size, interpolation))
 
 
-def _to_rgb(frame: "av.VideoFrame", size: tuple[int, int] | None, interpolation: str):
+def to_rgb(frame: "av.VideoFrame", size: tuple[int, int] | None, interpolation: str = "AREA"):
+    """An RGB uint8 array of the frame, scaled to size=(w, h) by libswscale if given."""
     if size is None or (frame.width, frame.height) == tuple(size):
         return frame.to_ndarray(format="rgb24")
     return frame.reformat(width=size[0], height=size[1], format="rgb24", interpolation=interpolation).to_ndarray()
