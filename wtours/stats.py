@@ -1,0 +1,325 @@
+"""`wtours stats`: lightness, shot cuts and objects per frame, tables and the dataset figures.
+
+One decode per video feeds two samplings: every frame (or `fps`) at a small analysis size for
+lightness and cut scores, and `detect_fps` frames at the detector's size for objects. Per-video
+results are cached in DIR/.cache keyed by the file and the options they depend on; cuts are
+recomputed from cached scores, so changing the cut options needs no decoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import multiprocessing as mp
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from wtours.cuts import CutOptions, content_scores, detect_cuts, hsv
+from wtours.dist import resolve_rank, split_for_rank
+from wtours.files import atomic_path, write_json_atomic, write_text_atomic
+from wtours.inputs import Source, find_sources
+from wtours.lightness import lightness_change_per_minute, mean_lightness
+from wtours.report import OutputMode, Reporter
+from wtours.video import Grid, VideoError, decode, probe, scaled_size, to_rgb
+
+BATCH = 256  # analysis frames per vectorised lightness/HSV step
+
+
+@dataclass
+class StatsConfig:
+    """Options of `wtours stats` (written to DIR/stats_config.json)."""
+
+    inputs: list[Path]
+    out: Path
+    fps: float | None = None  # lightness and cuts: None = every frame
+    analysis_short_side: int = 72  # 128 x 72 for 16:9
+    detect_fps: float = 1.0
+    objects: bool = True
+    detector: str = "yolo11n.pt"
+    conf: float = 0.25
+    imgsz: int = 640
+    cut_ratio: float = 3.0
+    cut_min_score: float = 15.0
+    cut_window: int = 2
+    min_shot_s: float = 0.5
+    name: str = ""  # dataset name in table.md (default: the out folder's name)
+    workers: int = 1
+    rank: int | None = None
+    world_size: int | None = None
+    mode: OutputMode = OutputMode.human
+
+    @property
+    def cut_options(self) -> CutOptions:
+        return CutOptions(self.cut_ratio, self.cut_min_score, self.cut_window, self.min_shot_s)
+
+
+@dataclass
+class VideoResult:
+    video: str
+    status: str  # analysed | cached | error
+    frames: int = 0
+    detected: int = 0
+    seconds: float = 0.0
+    message: str = ""
+
+
+def _key(source: Source, *parts) -> str:
+    st = source.path.stat()
+    text = json.dumps([source.path.name, st.st_size, st.st_mtime_ns, *parts])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def cache_paths(cfg: StatsConfig, source: Source) -> dict[str, Path]:
+    folder = cfg.out / ".cache"
+    light = _key(source, cfg.fps, cfg.analysis_short_side)
+    objects = _key(source, cfg.detect_fps, cfg.detector, cfg.conf, cfg.imgsz)
+    return {"light": folder / f"{source.id}.light.{light}.parquet",
+            "objects": folder / f"{source.id}.objects.{objects}.parquet",
+            "info": folder / f"{source.id}.info.{light}.json",
+            "error": folder / f"{source.id}.error.{light}.{objects}.json"}
+
+
+def _write_parquet(df: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+_DETECTORS: dict[tuple, object] = {}
+
+
+def _detector(cfg: StatsConfig):
+    from wtours.objects import Detector
+
+    key = (cfg.detector, cfg.conf, cfg.imgsz)
+    if key not in _DETECTORS:
+        _DETECTORS[key] = Detector(cfg.detector, cfg.conf, cfg.imgsz)
+    return _DETECTORS[key]
+
+
+def analyse_video(source: Source, cfg: StatsConfig, threads: int = 0) -> VideoResult:
+    """Compute what the cache lacks for one video, in one decode; never raises VideoError."""
+    paths = cache_paths(cfg, source)
+    need_light = not paths["light"].is_file()
+    need_objects = cfg.objects and not paths["objects"].is_file()
+    if not (need_light or need_objects):
+        return VideoResult(source.id, "cached")
+    try:
+        info = probe(source.path)
+    except VideoError as exc:
+        write_json_atomic(paths["error"], {"video": source.id, "message": str(exc)})
+        return VideoResult(source.id, "error", message=str(exc))
+    small = scaled_size(info.width, info.height, cfg.analysis_short_side)
+    scale = cfg.imgsz / max(info.width, info.height)
+    det_size = scaled_size(info.width, info.height, int(round(min(info.width, info.height) * min(1.0, scale))))
+    detector = _detector(cfg) if need_objects else None
+    grid_light = grid_det = None
+    light_times: list[float] = []
+    lightness: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+    batch: list[np.ndarray] = []
+    previous = None
+    det_times: list[float] = []
+    det_frames: list[np.ndarray] = []
+    detections: list = []
+
+    def flush_light() -> None:
+        nonlocal previous, batch
+        if batch:
+            frames = np.stack(batch)
+            h = hsv(frames)
+            lightness.append(mean_lightness(frames))
+            scores.append(content_scores(h, previous))
+            previous, batch = h[-1], []
+
+    def flush_objects() -> None:
+        nonlocal det_frames
+        if det_frames:
+            detections.extend(detector(det_frames))
+            det_frames = []
+
+    message, last_t = "", 0.0
+    try:
+        # Sparse detection alone may let the decoder skip B-frames; light and cuts need every frame.
+        for t, frame, rate in decode(source.path, threads=threads, skip_nonref=not need_light):
+            last_t = t
+            if grid_light is None:
+                grid_light = Grid(cfg.fps, 0.0, 0, rate)
+                grid_det = Grid(cfg.detect_fps, 0.0, 0, rate)
+            if need_light and grid_light.take(t) is not None:
+                light_times.append(t)
+                batch.append(to_rgb(frame, small))
+                if len(batch) >= BATCH:
+                    flush_light()
+            if need_objects and grid_det.take(t) is not None:
+                det_times.append(t)
+                det_frames.append(to_rgb(frame, det_size))
+                if len(det_frames) >= 32:
+                    flush_objects()
+        flush_light()
+        flush_objects()
+        if math.isfinite(info.duration_s) and info.duration_s - last_t > 1.0 + 2.0 / max(info.fps, 1.0):
+            message = f"{source.path}: stream ends at {last_t:.2f} s, expected {info.duration_s:.2f} s (truncated?)"
+    except VideoError as exc:
+        message = str(exc)
+    if message:  # no results are cached, so a rerun tries again; the marker lets other ranks finish
+        write_json_atomic(paths["error"], {"video": source.id, "message": message})
+        return VideoResult(source.id, "error", message=message)
+    paths["error"].unlink(missing_ok=True)
+    if need_light:
+        df = pd.DataFrame({"time_s": np.asarray(light_times, dtype=np.float64),
+                           "lightness": np.concatenate(lightness) if lightness else np.zeros(0, np.float32),
+                           "cut_score": np.concatenate(scores) if scores else np.zeros(0, np.float32)})
+        write_json_atomic(paths["info"], {**info.as_dict(), "path": source.path.name, "analysis_size": list(small)})
+        _write_parquet(df, paths["light"])
+    if need_objects:
+        df = pd.DataFrame({"time_s": np.asarray(det_times, dtype=np.float64),
+                           "n_objects": np.asarray([d.n_objects for d in detections], dtype=np.int32),
+                           "n_classes": np.asarray([d.n_classes for d in detections], dtype=np.int32),
+                           "classes": [d.classes for d in detections]})
+        _write_parquet(df, paths["objects"])
+    return VideoResult(source.id, "analysed", len(light_times), len(det_times), last_t)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+
+def lightness_change_rate(times_s: np.ndarray, lightness: np.ndarray) -> float:
+    """Mean |change| of L* between consecutive bins, per minute; bins are min(60 s, duration/10) long."""
+    if len(times_s) < 2:
+        return float("nan")
+    span = float(times_s[-1] - times_s[0])
+    bin_s = min(60.0, max(span / 10.0, 1e-3))
+    bins = np.floor((times_s - times_s[0]) / bin_s).astype(int)
+    means = pd.Series(lightness).groupby(bins).mean().to_numpy()
+    if len(means) < 2:
+        return float("nan")
+    return float(np.mean(np.abs(np.diff(means))) / bin_s * 60.0)
+
+
+def build_tables(cfg: StatsConfig, sources: list[Source]) -> dict[str, pd.DataFrame]:
+    """frames, shots and videos tables from the cache (sources without a complete cache are left out)."""
+    frames, shots, videos = [], [], []
+    for source in sources:
+        paths = cache_paths(cfg, source)
+        if not paths["light"].is_file() or (cfg.objects and not paths["objects"].is_file()):
+            continue
+        info = json.loads(paths["info"].read_text())
+        light = pd.read_parquet(paths["light"])
+        times = light["time_s"].to_numpy()
+        cuts = detect_cuts(times, light["cut_score"].to_numpy(), cfg.cut_options)
+        light["is_cut"] = False
+        light.loc[cuts, "is_cut"] = True
+        light["lightness_rate"] = lightness_change_per_minute(times, light["lightness"].to_numpy()) / 60.0
+        df = light
+        if cfg.objects:
+            objects = pd.read_parquet(paths["objects"])
+            df = light.merge(objects, on="time_s", how="outer").sort_values("time_s", kind="stable")
+        df.insert(0, "video", source.id)
+        frames.append(df)
+        end = info["duration_s"] if math.isfinite(info["duration_s"]) else float(times[-1]) if len(times) else 0.0
+        starts = [float(times[0]) if len(times) else 0.0] + [float(times[i]) for i in cuts]
+        ends = starts[1:] + [end]
+        shots.append(pd.DataFrame({"video": source.id, "shot": range(len(starts)), "start_s": starts, "end_s": ends}))
+        detected = df.dropna(subset=["n_objects"]) if cfg.objects else None
+        hours = end / 3600.0
+        videos.append({
+            "video": source.id, "file": info["path"], "duration_s": end, "width": info["width"],
+            "height": info["height"], "fps": info["fps"], "analysed_frames": len(light),
+            "shots": len(starts), "shots_per_hour": len(starts) / hours if hours > 0 else float("nan"),
+            "cuts": len(cuts), "lightness_mean": float(light["lightness"].mean()),
+            "lightness_std": float(light["lightness"].std(ddof=0)),
+            "lightness_change_per_min": lightness_change_rate(times, light["lightness"].to_numpy()),
+            "detected_frames": len(detected) if detected is not None else 0,
+            "objects_per_frame": float(detected["n_objects"].mean()) if detected is not None and len(detected) else float("nan"),
+            "classes_per_frame": float(detected["n_classes"].mean()) if detected is not None and len(detected) else float("nan"),
+        })
+    empty_frames = pd.DataFrame(columns=["video", "time_s", "lightness", "cut_score", "is_cut", "lightness_rate"])
+    return {"frames": pd.concat(frames, ignore_index=True) if frames else empty_frames,
+            "shots": pd.concat(shots, ignore_index=True) if shots else pd.DataFrame(columns=["video", "shot", "start_s", "end_s"]),
+            "videos": pd.DataFrame(videos)}
+
+
+def table_markdown(name: str, videos: pd.DataFrame) -> str:
+    """The paper's Table 1 columns we can measure, plus our shot, object and light figures."""
+    from analysis.tables import dataset_row, markdown_table
+
+    return markdown_table([dataset_row(name, videos)]) + "\n"
+
+
+def write_outputs(cfg: StatsConfig, tables: dict[str, pd.DataFrame]) -> None:
+    from analysis.figures import draw_all
+
+    frames = tables["frames"]
+    _write_parquet(frames, cfg.out / "frames.parquet")
+    for name in ("shots", "videos"):
+        with atomic_path(cfg.out / f"{name}.csv") as tmp:
+            tables[name].to_csv(tmp, index=False)
+    write_text_atomic(cfg.out / "table.md", table_markdown(cfg.name or cfg.out.name, tables["videos"]))
+    draw_all({cfg.name or cfg.out.name: tables}, cfg.out / "figures")
+
+
+def _finished(cfg: StatsConfig, source: Source) -> bool:
+    """Analysed (cached) or failed (error marker) with the current file and options."""
+    paths = cache_paths(cfg, source)
+    done = paths["light"].is_file() and (not cfg.objects or paths["objects"].is_file())
+    return done or paths["error"].is_file()
+
+
+def _worker(source: Source, cfg: StatsConfig, threads: int) -> VideoResult:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    return analyse_video(source, cfg, threads)
+
+
+def stats(cfg: StatsConfig, reporter: Reporter | None = None) -> tuple[list[VideoResult], bool]:
+    """Analyse this rank's videos; write the tables and figures once every video is analysed.
+
+    Returns the per-video results and whether the tables were written.
+    """
+    reporter = reporter or Reporter(cfg.mode)
+    sources = find_sources(cfg.inputs)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    rank, world = resolve_rank(cfg.rank, cfg.world_size)
+    write_json_atomic(cfg.out / "stats_config.json", {**asdict(cfg), "rank": rank, "world_size": world})
+    if cfg.objects:
+        _detector(cfg)  # fail fast, before any decoding, if the weights cannot be loaded
+    mine = split_for_rank(sources, rank, world)
+    cores = os.cpu_count() or 1
+    workers = max(1, min(cfg.workers or cores, len(mine) or 1))
+    results: list[VideoResult] = []
+    bar = reporter.bar(total=len(mine), desc="stats (videos)", unit="video")
+    try:
+        if workers == 1:
+            for source in mine:
+                results.append(analyse_video(source, cfg))
+                bar.update(1)
+        else:
+            ctx = mp.get_context("spawn")
+            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+                futures = [pool.submit(_worker, s, cfg, max(1, cores // workers)) for s in mine]
+                for fut in futures:
+                    results.append(fut.result())
+                    bar.update(1)
+    finally:
+        bar.close()
+    for r in results:
+        reporter.event("video", **asdict(r))
+        if r.status == "error":
+            reporter.error(r.message, video=r.video)
+    written = False
+    if all(_finished(cfg, s) for s in sources):  # whichever job finishes last writes the tables
+        tables = build_tables(cfg, sources)
+        write_outputs(cfg, tables)
+        written = True
+    rows = [{"video": r.video, "status": r.status, "frames": r.frames, "detected": r.detected,
+             "message": r.message} for r in results]
+    reporter.summary(f"wtours stats -> {cfg.out}", ["video", "status", "frames", "detected", "message"], rows)
+    return results, written
