@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import ffmpeg
-import matplotlib
 import numpy as np
 import pytest
 
+from wtours.objects import prepare_offline
 from wtours.tools import ffmpeg_exe
 
 
@@ -181,11 +181,7 @@ def packaged_clip(name: str) -> Path:
 # ---------------------------------------------------------------------------------------------
 # Offline YOLO: no settings or font downloads (REFERENCE.md section 5), set before ultralytics loads.
 
-_YOLO_DIR = Path(tempfile.mkdtemp(prefix="wtours-yolo-"))
-(_YOLO_DIR / "Ultralytics").mkdir()
-shutil.copy(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf", _YOLO_DIR / "Ultralytics" / "Arial.ttf")
-os.environ["YOLO_CONFIG_DIR"] = str(_YOLO_DIR)
-os.environ["YOLO_OFFLINE"] = "1"
+prepare_offline(Path(tempfile.mkdtemp(prefix="wtours-yolo-")))
 
 
 def person_detector_weights() -> Path:

@@ -8,6 +8,24 @@ from pathlib import Path
 import numpy as np
 
 
+def prepare_offline(config_dir: Path) -> Path:
+    """Let ultralytics run with no network: YOLO_OFFLINE, and a config folder holding the font it
+    would otherwise download (matplotlib's DejaVuSans as Arial.ttf). Call before importing ultralytics."""
+    import os
+    import shutil
+
+    import matplotlib
+
+    folder = Path(config_dir) / "Ultralytics"
+    folder.mkdir(parents=True, exist_ok=True)
+    font = folder / "Arial.ttf"
+    if not font.exists():
+        shutil.copy(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf", font)
+    os.environ["YOLO_CONFIG_DIR"] = str(config_dir)
+    os.environ["YOLO_OFFLINE"] = "1"
+    return Path(config_dir)
+
+
 class DetectorError(RuntimeError):
     """The detector cannot be loaded (missing weights offline, a bad file)."""
 

@@ -26,7 +26,7 @@ from wtours.files import atomic_path, write_json_atomic, write_text_atomic
 from wtours.inputs import Source, find_sources
 from wtours.lightness import lightness_change_per_minute, mean_lightness
 from wtours.report import OutputMode, Reporter
-from wtours.video import Grid, VideoError, decode, probe, scaled_size, to_rgb
+from wtours.video import Grid, Scaler, VideoError, decode, probe, scaled_size
 
 BATCH = 256  # analysis frames per vectorised lightness/HSV step
 
@@ -118,6 +118,7 @@ def analyse_video(source: Source, cfg: StatsConfig, threads: int = 0) -> VideoRe
     scale = cfg.imgsz / max(info.width, info.height)
     det_size = scaled_size(info.width, info.height, int(round(min(info.width, info.height) * min(1.0, scale))))
     detector = _detector(cfg) if need_objects else None
+    small_rgb, det_rgb = Scaler(small), Scaler(det_size)
     grid_light = grid_det = None
     light_times: list[float] = []
     lightness: list[np.ndarray] = []
@@ -153,12 +154,12 @@ def analyse_video(source: Source, cfg: StatsConfig, threads: int = 0) -> VideoRe
                 grid_det = Grid(cfg.detect_fps, 0.0, 0, rate)
             if need_light and grid_light.take(t) is not None:
                 light_times.append(t)
-                batch.append(to_rgb(frame, small))
+                batch.append(small_rgb(frame))
                 if len(batch) >= BATCH:
                     flush_light()
             if need_objects and grid_det.take(t) is not None:
                 det_times.append(t)
-                det_frames.append(to_rgb(frame, det_size))
+                det_frames.append(det_rgb(frame))
                 if len(det_frames) >= 32:
                     flush_objects()
         flush_light()
