@@ -145,6 +145,7 @@ def stats(
     cut_ratio: float = typer.Option(3.0, help="A cut's content score must be this many times its neighbours' mean."),
     cut_min_score: float = typer.Option(15.0, help="... and at least this (mean HSV difference, 0-255)."),
     min_shot: float = typer.Option(0.5, "--min-shot", help="Shortest shot in seconds: closer cuts are dropped."),
+    skip_nonref: bool = typer.Option(False, help="Measure only the frames the decoder cannot skip (I/P, no B-frames): about 1.7x faster, cuts placed within a few frames."),
     name: str = typer.Option("", help="Dataset name in table.md and figures (default: the --out folder's name)."),
     workers: int = typer.Option(1, help="Worker processes, one video each (0: one per core)."),
     rank: Optional[int] = typer.Option(None, help="This job's rank (default: $RANK, or Slurm's array/task id)."),
@@ -163,7 +164,7 @@ def stats(
     cfg = StatsConfig(
         inputs=list(inputs), out=out, fps=fps, analysis_short_side=analysis_short_side, detect_fps=detect_fps,
         objects=objects, detector=detector, conf=conf, imgsz=imgsz, cut_ratio=cut_ratio, cut_min_score=cut_min_score,
-        min_shot_s=min_shot, name=name, workers=workers, rank=rank, world_size=world_size,
+        min_shot_s=min_shot, skip_nonref=skip_nonref, name=name, workers=workers, rank=rank, world_size=world_size,
         mode=_mode(quiet, json_lines),
     )
     try:
