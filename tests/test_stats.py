@@ -101,7 +101,7 @@ def test_cached_results_are_reused_and_only_missing_measures_computed(tmp_path, 
     monkeypatch.setattr(stats_module, "decode", counting_decode)
     results, _ = stats(_cfg([scene_video], out, objects=True, detector=str(person_detector_weights())))
     assert results[0].status == "analysed" and results[0].frames == 0 and results[0].detected == 13
-    assert calls == [{"threads": 0, "skip_nonref": True}]  # objects only: B-frames may be skipped
+    assert calls == [{"threads": 0, "skip_nonref": True, "skip_loop_filter": False}]  # objects only: B-frames skipped
     assert light.stat().st_mtime_ns == stamp
 
 

@@ -147,9 +147,10 @@ def analyse_video(source: Source, cfg: StatsConfig, threads: int = 0) -> VideoRe
 
     message, last_t = "", 0.0
     try:
-        # Detection alone samples sparsely, so the decoder may always skip B-frames then.
+        # Detection alone samples sparsely, so the decoder may always skip B-frames then; light and
+        # cuts alone are measured on thumbnails, where skipping the deblocking filter is invisible.
         skip = cfg.skip_nonref or not need_light
-        for t, frame, rate in decode(source.path, threads=threads, skip_nonref=skip):
+        for t, frame, rate in decode(source.path, threads=threads, skip_nonref=skip, skip_loop_filter=not need_objects):
             last_t = t
             if grid_light is None:
                 grid_light = Grid(cfg.fps, 0.0, 0, rate)

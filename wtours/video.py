@@ -113,8 +113,13 @@ def decode(
     end: float | None = None,
     threads: int = 0,
     skip_nonref: bool = False,
+    skip_loop_filter: bool = False,
 ) -> Iterator[tuple[float, "av.VideoFrame", float]]:
     """Yield (time, frame, source fps) for every decoded frame from the keyframe before `seek_to` to `end`.
+
+    `skip_nonref` drops frames nothing refers to (B-frames). `skip_loop_filter` skips the
+    deblocking filter and allows non-spec-compliant speedups (H.264: about 20 % faster): block
+    edges become visible at full size and vanish when frames are reduced to thumbnails.
 
     Raises VideoError naming the file and the last timestamp reached if decoding fails.
     """
@@ -132,6 +137,8 @@ def decode(
         stream.thread_count = threads
         if skip_nonref:
             stream.codec_context.skip_frame = "NONREF"
+        if skip_loop_filter:
+            stream.codec_context.options = {"skip_loop_filter": "all", "flags2": "+fast"}
         rate = float(stream.average_rate or stream.guessed_rate or 30)
         time_base = float(stream.time_base)
         try:
