@@ -1,0 +1,271 @@
+"""Clips from `wtours shard` shards, augmented as the DoRA recipe says, as uint8 tensors.
+
+Order is deterministic in (seed, epoch, rank, worker): shards are dealt to ranks and DataLoader
+workers from a seeded permutation (resampled when there are fewer shards than readers, so no
+rank is ever left without data), then read with webdataset and shuffled in a seeded buffer. A
+resumed run skips the batches it had already consumed, before any JPEG is decoded, so it sees
+exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import math
+import random
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision.transforms.v2.functional as TF
+import webdataset as wds
+from braceexpand import braceexpand
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torchvision.io import ImageReadMode, decode_jpeg
+
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+class DataError(ValueError):
+    """Shards that cannot be trained on; raised before training starts."""
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """The recipe's augmentation (REFERENCE.md section 4); sizes shrink for CPU runs."""
+
+    global_size: int = 224
+    pre_size: int = 300  # RandomResizedCrop(300, scale 0.2-1) first, then (224, scale 0.4-1)
+    pre_scale: tuple[float, float] = (0.2, 1.0)
+    global_scale: tuple[float, float] = (0.4, 1.0)
+    local_size: int = 112
+    local_scale: tuple[float, float] = (0.05, 0.4)
+    local_crops: int = 6
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)
+    jitter_p: float = 0.8
+    gray_p: float = 0.2
+    global_blur_p: float = 0.1
+    local_blur_p: float = 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# Shards
+
+
+def expand_shards(patterns: list[str]) -> list[str]:
+    """Brace and glob expansion; URLs (with a scheme, or pipe:) pass through unchanged."""
+    urls: list[str] = []
+    for pattern in patterns:
+        for item in braceexpand(pattern):
+            if "://" in item or item.startswith("pipe:"):
+                urls.append(item)
+            elif Path(item).is_dir():
+                urls += sorted(glob.glob(str(Path(item) / "*.tar")))
+            else:
+                found = sorted(glob.glob(item))
+                if not found:
+                    raise DataError(f"{item}: no shard matches")
+                urls += found
+    if not urls:
+        raise DataError(f"no shards in {' '.join(patterns)}")
+    return urls
+
+
+def check_shards(urls: list[str], frames_per_clip: int) -> int:
+    """Open every local shard, count its clips and check they hold at least T frames; return the clip count."""
+    clips = 0
+    for url in urls:
+        if "://" in url or url.startswith("pipe:"):
+            continue
+        try:
+            with tarfile.open(url) as tar:
+                keys: dict[str, int] = {}
+                for member in tar:
+                    key, _, suffix = member.name.partition(".")
+                    if suffix.endswith("jpg"):
+                        keys[key] = keys.get(key, 0) + 1
+        except (OSError, tarfile.TarError, EOFError) as exc:
+            raise DataError(f"{url}: unreadable shard ({exc})") from exc
+        if not keys:
+            raise DataError(f"{url}: empty shard (no clips)")
+        short = min(keys.values())
+        if short < frames_per_clip:
+            raise DataError(f"{url}: clips hold {short} frames, fewer than --frames-per-clip {frames_per_clip}")
+        clips += len(keys)
+    return clips
+
+
+def shards_for_reader(urls: list[str], seed: int, epoch: int, reader: int, readers: int) -> list[str]:
+    """This reader's shards for this epoch: a seeded permutation dealt round-robin, resampled if short."""
+    rng = random.Random(f"{seed}-{epoch}")
+    order = list(urls)
+    rng.shuffle(order)
+    while len(order) < readers:  # more readers than shards: every reader still gets data
+        order += rng.sample(urls, len(urls))
+    return order[reader::readers]
+
+
+# ---------------------------------------------------------------------------------------------
+# Augmentation
+
+
+def crop_params(height: int, width: int, scale: tuple[float, float], gen: torch.Generator,
+                ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[float, float, float, float]:
+    """torchvision's RandomResizedCrop sampling (10 tries, then a centre crop), on a given generator."""
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * (scale[0] + (scale[1] - scale[0]) * torch.rand(1, generator=gen).item())
+        aspect = math.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * torch.rand(1, generator=gen).item())
+        w, h = math.sqrt(target * aspect), math.sqrt(target / aspect)
+        if 0 < w <= width and 0 < h <= height:
+            top = (height - h) * torch.rand(1, generator=gen).item()
+            left = (width - w) * torch.rand(1, generator=gen).item()
+            return top, left, h, w
+    side = min(height, width)
+    return (height - side) / 2, (width - side) / 2, side, side
+
+
+def _chance(p: float, gen: torch.Generator) -> bool:
+    return torch.rand(1, generator=gen).item() < p
+
+
+def _uniform(lo: float, hi: float, gen: torch.Generator) -> float:
+    return lo + (hi - lo) * torch.rand(1, generator=gen).item()
+
+
+def photometric(image: torch.Tensor, cfg: AugmentConfig, blur_p: float, gen: torch.Generator) -> torch.Tensor:
+    """Colour jitter (random order), grayscale and Gaussian blur on one uint8 [3, H, W] image."""
+    if _chance(cfg.jitter_p, gen):
+        b, c, s, h = cfg.jitter
+        ops = [lambda x: TF.adjust_brightness(x, _uniform(1 - b, 1 + b, gen)),
+               lambda x: TF.adjust_contrast(x, _uniform(1 - c, 1 + c, gen)),
+               lambda x: TF.adjust_saturation(x, _uniform(1 - s, 1 + s, gen)),
+               lambda x: TF.adjust_hue(x, _uniform(-h, h, gen))]
+        for i in torch.randperm(4, generator=gen).tolist():
+            image = ops[i](image)
+    if _chance(cfg.gray_p, gen):
+        image = TF.rgb_to_grayscale(image, num_output_channels=3)
+    if _chance(blur_p, gen):
+        kernel = max(3, int(image.shape[-1] / 10) // 2 * 2 + 1)
+        image = TF.gaussian_blur(image, [kernel, kernel], [_uniform(0.1, 2.0, gen)])
+    return image
+
+
+def augment_clip(frames: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Global frames [T, 3, G, G] (one geometry for the clip) and local crops [T, L, 3, S, S], uint8.
+
+    The two RandomResizedCrops of the recipe are composed into one crop of the source frame,
+    resized once (a crop of a crop is a crop), which saves a resize and a copy.
+    """
+    _, _, height, width = frames.shape
+    t1, l1, h1, w1 = crop_params(height, width, cfg.pre_scale, gen)
+    t2, l2, h2, w2 = crop_params(cfg.pre_size, cfg.pre_size, cfg.global_scale, gen)
+    sy, sx = h1 / cfg.pre_size, w1 / cfg.pre_size
+    top, left, h, w = t1 + t2 * sy, l1 + l2 * sx, h2 * sy, w2 * sx
+    flip = _chance(0.5, gen)
+    crop = TF.resized_crop(frames, round(top), round(left), max(1, round(h)), max(1, round(w)),
+                           [cfg.global_size, cfg.global_size], antialias=True)
+    if flip:
+        crop = TF.horizontal_flip(crop)
+    globals_ = torch.stack([photometric(f, cfg, cfg.global_blur_p, gen) for f in crop])
+    locals_ = []
+    for frame in frames:
+        views = []
+        for _ in range(cfg.local_crops):
+            t, l, h, w = crop_params(height, width, cfg.local_scale, gen)
+            view = TF.resized_crop(frame, round(t), round(l), max(1, round(h)), max(1, round(w)),
+                                   [cfg.local_size, cfg.local_size], antialias=True)
+            if _chance(0.5, gen):
+                view = TF.horizontal_flip(view)
+            views.append(photometric(view, cfg, cfg.local_blur_p, gen))
+        locals_.append(torch.stack(views) if views else torch.zeros(0, 3, cfg.local_size, cfg.local_size, dtype=torch.uint8))
+    return globals_, torch.stack(locals_)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [..., 3, H, W] -> float, ImageNet mean/std (the last step, on the training device)."""
+    shape = images.shape
+    x = images.reshape(-1, *shape[-3:]).float().div_(255)
+    x = (x - MEAN.to(x.device)) / STD.to(x.device)
+    return x.reshape(shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# The stream
+
+
+class ClipStream(IterableDataset):
+    """Augmented clips of one epoch for one rank; DataLoader workers split the rank's shards."""
+
+    def __init__(self, urls: list[str], frames_per_clip: int, augment: AugmentConfig, batch_size: int, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, shuffle_buffer: int = 256):
+        super().__init__()
+        self.urls, self.frames_per_clip, self.augment = urls, frames_per_clip, augment
+        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
+        self.shuffle_buffer = shuffle_buffer
+        self.epoch, self.skip_batches = 0, 0
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """Choose the epoch (the order) and how many of this rank's batches to skip (resume)."""
+        self.epoch, self.skip_batches = epoch, skip_batches
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        reader = self.rank * workers + worker
+        shards = shards_for_reader(self.urls, self.seed, self.epoch, reader, self.world_size * workers)
+        # The DataLoader takes whole batches from workers in turn: this worker's share of the skip.
+        skip = (self.skip_batches // workers + (1 if worker < self.skip_batches % workers else 0)) * self.batch_size
+        stream_rng = random.Random(f"{self.seed}-{self.epoch}-{reader}")
+        while True:  # an epoch is a number of steps; the stream repeats its shards as needed
+            pipeline = wds.DataPipeline(
+                wds.SimpleShardList(shards),
+                wds.tarfile_to_samples(handler=wds.reraise_exception),
+                wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 64), rng=stream_rng),
+            )
+            count = 0
+            for count, sample in enumerate(pipeline, 1):
+                if skip:
+                    skip -= 1
+                    continue
+                yield self._clip(sample)
+            if count == 0:
+                raise DataError(f"shards {shards[:3]}... hold no clips")
+
+    def _clip(self, sample: dict) -> dict:
+        names = sorted(k for k in sample if k.endswith("jpg"))
+        if len(names) < self.frames_per_clip:
+            raise DataError(f"clip {sample['__key__']} holds {len(names)} frames, fewer than {self.frames_per_clip}")
+        # Clips are stored with T frames; a longer stored clip gives its first T.
+        data = [torch.frombuffer(bytearray(sample[n]), dtype=torch.uint8) for n in names[:self.frames_per_clip]]
+        frames = torch.stack(decode_jpeg(data, mode=ImageReadMode.RGB))
+        meta = json.loads(sample["json"])
+        gen = torch.Generator().manual_seed(clip_seed(self.seed, self.epoch, sample["__key__"]))
+        globals_, locals_ = augment_clip(frames, self.augment, gen)
+        return {"globals": globals_, "locals": locals_, "key": sample["__key__"], "video": meta.get("video", "")}
+
+
+def clip_seed(seed: int, epoch: int, key: str) -> int:
+    """The augmentation seed of one clip in one epoch (stable across processes, unlike hash())."""
+    return int.from_bytes(hashlib.sha256(f"{seed}-{epoch}-{key}".encode()).digest()[:8], "little") & (2**63 - 1)
+
+
+def make_loader(stream: ClipStream, num_workers: int) -> DataLoader:
+    """Batches of the stream (whole batches per worker, taken in turn).
+
+    The loader gets its own generator: otherwise creating its iterator draws from torch's global
+    RNG, and a resumed run (which creates one mid-epoch) would shift the student's dropout draws.
+    """
+    generator = torch.Generator().manual_seed(stream.seed * 1_000_003 + stream.epoch)
+    return DataLoader(stream, batch_size=stream.batch_size, num_workers=num_workers, persistent_workers=False,
+                      collate_fn=_collate, pin_memory=torch.cuda.is_available(), generator=generator,
+                      prefetch_factor=4 if num_workers else None)
+
+
+def _collate(samples: list[dict]) -> dict:
+    return {"globals": torch.stack([s["globals"] for s in samples]), "locals": torch.stack([s["locals"] for s in samples]),
+            "keys": [s["key"] for s in samples]}

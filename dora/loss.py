@@ -1,0 +1,38 @@
+"""DINO's self-distillation loss with centering and sharpening, over DoRA's views of each frame."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class DistillLoss(nn.Module):
+    """Cross-entropy between the teacher on each global frame and the student on that frame's views.
+
+    student: [F, V, K] (F frames, V views each: k masked frames, then local crops); teacher: [F, K].
+    The loss is the mean over all F x V (teacher, student view) pairs. The teacher is centred
+    (running mean, `center_momentum`) and sharpened (`teacher_temp`), the student sharpened with
+    `student_temp`. The teacher never sees the same view as the student, as in DINO (u != v).
+    """
+
+    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9):
+        super().__init__()
+        self.student_temp, self.center_momentum = student_temp, center_momentum
+        self.register_buffer("center", torch.zeros(1, out_dim))
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor, teacher_temp: float) -> torch.Tensor:
+        targets = F.softmax((teacher.float() - self.center) / teacher_temp, dim=-1).detach()
+        log_probs = F.log_softmax(student.float() / self.student_temp, dim=-1)
+        return -(targets[:, None] * log_probs).sum(dim=-1).mean()
+
+    @torch.no_grad()
+    def update_center(self, teacher: torch.Tensor) -> None:
+        """EMA of the teacher's mean output, averaged over all ranks."""
+        batch_sum = teacher.float().sum(dim=0, keepdim=True)
+        count = torch.tensor([teacher.shape[0]], dtype=torch.float32, device=teacher.device)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(batch_sum)
+            dist.all_reduce(count)
+        self.center.mul_(self.center_momentum).add_(batch_sum / count, alpha=1 - self.center_momentum)

@@ -1,0 +1,99 @@
+"""The networks: a timm ViT used as it is, a tap on its last block, and DINO's projection head."""
+
+from __future__ import annotations
+
+import math
+
+import timm
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class ViTBackbone(nn.Module):
+    """A timm ViT (no classifier) that also keeps the last block's patch queries and keys.
+
+    The keys and queries come from a forward hook on the last block's `qkv` projection, so the
+    ViT runs unchanged and costs nothing extra; the [CLS] attention is recomputed from them.
+    """
+
+    def __init__(self, arch: str, img_size: int = 224, drop_path_rate: float = 0.0):
+        super().__init__()
+        if arch not in timm.list_models():
+            raise ValueError(f"unknown arch {arch!r}; any timm ViT works, e.g. vit_small_patch16_224")
+        self.vit = timm.create_model(arch, pretrained=False, num_classes=0, img_size=img_size,
+                                     drop_path_rate=drop_path_rate, dynamic_img_size=True)
+        if not hasattr(self.vit, "blocks") or not hasattr(self.vit.blocks[-1], "attn"):
+            raise ValueError(f"{arch!r} is not a ViT with attention blocks")
+        attn = self.vit.blocks[-1].attn
+        self.embed_dim: int = self.vit.embed_dim
+        self.num_heads: int = attn.num_heads
+        self.num_prefix: int = self.vit.num_prefix_tokens
+        self.patch_size: int = self.vit.patch_embed.patch_size[0]
+        self._qkv: torch.Tensor | None = None
+        attn.qkv.register_forward_hook(self._keep_qkv)
+
+    def _keep_qkv(self, module, inputs, output) -> None:
+        self._qkv = output
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Output tokens [B, prefix + patches, D] after the final norm."""
+        return self.vit.forward_features(images)
+
+    def last_queries_keys(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries and keys of the last forward's last block, [B, heads, tokens, head_dim] each."""
+        if self._qkv is None:
+            raise RuntimeError("run a forward pass first")
+        b, n, _ = self._qkv.shape
+        attn = self.vit.blocks[-1].attn
+        qkv = self._qkv.reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        return attn.q_norm(qkv[0]), attn.k_norm(qkv[1])
+
+    def cls_attention(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """[CLS] attention over the patches, per head: [B, heads, patches] (softmax over all tokens)."""
+        scale = q.shape[-1] ** -0.5
+        attn = (q[:, :, :1] * scale) @ k.transpose(-2, -1)  # [B, h, 1, N]
+        return attn.softmax(dim=-1)[:, :, 0, self.num_prefix:]
+
+
+class DINOHead(nn.Module):
+    """DINO's projection head: 3-layer MLP, L2-normalised bottleneck, weight-normalised last layer."""
+
+    def __init__(self, in_dim: int, out_dim: int = 65536, hidden_dim: int = 2048, bottleneck_dim: int = 256,
+                 norm_last_layer: bool = False):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, hidden_dim), nn.GELU(),
+                                 nn.Linear(hidden_dim, bottleneck_dim))
+        for m in self.mlp:
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        self.last_layer = nn.utils.parametrizations.weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
+        self.last_layer.parametrizations.weight.original0.data.fill_(1.0)
+        if norm_last_layer:
+            self.last_layer.parametrizations.weight.original0.requires_grad = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.last_layer(F.normalize(self.mlp(x), dim=-1))
+
+
+class DINOModel(nn.Module):
+    """Backbone plus head; `forward` maps images to head outputs of their [CLS] token."""
+
+    def __init__(self, arch: str, img_size: int, out_dim: int, drop_path_rate: float = 0.0,
+                 norm_last_layer: bool = False, hidden_dim: int = 2048, bottleneck_dim: int = 256):
+        super().__init__()
+        self.backbone = ViTBackbone(arch, img_size, drop_path_rate)
+        self.head = DINOHead(self.backbone.embed_dim, out_dim, hidden_dim, bottleneck_dim, norm_last_layer)
+
+    def forward(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """Head outputs of the [CLS] tokens; a list of batches (e.g. of two resolutions) is one call,
+        as DINO's multi-crop wrapper does, so DDP sees a single forward per step."""
+        batches = images if isinstance(images, (list, tuple)) else [images]
+        cls = torch.cat([self.backbone(x)[:, 0] for x in batches if len(x)])
+        return self.head(cls)
+
+
+def patch_grid(model: ViTBackbone, height: int, width: int) -> tuple[int, int]:
+    """(rows, cols) of patches for an image of this size."""
+    return math.ceil(height / model.patch_size), math.ceil(width / model.patch_size)

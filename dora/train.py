@@ -1,0 +1,390 @@
+"""`dora train`: DoRA (or DINO, k = 0) from `wtours shard` shards, one CPU or many GPUs (torchrun).
+
+The loop is explicit and short, as in facebookresearch/dino: schedules precomputed per step,
+teacher = EMA of the student under no_grad, a non-finite loss stops the run, checkpoints hold
+everything needed to resume on the same batch with the same random state.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from dora.data import AugmentConfig, ClipStream, DataError, check_shards, expand_shards, make_loader, normalize
+from dora.discover import binary_masks, discover_and_track, merge_heads, pick_heads, random_maps
+from dora.loss import DistillLoss
+from dora.model import DINOModel, patch_grid
+from dora.schedules import cosine, teacher_temperatures
+from wtours.files import atomic_path, write_json_atomic
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on (saved as DIR/config.json and inside every checkpoint)."""
+
+    shards: list[str]
+    out: Path
+    arch: str = "vit_small_patch16_224"
+    objects: int = 3  # k; 0 = plain DINO on the same clips and crops
+    sinkhorn: bool = True
+    mask: str = "object"  # object | random
+    sinkhorn_iters: int = 30
+    sinkhorn_eps: float = 0.05
+    frames_per_clip: int = 8
+    batch_size: int = 16  # clips per rank
+    epochs: int = 100
+    max_steps: int | None = None  # if set, the schedules span this many steps
+    steps_per_epoch: int | None = None  # default: clips in the shards // (batch_size x world size)
+    time_budget: float | None = None  # seconds; stop (with a checkpoint) when spent
+    lr: float = 5e-4  # x clips per step / 256
+    min_lr: float = 1e-5
+    warmup_epochs: float = 10
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    clip_grad: float = 3.0
+    drop_path: float = 0.1
+    freeze_last_layer: float = 1  # epochs
+    momentum_teacher: float = 0.996
+    teacher_temp: float = 0.04
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_epochs: float = 30
+    student_temp: float = 0.1
+    center_momentum: float = 0.9
+    out_dim: int = 65536
+    head_hidden_dim: int = 2048
+    head_bottleneck_dim: int = 256
+    norm_last_layer: bool = False
+    global_size: int = 224
+    pre_size: int = 300
+    local_size: int = 112
+    local_crops: int = 6
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    num_workers: int = 4
+    shuffle_buffer: int = 256
+    seed: int = 0
+    resume: bool = True
+    checkpoint_every: int = 500  # steps between updates of DIR/checkpoint.pt
+    keep_every: int = 0  # epochs between kept copies DIR/checkpoint_eNNNN.pt (0: none)
+    log_every: int = 1
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        if self.mask not in ("object", "random"):
+            raise ValueError(f"--mask must be object or random, not {self.mask!r}")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"--precision must be fp32, bf16 or fp16, not {self.precision!r}")
+        if self.objects < 0 or self.batch_size < 1 or self.frames_per_clip < 1:
+            raise ValueError("--objects must be >= 0, --batch-size and --frames-per-clip >= 1")
+
+    @property
+    def augment(self) -> AugmentConfig:
+        return AugmentConfig(global_size=self.global_size, pre_size=self.pre_size, local_size=self.local_size,
+                             local_crops=self.local_crops)
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class RunState:
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup
+
+
+def distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, device); initialises torch.distributed under torchrun (gloo on CPU, nccl on GPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def param_groups(model: torch.nn.Module) -> list[dict]:
+    """Weight decay on weights, none on biases and norms (DINO's split)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if name.endswith(".bias") or p.ndim == 1 else decay).append(p)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build(cfg: TrainConfig, device: torch.device) -> tuple[DINOModel, DINOModel]:
+    """Student and teacher (a copy, no gradients); checks k against the heads before training."""
+    student = DINOModel(cfg.arch, cfg.global_size, cfg.out_dim, cfg.drop_path, cfg.norm_last_layer,
+                        cfg.head_hidden_dim, cfg.head_bottleneck_dim).to(device)
+    if cfg.objects > student.backbone.num_heads:
+        raise ValueError(f"--objects {cfg.objects} exceeds the {student.backbone.num_heads} heads of {cfg.arch}")
+    teacher = copy.deepcopy(student)
+    teacher.backbone.vit.drop_path_rate = 0.0
+    for module in teacher.modules():  # the teacher never drops paths
+        if module.__class__.__name__ == "DropPath":
+            module.drop_prob = 0.0
+    for p in teacher.parameters():
+        p.requires_grad = False
+    return student, teacher
+
+
+# ---------------------------------------------------------------------------------------------
+# One step
+
+
+def object_views(teacher: DINOModel, tokens: torch.Tensor, images: torch.Tensor, clips: int, cfg: TrainConfig,
+                 step_gen: torch.Generator) -> torch.Tensor:
+    """The k masked copies of every global frame, [B*T*k, 3, G, G], from the teacher's last block."""
+    backbone = teacher.backbone
+    q, k = backbone.last_queries_keys()  # [B*T, h, N, hd]
+    prefix = backbone.num_prefix
+    frames = images.shape[0] // clips
+    grid = patch_grid(backbone, *images.shape[-2:])
+    n = grid[0] * grid[1]
+    size = tuple(images.shape[-2:])
+    if cfg.mask == "random":
+        maps = random_maps(clips, cfg.objects, n, step_gen).to(images.device)[:, None].expand(-1, frames, -1, -1)
+    else:
+        first = torch.arange(clips, device=images.device) * frames  # frame t0 of each clip
+        attention = backbone.cls_attention(q[first], k[first])  # [B, h, n]
+        queries = merge_heads(q[first][:, :, prefix:])  # [B, n, d]
+        keys = merge_heads(k[:, :, prefix:]).reshape(clips, frames, n, -1)  # [B, T, n, d]
+        heads = pick_heads(backbone.num_heads, cfg.objects, step_gen).to(images.device)
+        maps = discover_and_track(attention.float(), queries.float(), keys.float(), tokens[first, prefix:].float(),
+                                  heads, cfg.sinkhorn, cfg.sinkhorn_eps, cfg.sinkhorn_iters)
+    masks = binary_masks(maps, grid, size).reshape(clips * frames, cfg.objects, 1, *size)
+    return (images[:, None] * masks.to(images.dtype)).reshape(-1, *images.shape[1:])
+
+
+def train_step(student, teacher: DINOModel, loss_fn: DistillLoss, batch: dict, cfg: TrainConfig,
+               teacher_temp: float, device: torch.device, step_gen: torch.Generator) -> torch.Tensor:
+    """The loss of one batch: teacher on the global frames, student on the k masked frames and the locals."""
+    clips = batch["globals"].shape[0]
+    images = normalize(batch["globals"].to(device, non_blocking=True)).flatten(0, 1)  # [B*T, 3, G, G]
+    local = normalize(batch["locals"].to(device, non_blocking=True)).flatten(0, 2)  # [B*T*L, 3, S, S]
+    amp = torch.autocast(device.type, dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16,
+                         enabled=cfg.precision != "fp32")
+    with amp:
+        with torch.no_grad():
+            tokens = teacher.backbone(images)
+            teacher_out = teacher.head(tokens[:, 0])
+            masked = object_views(teacher, tokens, images, clips, cfg, step_gen) if cfg.objects else images[:0]
+        student_out = student([masked, local])
+    frames, dim = images.shape[0], teacher_out.shape[-1]
+    # Rows: k masked views per frame first, then L local views per frame.
+    object_out = student_out[: frames * cfg.objects].reshape(frames, cfg.objects, dim)
+    local_out = student_out[frames * cfg.objects:].reshape(frames, cfg.local_crops, dim)
+    loss = loss_fn(torch.cat([object_out, local_out], dim=1), teacher_out, teacher_temp)
+    loss_fn.update_center(teacher_out)
+    return loss
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Atomically: a checkpoint is either complete under its name or not there."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> RunState:
+    """Train; returns the steps done and this run's losses. Raises DataError/ValueError before training."""
+    rank, world, device = distributed()
+    main = rank == 0
+    urls = expand_shards(cfg.shards)
+    clips_total = check_shards(urls, cfg.frames_per_clip)
+    steps_per_epoch = cfg.steps_per_epoch or max(1, clips_total // (cfg.batch_size * world))
+    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    torch.manual_seed(cfg.seed)
+    student, teacher = build(cfg, device)
+    model = DistributedDataParallel(student) if world > 1 else student
+    optimizer = torch.optim.AdamW(param_groups(student))
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+    loss_fn = DistillLoss(cfg.out_dim, cfg.student_temp, cfg.center_momentum).to(device)
+
+    lr = cosine(cfg.lr * cfg.batch_size * world / 256, cfg.min_lr, total_steps, int(cfg.warmup_epochs * steps_per_epoch))
+    wd = cosine(cfg.weight_decay, cfg.weight_decay_end, total_steps)
+    momentum = cosine(cfg.momentum_teacher, 1.0, total_steps)
+    temps = teacher_temperatures(cfg.warmup_teacher_temp, cfg.teacher_temp,
+                                 int(cfg.warmup_teacher_temp_epochs * steps_per_epoch), total_steps)
+    freeze_steps = int(cfg.freeze_last_layer * steps_per_epoch)
+
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    latest = cfg.out / "checkpoint.pt"
+    start = 0
+    if cfg.resume and latest.is_file():
+        ckpt = torch.load(latest, map_location=device, weights_only=False)
+        if ckpt["config"]["arch"] != cfg.arch or ckpt["config"]["out_dim"] != cfg.out_dim:
+            raise ValueError(f"{latest} was made with {ckpt['config']['arch']} / out_dim {ckpt['config']['out_dim']}; "
+                             "use another --out or --no-resume")
+        student.load_state_dict(ckpt["student"])
+        teacher.load_state_dict(ckpt["teacher"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        loss_fn.load_state_dict(ckpt["loss"])
+        set_rng_state(ckpt["rng"][rank] if isinstance(ckpt["rng"], list) else ckpt["rng"])
+        start = ckpt["step"]
+    if main:
+        write_json_atomic(cfg.out / "config.json", {**asdict(cfg), "out": str(cfg.out), "world_size": world,
+                                                    "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+                                                    "clips_in_shards": clips_total, "shard_count": len(urls)})
+
+    stream = ClipStream(urls, cfg.frames_per_clip, cfg.augment, cfg.batch_size, cfg.seed, rank, world, cfg.shuffle_buffer)
+    state = RunState(step=start)
+    log = open(cfg.out / "log.jsonl", "a", encoding="utf-8") if main else None
+    writer = _tensorboard(cfg.out) if main else None
+    began = time.monotonic()
+
+    def checkpoint(path: Path) -> None:
+        rngs = [None] * world
+        if world > 1:
+            dist.all_gather_object(rngs, rng_state())
+        else:
+            rngs = [rng_state()]
+        if main:
+            save_checkpoint(path, {"student": student.state_dict(), "teacher": teacher.state_dict(),
+                                   "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                                   "loss": loss_fn.state_dict(), "step": state.step, "epoch": state.step // steps_per_epoch,
+                                   "rng": rngs, "config": {**asdict(cfg), "out": str(cfg.out)}})
+
+    from tqdm import tqdm
+
+    stop = _StopRequest()
+    bar = tqdm(total=total_steps, initial=start, desc="dora train", unit="step", disable=not (main and progress),
+               dynamic_ncols=True)
+    try:
+        for epoch in range(start // steps_per_epoch, epochs):
+            stream.set_epoch(epoch, skip_batches=max(0, state.step - epoch * steps_per_epoch))
+            for batch in make_loader(stream, cfg.num_workers):
+                step = state.step
+                if step >= total_steps or step >= (epoch + 1) * steps_per_epoch:
+                    break
+                for i, group in enumerate(optimizer.param_groups):
+                    group["lr"] = lr[step]
+                    if i == 0:
+                        group["weight_decay"] = wd[step]
+                step_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+                tick = time.perf_counter()
+                loss = train_step(model, teacher, loss_fn, batch, cfg, float(temps[step]), device, step_gen)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLoss(f"loss is {loss.item()} at step {step}; stopped, "
+                                        f"the last good checkpoint is {latest if latest.exists() else 'none yet'}")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.clip_grad) if cfg.clip_grad else None
+                if step < freeze_steps:
+                    for p in student.head.last_layer.parameters():
+                        p.grad = None
+                scaler.step(optimizer)
+                scaler.update()
+                with torch.no_grad():  # teacher = EMA of the student
+                    m = float(momentum[step])
+                    for pt, ps in zip(teacher.parameters(), student.parameters()):
+                        pt.mul_(m).add_(ps.detach(), alpha=1 - m)
+                state.step += 1
+                value = loss.item()
+                state.losses.append(value)
+                seconds = time.perf_counter() - tick
+                bar.set_postfix(loss=f"{value:.4f}", clips_s=f"{cfg.batch_size * world / seconds:.1f}")
+                bar.update(1)
+                if log and state.step % cfg.log_every == 0:
+                    record = {"step": state.step, "epoch": epoch, "loss": value, "lr": float(lr[step]),
+                              "wd": float(wd[step]), "momentum": m, "teacher_temp": float(temps[step]),
+                              "grad_norm": None if grad_norm is None else float(grad_norm),
+                              "clips_per_s": cfg.batch_size * world / seconds, "time": time.time()}
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    if writer:
+                        writer.add_scalar("loss", value, state.step)
+                        writer.add_scalar("lr", float(lr[step]), state.step)
+                if state.step % cfg.checkpoint_every == 0:
+                    checkpoint(latest)
+                if cfg.keep_every and state.step % (cfg.keep_every * steps_per_epoch) == 0:
+                    checkpoint(cfg.out / f"checkpoint_e{state.step // steps_per_epoch:04d}.pt")
+                if stop.requested:  # Ctrl-C: finish the step, keep it, then stop
+                    checkpoint(latest)
+                    raise KeyboardInterrupt
+                if cfg.time_budget and time.monotonic() - began > cfg.time_budget:
+                    break
+            if state.step >= total_steps or (cfg.time_budget and time.monotonic() - began > cfg.time_budget):
+                break
+        checkpoint(latest)
+    finally:
+        stop.restore()
+        bar.close()
+        if log:
+            log.close()
+        if writer:
+            writer.close()
+    return state
+
+
+class _StopRequest:
+    """The first Ctrl-C asks the loop to stop at the end of the step (with a checkpoint); a second one
+    interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+
+    def restore(self) -> None:
+        if self._previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(out / "tb"))
