@@ -119,6 +119,40 @@ def train(
     typer.echo(f"trained to step {state.step}; checkpoint: {out / 'checkpoint.pt'}, log: {out / 'log.jsonl'}", err=True)
 
 
+@app.command()
+def bench(
+    shards: List[str] = typer.Option([], "--shards", help="Shards for the data pipeline's clips/s (optional)."),
+    arch: str = typer.Option("vit_tiny_patch16_224", help="timm ViT."),
+    objects: int = typer.Option(3, help="k for the DoRA step."),
+    frames_per_clip: int = typer.Option(8, "--frames-per-clip", "-T", help="Frames per clip."),
+    batch_size: int = typer.Option(2, help="Clips per step."),
+    global_size: int = typer.Option(224, help="Global frame size."),
+    local_size: int = typer.Option(112, help="Local crop size."),
+    local_crops: int = typer.Option(6, help="Local crops per frame."),
+    out_dim: int = typer.Option(65536, help="Head output dimension."),
+    precision: str = typer.Option("fp32", help="fp32, bf16 or fp16."),
+    num_workers: int = typer.Option(2, help="DataLoader workers for the pipeline measurement."),
+    steps: int = typer.Option(5, help="Timed steps (after 2 warm-up steps)."),
+) -> None:
+    """Time one training step: DoRA vs plain DINO (k=0), batched frames vs a per-frame loop, data vs step.
+
+    Example: dora bench --arch vit_tiny_patch16_224 -T 8 --batch-size 2 --shards data/shards
+    """
+    import json
+
+    from dora.bench import bench as run_bench
+    from dora.train import TrainConfig
+
+    cfg = TrainConfig(shards=list(shards), out=Path("."), arch=arch, objects=objects, frames_per_clip=frames_per_clip,
+                      batch_size=batch_size, global_size=global_size, pre_size=max(global_size, int(global_size * 300 / 224)),
+                      local_size=local_size, local_crops=local_crops, out_dim=out_dim, precision=precision,
+                      num_workers=num_workers)
+    result = run_bench(cfg, steps=steps)
+    for key, value in result.items():
+        typer.echo(f"{key:>30}: {value:.3f}")
+    typer.echo("JSON " + json.dumps(result))
+
+
 @app.callback()
 def main() -> None:
     """DoRA training and evaluation."""

@@ -38,7 +38,7 @@ class TrainConfig:
     shards: list[str]
     out: Path
     arch: str = "vit_small_patch16_224"
-    objects: int = 3  # k; 0 = plain DINO on the same clips and crops
+    objects: int = 3  # k; 0 = plain DINO: the whole frame is the one view (the paper's DINO row, "k = 1")
     sinkhorn: bool = True
     mask: str = "object"  # object | random
     sinkhorn_iters: int = 30
@@ -179,7 +179,11 @@ def object_views(teacher: DINOModel, tokens: torch.Tensor, images: torch.Tensor,
 
 def train_step(student, teacher: DINOModel, loss_fn: DistillLoss, batch: dict, cfg: TrainConfig,
                teacher_temp: float, device: torch.device, step_gen: torch.Generator) -> torch.Tensor:
-    """The loss of one batch: teacher on the global frames, student on the k masked frames and the locals."""
+    """The loss of one batch: teacher on the global frames, student on the k masked frames and the locals.
+
+    With k = 0 (plain DINO) the student sees each global frame itself, unmasked, in place of the
+    k object views: the whole frame is the single "object", as in the paper's DINO baseline.
+    """
     clips = batch["globals"].shape[0]
     images = normalize(batch["globals"].to(device, non_blocking=True)).flatten(0, 1)  # [B*T, 3, G, G]
     local = normalize(batch["locals"].to(device, non_blocking=True)).flatten(0, 2)  # [B*T*L, 3, S, S]
@@ -189,12 +193,12 @@ def train_step(student, teacher: DINOModel, loss_fn: DistillLoss, batch: dict, c
         with torch.no_grad():
             tokens = teacher.backbone(images)
             teacher_out = teacher.head(tokens[:, 0])
-            masked = object_views(teacher, tokens, images, clips, cfg, step_gen) if cfg.objects else images[:0]
-        student_out = student([masked, local])
-    frames, dim = images.shape[0], teacher_out.shape[-1]
-    # Rows: k masked views per frame first, then L local views per frame.
-    object_out = student_out[: frames * cfg.objects].reshape(frames, cfg.objects, dim)
-    local_out = student_out[frames * cfg.objects:].reshape(frames, cfg.local_crops, dim)
+            views = object_views(teacher, tokens, images, clips, cfg, step_gen) if cfg.objects else images
+        student_out = student([views, local])
+    frames, dim, k = images.shape[0], teacher_out.shape[-1], max(1, cfg.objects)
+    # Rows: k object views (or the whole frame) per frame first, then L local views per frame.
+    object_out = student_out[: frames * k].reshape(frames, k, dim)
+    local_out = student_out[frames * k:].reshape(frames, cfg.local_crops, dim)
     loss = loss_fn(torch.cat([object_out, local_out], dim=1), teacher_out, teacher_temp)
     loss_fn.update_center(teacher_out)
     return loss

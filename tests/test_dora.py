@@ -111,15 +111,27 @@ def test_distill_loss_is_dino_cross_entropy_with_centering():
     assert torch.allclose(loss_fn.center, 0.9 * 0.3 + 0.1 * teacher.mean(0, keepdim=True), atol=1e-6)
 
 
-def test_zero_objects_is_dino_on_the_locals_and_never_discovers(real_shards, tmp_path, monkeypatch):
+def test_zero_objects_is_dino_whole_frames_and_locals_and_never_discovers(real_shards, tmp_path, monkeypatch):
     import dora.train as train_module
+    from dora.model import DINOModel
 
     def no_discovery(*args, **kwargs):
         raise AssertionError("k = 0 must not build object views")
 
+    seen = []
+    real_forward = DINOModel.forward
+
+    def recording_forward(self, images):
+        if isinstance(images, list):
+            seen.append([tuple(x.shape) for x in images])
+        return real_forward(self, images)
+
     monkeypatch.setattr(train_module, "object_views", no_discovery)
+    monkeypatch.setattr(DINOModel, "forward", recording_forward)
     state = train(_cfg(real_shards, tmp_path / "dino", objects=0, max_steps=2), progress=False)
     assert state.step == 2 and all(torch.isfinite(torch.tensor(state.losses)))
+    # 2 clips x 4 frames: the unmasked global frames, then 2 local crops per frame.
+    assert seen[0] == [(8, 3, 64, 64), (16, 3, 32, 32)]
 
 
 def test_loss_is_finite_and_decreases_on_shards_of_a_real_clip(real_shards, tmp_path):

@@ -1,0 +1,52 @@
+"""dora train speed, as ratios measured in one run on this machine (CPU here; GPUs the same way).
+
+1. A DoRA step (k = 3) vs a plain DINO step (k = 0) on the same clips and crops.
+2. The batched step vs the reference code's per-frame backbone loop, same settings.
+3. The shard pipeline's clips/s (2 workers) vs the clips/s the training step consumes.
+
+Usage: python benchmarks/bench_train.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from media import pan_video  # noqa: E402
+
+from dora.bench import bench  # noqa: E402
+from dora.train import TrainConfig  # noqa: E402
+from wtours.report import OutputMode  # noqa: E402
+from wtours.shard import ShardConfig, shard  # noqa: E402
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="wtours-bench-train-"))
+    shards = work / "shards"
+    shard(ShardConfig(inputs=[pan_video(60)], out=shards, fps=2, frames_per_clip=8, short_side=320, workers=1,
+                      mode=OutputMode.quiet))
+    settings = {
+        "recipe sizes (224 / 6 x 112), T 8": dict(global_size=224, pre_size=300, local_size=112, local_crops=6),
+        "CPU try-out sizes (112 / 4 x 48), T 8": dict(global_size=112, pre_size=150, local_size=48, local_crops=4),
+    }
+    report = {}
+    for name, sizes in settings.items():
+        cfg = TrainConfig(shards=[str(shards)], out=work / "run", arch="vit_tiny_patch16_224", frames_per_clip=8,
+                          batch_size=2, out_dim=65536, num_workers=2, **sizes)
+        result = bench(cfg, steps=3, warmup=1, loader_batches=10)
+        report[name] = result
+        print(f"[{name}] vit_tiny_patch16_224, 2 clips a step, fp32")
+        print(f"    DoRA step {result['dora_step_s']:.3f} s, DINO step {result['dino_step_s']:.3f} s "
+              f"-> {result['dora_over_dino']:.2f}x (bar <= 1.6)")
+        print(f"    per-frame loop {result['per_frame_loop_step_s']:.3f} s -> batched is "
+              f"{result['batched_speedup_vs_per_frame']:.2f}x faster (bar >= 2)")
+        print(f"    pipeline {result['loader_clips_per_s']:.1f} clips/s vs step {result['train_clips_per_s']:.2f} clips/s "
+              f"-> {result['loader_over_train']:.1f}x (bar >= 3)")
+    print("JSON " + json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
