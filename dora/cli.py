@@ -153,6 +153,156 @@ def bench(
     typer.echo("JSON " + json.dumps(result))
 
 
+eval_app = typer.Typer(help="Evaluate encoders: weighted k-NN and linear probes on ImageFolder datasets.",
+                       no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+def _spec(checkpoint: Optional[Path], model: Optional[str], weights: Optional[Path], which: str):
+    from dora.encoder import EncoderSpec
+
+    return EncoderSpec(checkpoint=checkpoint, model=model, weights=weights, which=which)
+
+
+@eval_app.command("knn")
+def eval_knn(
+    train_dir: Path = typer.Option(..., "--train", help="ImageFolder: one sub-folder of images per class."),
+    val_dir: Path = typer.Option(..., "--val", help="ImageFolder with the same classes."),
+    checkpoint: Optional[Path] = typer.Option(None, help="A `dora train` checkpoint."),
+    model: Optional[str] = typer.Option(None, help="Or a timm model name (random init unless --weights)."),
+    weights: Optional[Path] = typer.Option(None, help="Weights for --model (.safetensors or .pt)."),
+    which: str = typer.Option("teacher", help="teacher or student weights of a checkpoint."),
+    ks: str = typer.Option("10,20,100,200", "--k", help="Comma-separated k values."),
+    temperature: float = typer.Option(0.07, help="Vote weight exp(similarity / T)."),
+    resize: int = typer.Option(256, help="Resize of the short side before the centre crop."),
+    crop: int = typer.Option(224, help="Centre crop size."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where metrics.json and features go (default: next to the checkpoint)."),
+    num_workers: int = typer.Option(2, help="DataLoader workers."),
+) -> None:
+    """Weighted k-NN on L2-normalised [CLS] features (DINO's protocol); prints a table, writes metrics.json.
+
+    Example: dora eval knn --checkpoint runs/venice/checkpoint.pt --train data/cls/train --val data/cls/val
+    """
+    from dora.encoder import EvalError, cached_features
+    from dora.knn import knn_eval
+    from wtours.files import write_json_atomic
+
+    spec = _spec(checkpoint, model, weights, which)
+    out = out or (checkpoint.parent / "eval" if checkpoint else Path("runs/eval") / (model or "model"))
+    try:
+        k_values = [int(k) for k in ks.split(",")]
+        tr, tr_y, classes = cached_features(spec, train_dir, "cls", resize, crop, out / "features", num_workers=num_workers)
+        va, va_y, val_classes = cached_features(spec, val_dir, "cls", resize, crop, out / "features", num_workers=num_workers)
+        if classes != val_classes:
+            raise EvalError(f"{train_dir} and {val_dir} have different classes: {classes} vs {val_classes}")
+    except (EvalError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    results = knn_eval(tr, tr_y, va, va_y, k_values, temperature, len(classes))
+    typer.echo(f"{'k':>5} {'top-1':>7} {'top-5':>7}")
+    for k, r in results.items():
+        typer.echo(f"{k:>5} {r['top1']:7.2f} {r['top5']:7.2f}" + ("" if r["k_used"] == k else f"  (k capped at {r['k_used']})"))
+    write_json_atomic(out / "metrics.json", {"protocol": "knn", "encoder": spec.identity(), "temperature": temperature,
+                                             "train": str(train_dir), "val": str(val_dir), "classes": classes,
+                                             "n_train": len(tr), "n_val": len(va),
+                                             "results": {str(k): r for k, r in results.items()}})
+
+
+@eval_app.command("linear")
+def eval_linear(
+    train_dir: Path = typer.Option(..., "--train", help="ImageFolder: one sub-folder of images per class."),
+    val_dir: Path = typer.Option(..., "--val", help="ImageFolder with the same classes."),
+    checkpoint: Optional[Path] = typer.Option(None, help="A `dora train` checkpoint."),
+    model: Optional[str] = typer.Option(None, help="Or a timm model name (random init unless --weights)."),
+    weights: Optional[Path] = typer.Option(None, help="Weights for --model (.safetensors or .pt)."),
+    which: str = typer.Option("teacher", help="teacher or student weights of a checkpoint."),
+    epochs: int = typer.Option(100, help="Epochs of the probe."),
+    lr: float = typer.Option(0.001, help="Learning rate per 256 images (SGD, momentum 0.9, cosine)."),
+    batch_size: int = typer.Option(256, help="Batch size of the probe."),
+    resize: int = typer.Option(256, help="Resize of the short side before the centre crop."),
+    crop: int = typer.Option(224, help="Centre crop size."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for linear.pt, metrics.json, features."),
+    num_workers: int = typer.Option(2, help="DataLoader workers."),
+) -> None:
+    """Linear probe on the frozen [CLS] of the last 4 blocks; top-1 and top-5; resumes from DIR/linear.pt.
+
+    Example: dora eval linear --checkpoint runs/venice/checkpoint.pt --train data/cls/train --val data/cls/val
+    """
+    from dora.encoder import EvalError, cached_features
+    from dora.linear import LinearConfig, train_linear
+    from wtours.files import write_json_atomic
+
+    spec = _spec(checkpoint, model, weights, which)
+    out = out or (checkpoint.parent / "eval_linear" if checkpoint else Path("runs/eval_linear") / (model or "model"))
+    try:
+        tr, tr_y, classes = cached_features(spec, train_dir, "last4", resize, crop, out / "features", num_workers=num_workers)
+        va, va_y, val_classes = cached_features(spec, val_dir, "last4", resize, crop, out / "features", num_workers=num_workers)
+        if classes != val_classes:
+            raise EvalError(f"{train_dir} and {val_dir} have different classes: {classes} vs {val_classes}")
+    except (EvalError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    out.mkdir(parents=True, exist_ok=True)
+    result = train_linear(tr, tr_y, va, va_y, len(classes), LinearConfig(epochs, lr, batch_size), out)
+    typer.echo(f"linear probe: top-1 {result['top1']:.2f}  top-5 {result['top5']:.2f}")
+    write_json_atomic(out / "metrics.json", {"protocol": "linear", "encoder": spec.identity(), "classes": classes,
+                                             "n_train": len(tr), "n_val": len(va), "results": result})
+
+
+@app.command()
+def attn(
+    source: Path = typer.Argument(..., help="An image, a video, or a shard (.tar: its first clip)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="A `dora train` checkpoint."),
+    model: Optional[str] = typer.Option(None, help="Or a timm model name (with --weights)."),
+    weights: Optional[Path] = typer.Option(None, help="Weights for --model."),
+    which: str = typer.Option("teacher", help="teacher or student weights of a checkpoint."),
+    out: Path = typer.Option(Path("runs/attn"), "--out", "-o", help="Folder for the pictures."),
+    size: Optional[int] = typer.Option(None, help="Image size (default: the checkpoint's training size)."),
+    objects: int = typer.Option(3, help="Objects to discover and track in a video or clip."),
+    frames: int = typer.Option(8, help="Frames of a video or clip."),
+    fps: float = typer.Option(1.0, help="Frames per second sampled from a video."),
+    start: float = typer.Option(0.0, help="Start time in a video, seconds."),
+    seed: int = typer.Option(0, help="Seed of the random heads."),
+) -> None:
+    """Pictures of attention: every head's [CLS] attention on an image; tracked objects in a video or clip.
+
+    Example: dora attn runs/demo/videos/bikes.mp4 --checkpoint runs/demo/train/checkpoint.pt --out runs/attn
+    """
+    from dora.attn import attention_pictures
+    from dora.encoder import EvalError
+
+    try:
+        paths = attention_pictures(_spec(checkpoint, model, weights, which), source, out, size, objects, frames, fps,
+                                   start, seed)
+    except (EvalError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    for path in paths:
+        typer.echo(str(path))
+
+
+@app.command()
+def export(
+    checkpoint: Path = typer.Option(..., help="A `dora train` checkpoint."),
+    out: Path = typer.Option(..., "--out", "-o", help="The .safetensors file to write."),
+    which: str = typer.Option("teacher", help="teacher or student weights."),
+) -> None:
+    """Export the backbone in timm's key layout (safetensors), with a JSON saying how to load it.
+
+    Example: dora export --checkpoint runs/venice/checkpoint.pt --out venice_vits16.safetensors
+    """
+    from dora.encoder import EvalError
+    from dora.export import export as run_export
+
+    try:
+        path = run_export(checkpoint, out, which)
+    except (EvalError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"{path}  (load: timm.create_model(arch, pretrained=True, "
+               f"pretrained_cfg_overlay=dict(file='{path}', num_classes=0)))")
+
+
 @app.callback()
 def main() -> None:
     """DoRA training and evaluation."""

@@ -17,12 +17,14 @@ class ViTBackbone(nn.Module):
     ViT runs unchanged and costs nothing extra; the [CLS] attention is recomputed from them.
     """
 
-    def __init__(self, arch: str, img_size: int = 224, drop_path_rate: float = 0.0):
+    def __init__(self, arch: str, img_size: int = 224, drop_path_rate: float = 0.0, vit: nn.Module | None = None):
         super().__init__()
-        if arch not in timm.list_models():
-            raise ValueError(f"unknown arch {arch!r}; any timm ViT works, e.g. vit_small_patch16_224")
-        self.vit = timm.create_model(arch, pretrained=False, num_classes=0, img_size=img_size,
-                                     drop_path_rate=drop_path_rate, dynamic_img_size=True)
+        if vit is None:
+            if arch not in timm.list_models():
+                raise ValueError(f"unknown arch {arch!r}; any timm ViT works, e.g. vit_small_patch16_224")
+            vit = timm.create_model(arch, pretrained=False, num_classes=0, img_size=img_size,
+                                    drop_path_rate=drop_path_rate, dynamic_img_size=True)
+        self.vit = vit
         if not hasattr(self.vit, "blocks") or not hasattr(self.vit.blocks[-1], "attn"):
             raise ValueError(f"{arch!r} is not a ViT with attention blocks")
         attn = self.vit.blocks[-1].attn

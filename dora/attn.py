@@ -1,0 +1,148 @@
+"""`dora attn`: what the encoder looks at. An image: the [CLS] attention of every head of the last
+block over the image. A video or a shard clip: the k objects discovered in its first frame and
+tracked through every frame, with the masks training uses (a PNG strip and an mp4)."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import tarfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from dora.data import normalize  # noqa: E402
+from dora.discover import binary_masks, discover_and_track, merge_heads, pick_heads  # noqa: E402
+from dora.encoder import EncoderSpec, EvalError, load_encoder  # noqa: E402
+from dora.model import ViTBackbone, patch_grid  # noqa: E402
+from wtours.files import atomic_path, write_json_atomic  # noqa: E402
+from wtours.tools import ffmpeg_exe  # noqa: E402
+from wtours.video import VIDEO_SUFFIXES, probe, read_frames, scaled_size  # noqa: E402
+
+COLOURS = np.array([[230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180], [70, 240, 240]],
+                   dtype=np.float32)
+
+
+def _square(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre crop to a square and resize to size x size (RGB uint8)."""
+    h, w = image.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return np.asarray(Image.fromarray(image[top:top + side, left:left + side]).resize((size, size), Image.BICUBIC))
+
+
+def load_frames(path: Path, size: int, frames: int, fps: float, start: float) -> tuple[np.ndarray, str]:
+    """[T, size, size, 3] uint8 frames and the kind of input ('image', 'video' or 'shard')."""
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise EvalError(f"{path}: no such file")
+    if suffix == ".tar":
+        with tarfile.open(path) as tar:
+            members = sorted((m for m in tar if m.name.endswith(".jpg")), key=lambda m: m.name)
+            if not members:
+                raise EvalError(f"{path}: no clip in this shard")
+            key = members[0].name.split(".")[0]
+            images = [np.asarray(Image.open(io.BytesIO(tar.extractfile(m).read())).convert("RGB"))
+                      for m in members if m.name.split(".")[0] == key]
+        return np.stack([_square(im, size) for im in images[:frames]]), "shard"
+    if suffix in VIDEO_SUFFIXES:
+        info = probe(path)
+        w, h = scaled_size(info.width, info.height, size)
+        images = [f.image for f in read_frames(path, fps=fps, size=(w, h), start=start)][:frames]
+        if not images:
+            raise EvalError(f"{path}: no frames after {start} s")
+        return np.stack([_square(im, size) for im in images]), "video"
+    try:
+        image = np.asarray(Image.open(path).convert("RGB"))
+    except OSError as exc:
+        raise EvalError(f"{path}: not an image, video or shard ({exc})") from exc
+    return _square(image, size)[None], "image"
+
+
+def _overlay(frame: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Colour each object's mask over the frame (objects in the palette's order)."""
+    out = frame.astype(np.float32)
+    for i, mask in enumerate(masks):
+        out[mask] = 0.45 * out[mask] + 0.55 * COLOURS[i % len(COLOURS)]
+    return out.astype(np.uint8)
+
+
+def _save_png(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _write_mp4(frames: list[np.ndarray], path: Path, fps: float) -> None:
+    h, w = frames[0].shape[:2]
+    with atomic_path(path) as tmp:
+        proc = subprocess.Popen([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo",
+                                 "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps), "-i", "pipe:", "-c:v", "libx264",
+                                 "-pix_fmt", "yuv420p", "-f", "mp4", str(tmp)], stdin=subprocess.PIPE)
+        for frame in frames:
+            proc.stdin.write(np.ascontiguousarray(frame).tobytes())
+        proc.stdin.close()
+        if proc.wait() != 0:
+            raise RuntimeError(f"ffmpeg could not write {path}")
+
+
+@torch.no_grad()
+def attention_pictures(spec: EncoderSpec, source: Path, out: Path, size: int | None = None, objects: int = 3,
+                       frames: int = 8, fps: float = 1.0, start: float = 0.0, seed: int = 0) -> list[Path]:
+    """Write the pictures for one input into `out`; returns their paths."""
+    vit, info = load_encoder(spec)
+    backbone = ViTBackbone(info["arch"], vit=vit)
+    size = size or info.get("img_size") or 224
+    size = max(backbone.patch_size, size // backbone.patch_size * backbone.patch_size)
+    images, kind = load_frames(Path(source), size, frames, fps, start)
+    x = normalize(torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).contiguous())
+    tokens = backbone(x)
+    q, k = backbone.last_queries_keys()
+    grid = patch_grid(backbone, size, size)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = Path(source).stem
+    written = []
+    if kind == "image":
+        attention = backbone.cls_attention(q, k)[0]  # [h, n]
+        maps = F.interpolate(attention.reshape(1, -1, *grid), size=(size, size), mode="nearest")[0].numpy()
+        heads = maps.shape[0]
+        fig, axes = plt.subplots(1, heads + 1, figsize=(2.2 * (heads + 1), 2.4))
+        axes[0].imshow(images[0])
+        axes[0].set_title("image")
+        for h in range(heads):
+            axes[h + 1].imshow(images[0])
+            axes[h + 1].imshow(maps[h], cmap="inferno", alpha=0.6)
+            axes[h + 1].set_title(f"head {h}")
+        for ax in axes:
+            ax.axis("off")
+        path = out / f"{stem}_heads.png"
+        _save_png(fig, path)
+        written.append(path)
+    else:
+        if not 0 < objects <= backbone.num_heads:
+            raise EvalError(f"--objects must be 1..{backbone.num_heads} for {info['arch']}")
+        prefix = backbone.num_prefix
+        t = len(images)
+        heads = pick_heads(backbone.num_heads, objects, torch.Generator().manual_seed(seed))
+        tracks = discover_and_track(backbone.cls_attention(q[:1], k[:1]), merge_heads(q[:1, :, prefix:]),
+                                    merge_heads(k[:, :, prefix:])[None], tokens[:1, prefix:], heads)
+        masks = binary_masks(tracks, grid, (size, size))[0].numpy()  # [T, k, H, W]
+        overlays = [_overlay(images[i], masks[i]) for i in range(t)]
+        strip = np.concatenate([np.concatenate(list(images), axis=1), np.concatenate(overlays, axis=1)], axis=0)
+        path = out / f"{stem}_tracks.png"
+        with atomic_path(path) as tmp:
+            Image.fromarray(strip).save(tmp, format="PNG")
+        video = out / f"{stem}_tracks.mp4"
+        _write_mp4([np.concatenate([images[i], overlays[i]], axis=1) for i in range(t)], video, max(1.0, fps))
+        written += [path, video]
+    meta = out / f"{stem}_attn.json"
+    write_json_atomic(meta, {**info, "input": str(source), "kind": kind, "size": size, "frames": len(images),
+                             "objects": objects if kind != "image" else None, "files": [p.name for p in written]})
+    return written + [meta]

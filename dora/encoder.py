@@ -1,0 +1,174 @@
+"""Encoders to evaluate: a `dora train` checkpoint (teacher or student) or any timm ViT with its
+own weights file; features of ImageFolder datasets, cached per encoder and dataset."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn as nn
+from torchvision import datasets, transforms
+
+from wtours.files import atomic_path
+
+
+class EvalError(ValueError):
+    """Inputs an evaluation cannot use (missing folder, empty class, mismatched weights)."""
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Where the weights come from: a checkpoint, or a timm model name (+ optional weights file)."""
+
+    checkpoint: Path | None = None
+    model: str | None = None
+    weights: Path | None = None
+    which: str = "teacher"  # teacher | student (checkpoints only)
+
+    def identity(self) -> str:
+        """A string that changes when the weights change (for the feature cache)."""
+        parts = [self.model or "", self.which]
+        for path, what in ((self.checkpoint, "checkpoint"), (self.weights, "weights file")):
+            if path is not None:
+                if not Path(path).is_file():
+                    raise EvalError(f"{path}: no such {what}")
+                st = Path(path).stat()
+                parts += [str(Path(path).resolve()), str(st.st_size), str(st.st_mtime_ns)]
+        return "|".join(parts)
+
+
+def load_encoder(spec: EncoderSpec, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """A timm VisionTransformer (num_classes 0, any input size) in eval mode, and what it is."""
+    if spec.checkpoint is not None:
+        if spec.model is not None:
+            raise EvalError("give --checkpoint or --model, not both")
+        path = Path(spec.checkpoint)
+        if not path.is_file():
+            raise EvalError(f"{path}: no such checkpoint")
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        if spec.which not in ("teacher", "student") or spec.which not in ckpt:
+            raise EvalError(f"{path}: no {spec.which!r} weights in this checkpoint")
+        arch, size = ckpt["config"]["arch"], ckpt["config"]["global_size"]
+        state = {k[len("backbone.vit."):]: v for k, v in ckpt[spec.which].items() if k.startswith("backbone.vit.")}
+        model = timm.create_model(arch, pretrained=False, num_classes=0, img_size=size, dynamic_img_size=True)
+        info = {"source": str(path), "arch": arch, "which": spec.which, "step": ckpt.get("step"), "img_size": size}
+    elif spec.model is not None:
+        if spec.model not in timm.list_models():
+            raise EvalError(f"unknown timm model {spec.model!r}")
+        model = timm.create_model(spec.model, pretrained=False, num_classes=0, dynamic_img_size=True)
+        state = None
+        if spec.weights is not None:
+            state = _read_weights(Path(spec.weights))
+        info = {"source": str(spec.weights or "random init"), "arch": spec.model, "which": "weights"}
+    else:
+        raise EvalError("give --checkpoint CKPT, or --model NAME (with --weights FILE for trained weights)")
+    if state is not None:
+        state = _fit_pos_embed(state, model, info["arch"])
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("head")]
+        if missing or unexpected:
+            raise EvalError(f"weights do not fit {info['arch']}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model.eval().to(device), info
+
+
+def _read_weights(path: Path) -> dict:
+    if not path.is_file():
+        raise EvalError(f"{path}: no such weights file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+def _fit_pos_embed(state: dict, model: nn.Module, arch: str) -> dict:
+    """Resample a position embedding trained at another size to the model's grid (timm's helper)."""
+    from timm.layers import resample_abs_pos_embed
+
+    pos = state.get("pos_embed")
+    if pos is not None and pos.shape != model.pos_embed.shape:
+        if pos.shape[-1] != model.pos_embed.shape[-1]:
+            raise EvalError(f"weights do not fit {arch}: embedding width {pos.shape[-1]}, the model's "
+                            f"{model.pos_embed.shape[-1]} (weights of another arch?)")
+        prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
+        grid = model.patch_embed.grid_size
+        state = {**state, "pos_embed": resample_abs_pos_embed(pos, list(grid), num_prefix_tokens=prefix)}
+    return state
+
+
+def eval_transform(resize: int = 256, crop: int = 224) -> transforms.Compose:
+    """DINO's evaluation transform: resize the short side, centre crop, ImageNet normalisation."""
+    return transforms.Compose([transforms.Resize(resize, interpolation=transforms.InterpolationMode.BICUBIC),
+                               transforms.CenterCrop(crop), transforms.ToTensor(),
+                               transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+
+
+def image_folder(root: Path, resize: int, crop: int) -> datasets.ImageFolder:
+    """An ImageFolder with clear errors for a missing folder or an empty class."""
+    root = Path(root)
+    if not root.is_dir():
+        raise EvalError(f"{root}: no such folder (expected one sub-folder of images per class)")
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if not any(f.suffix.lower() in datasets.folder.IMG_EXTENSIONS for f in folder.rglob("*")):
+            raise EvalError(f"{folder}: class {folder.name!r} has no images")
+    try:
+        return datasets.ImageFolder(str(root), transform=eval_transform(resize, crop))
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise EvalError(f"{root}: {exc}") from exc
+
+
+class LastBlocksCLS:
+    """Collects the [CLS] token after each of the last n blocks (normalised by the final norm)."""
+
+    def __init__(self, model: nn.Module, n: int):
+        self.model, self.outputs = model, []
+        self.handles = [b.register_forward_hook(lambda m, i, o: self.outputs.append(o)) for b in model.blocks[-n:]]
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        self.outputs = []
+        self.model.forward_features(images)
+        return torch.cat([self.model.norm(o)[:, 0] for o in self.outputs], dim=-1)
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+@torch.no_grad()
+def extract(model: nn.Module, dataset: datasets.ImageFolder, kind: str = "cls", batch_size: int = 64,
+            num_workers: int = 2, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Features [N, D] and labels [N]. kind 'cls': final [CLS]; 'last4': [CLS] of the last 4 blocks."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
+    tap = LastBlocksCLS(model, 4) if kind == "last4" else None
+    feats, labels = [], []
+    try:
+        for images, targets in loader:
+            images = images.to(device)
+            feats.append((tap(images) if tap else model.forward_features(images)[:, 0]).float().cpu())
+            labels.append(targets)
+    finally:
+        if tap:
+            tap.close()
+    return torch.cat(feats), torch.cat(labels)
+
+
+def cached_features(spec: EncoderSpec, root: Path, kind: str, resize: int, crop: int, cache_dir: Path,
+                    device: torch.device | str = "cpu", num_workers: int = 2) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Features of one dataset for one encoder, from DIR/features/<key>.pt when already computed."""
+    dataset = image_folder(root, resize, crop)
+    listing = [(p, Path(p).stat().st_size) for p, _ in dataset.samples]
+    key = hashlib.sha256(json.dumps([spec.identity(), kind, resize, crop, listing]).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"{Path(root).name}-{kind}-{key}.pt"
+    if path.is_file():
+        data = torch.load(path, weights_only=False)
+        return data["features"], data["labels"], data["classes"]
+    model, _ = load_encoder(spec, device)
+    feats, labels = extract(model, dataset, kind, device=device, num_workers=num_workers)
+    with atomic_path(path) as tmp:
+        torch.save({"features": feats, "labels": labels, "classes": dataset.classes}, tmp)
+    return feats, labels, dataset.classes

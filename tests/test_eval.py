@@ -1,0 +1,148 @@
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import top_k_accuracy_score
+from sklearn.neighbors import KNeighborsClassifier
+from typer.testing import CliRunner
+
+from dora.cli import app
+from dora.encoder import EncoderSpec, cached_features
+from dora.export import same_features
+from dora.knn import knn_eval, knn_scores, topk_accuracy
+from wtours.video import probe
+
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities of TorchVision")
+runner = CliRunner()
+SMALL = ["--resize", "72", "--crop", "64", "--num-workers", "0"]
+
+
+def test_knn_agrees_with_scikit_learn_on_the_same_features():
+    rng = torch.Generator().manual_seed(0)
+    train, test = torch.randn(60, 16, generator=rng), torch.randn(25, 16, generator=rng)
+    train_y, test_y = torch.randint(0, 4, (60,), generator=rng), torch.randint(0, 4, (25,), generator=rng)
+    for k in (5, 20):
+        ours = knn_scores(train, train_y, test, k, 0.07, 4).argmax(1).numpy()
+        ref = KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute",
+                                   weights=lambda d: np.exp((1 - d) / 0.07)).fit(train.numpy(), train_y.numpy())
+        assert (ours == ref.predict(test.numpy())).all()
+    scores = torch.randn(25, 4, generator=rng)
+    for k in (1, 2, 3):
+        assert topk_accuracy(scores, test_y, k) == pytest.approx(
+            100 * top_k_accuracy_score(test_y.numpy(), scores.numpy(), k=k, labels=range(4)), abs=1e-9)
+    assert knn_eval(train, train_y, test, test_y, ks=(200,))[200]["k_used"] == 60
+
+
+def test_knn_command_writes_metrics_and_reuses_cached_features(tiny_checkpoint, photo_classes, tmp_path, monkeypatch):
+    out = tmp_path / "eval"
+    args = ["eval", "knn", "--checkpoint", str(tiny_checkpoint), "--train", str(photo_classes / "train"),
+            "--val", str(photo_classes / "val"), "--out", str(out), *SMALL]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["results"]) == {"10", "20", "100", "200"} and metrics["n_train"] == 24
+    assert metrics["results"]["200"]["k_used"] == 24 and "capped at 24" in result.output
+    for r in metrics["results"].values():
+        assert 0 <= r["top1"] <= r["top5"] <= 100
+    # The same numbers from the features, computed straightforwardly with scikit-learn.
+    spec = EncoderSpec(checkpoint=tiny_checkpoint)
+    tr, tr_y, _ = cached_features(spec, photo_classes / "train", "cls", 72, 64, out / "features")
+    va, va_y, _ = cached_features(spec, photo_classes / "val", "cls", 72, 64, out / "features")
+    ref = KNeighborsClassifier(n_neighbors=10, metric="cosine", algorithm="brute",
+                               weights=lambda d: np.exp((1 - d) / 0.07)).fit(tr.numpy(), tr_y.numpy())
+    assert round(metrics["results"]["10"]["top1"], 2) == round(100 * (ref.predict(va.numpy()) == va_y.numpy()).mean(), 2)
+    import dora.encoder as encoder_module
+
+    monkeypatch.setattr(encoder_module, "load_encoder", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    assert runner.invoke(app, args).exit_code == 0  # features come from the cache
+
+
+def test_linear_probe_trains_reports_and_resumes(tiny_checkpoint, photo_classes, tmp_path):
+    out = tmp_path / "lin"
+    args = ["eval", "linear", "--checkpoint", str(tiny_checkpoint), "--train", str(photo_classes / "train"),
+            "--val", str(photo_classes / "val"), "--out", str(out), "--epochs", "30", "--lr", "5", "--batch-size", "8",
+            *SMALL]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())["results"]
+    assert metrics["top5"] == 100.0 and 0 <= metrics["top1"] <= 100  # 3 classes: top-5 holds them all
+    log = (out / "linear_log.jsonl").read_text().splitlines()
+    assert len(log) == 30 and json.loads(log[-1])["loss"] < json.loads(log[0])["loss"]
+    assert runner.invoke(app, args).exit_code == 0
+    assert len((out / "linear_log.jsonl").read_text().splitlines()) == 30  # resumed at the end: no epoch again
+    assert json.loads((out / "metrics.json").read_text())["results"] == metrics
+
+
+def test_export_round_trips_through_timm(tiny_checkpoint, tmp_path):
+    out = tmp_path / "tiny.safetensors"
+    result = runner.invoke(app, ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    images = torch.randn(3, 3, 64, 64)
+    assert same_features(tiny_checkpoint, out, images) < 1e-5
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["arch"] == "vit_tiny_patch16_224" and "pretrained_cfg_overlay" in meta["load"]
+
+
+def test_a_timm_model_with_its_weights_file_ranks_on_the_same_protocol(tiny_checkpoint, photo_classes, tmp_path):
+    weights = tmp_path / "tiny.safetensors"
+    assert runner.invoke(app, ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(weights)]).exit_code == 0
+    common = ["--train", str(photo_classes / "train"), "--val", str(photo_classes / "val"), "--k", "10", *SMALL]
+    a = runner.invoke(app, ["eval", "knn", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "a"), *common])
+    b = runner.invoke(app, ["eval", "knn", "--model", "vit_tiny_patch16_224", "--weights", str(weights),
+                            "--out", str(tmp_path / "b"), *common])
+    assert a.exit_code == b.exit_code == 0, (a.output, b.output)
+    results = [json.loads((tmp_path / x / "metrics.json").read_text())["results"] for x in ("a", "b")]
+    assert results[0] == results[1]
+    rand = runner.invoke(app, ["eval", "knn", "--model", "vit_tiny_patch16_224", "--out", str(tmp_path / "r"), *common])
+    assert rand.exit_code == 0, rand.output
+
+
+def test_attention_pictures_for_an_image_a_video_and_a_shard(tiny_checkpoint, real_shards, tmp_path):
+    from conftest import packaged_clip
+
+    image = tmp_path / "astronaut.png"
+    from skimage import data
+
+    Image.fromarray(data.astronaut()).save(image)
+    out = tmp_path / "attn"
+    result = runner.invoke(app, ["attn", str(image), "--checkpoint", str(tiny_checkpoint), "--out", str(out),
+                                 "--size", "96"])
+    assert result.exit_code == 0, result.output
+    with Image.open(out / "astronaut_heads.png") as im:
+        assert im.size[0] > 3 * im.size[1]  # the image and 3 heads side by side
+    result = runner.invoke(app, ["attn", str(packaged_clip("bikes.mp4")), "--checkpoint", str(tiny_checkpoint),
+                                 "--out", str(out), "--frames", "5", "--fps", "2"])
+    assert result.exit_code == 0, result.output
+    with Image.open(out / "bikes_tracks.png") as im:
+        assert im.size == (5 * 64, 2 * 64)  # frames in a row, plain above, tracked objects below
+    assert probe(out / "bikes_tracks.mp4").frames == 5
+    shard = sorted(real_shards.glob("*.tar"))[0]
+    result = runner.invoke(app, ["attn", str(shard), "--checkpoint", str(tiny_checkpoint), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    with Image.open(out / f"{shard.stem}_tracks.png") as im:
+        assert im.size == (4 * 64, 2 * 64)
+
+
+def test_bad_inputs_are_clear_errors(tiny_checkpoint, photo_classes, tmp_path):
+    weights = tmp_path / "tiny.safetensors"
+    runner.invoke(app, ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(weights)])
+    empty = tmp_path / "empty"
+    shutil.copytree(photo_classes / "val", empty)
+    (empty / "nothing").mkdir()
+    cases = [
+        (["--checkpoint", str(tiny_checkpoint), "--train", str(tmp_path / "missing"), "--val", str(photo_classes / "val")],
+         "no such folder"),
+        (["--checkpoint", str(tiny_checkpoint), "--train", str(empty), "--val", str(photo_classes / "val")],
+         "class 'nothing' has no images"),
+        (["--model", "vit_small_patch16_224", "--weights", str(weights), "--train", str(photo_classes / "train"),
+          "--val", str(photo_classes / "val")], "weights do not fit vit_small_patch16_224"),
+        (["--checkpoint", str(tmp_path / "nope.pt"), "--train", str(photo_classes / "train"),
+          "--val", str(photo_classes / "val")], "no such checkpoint"),
+    ]
+    for args, expected in cases:
+        result = runner.invoke(app, ["eval", "knn", *args, "--out", str(tmp_path / "o"), *SMALL])
+        assert result.exit_code == 2 and expected in result.output, (args, result.output)
