@@ -30,7 +30,7 @@ from wtours.objects import prepare_offline  # noqa: E402
 
 prepare_offline(Path(tempfile.mkdtemp(prefix="wtours-yolo-")))
 
-from wtours.demo import packaged_clip_dir  # noqa: E402
+from wtours.demo_assets import packaged_clip_dir  # noqa: E402
 from wtours.inputs import find_sources  # noqa: E402
 from wtours.report import OutputMode  # noqa: E402
 from wtours.stats import StatsConfig, analyse_video, build_tables, stats  # noqa: E402

