@@ -164,6 +164,22 @@ def _spec(checkpoint: Optional[Path], model: Optional[str], weights: Optional[Pa
     return EncoderSpec(checkpoint=checkpoint, model=model, weights=weights, which=which)
 
 
+def _features(spec, train_dir: Path, val_dir: Path, kind: str, resize: int, crop: int, out: Path, num_workers: int):
+    """(train features, labels, val features, labels, classes); a clear error and exit 2 if unusable."""
+    from dora.encoder import EvalError, cached_features
+
+    try:
+        tr, tr_y, classes = cached_features(spec, train_dir, kind, resize, crop, out / "features", num_workers=num_workers)
+        va, va_y, val_classes = cached_features(spec, val_dir, kind, resize, crop, out / "features",
+                                                num_workers=num_workers)
+        if classes != val_classes:
+            raise EvalError(f"{train_dir} and {val_dir} have different classes: {classes} vs {val_classes}")
+    except (EvalError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    return tr, tr_y, va, va_y, classes
+
+
 @eval_app.command("knn")
 def eval_knn(
     train_dir: Path = typer.Option(..., "--train", help="ImageFolder: one sub-folder of images per class."),
@@ -183,7 +199,6 @@ def eval_knn(
 
     Example: dora eval knn --checkpoint runs/venice/checkpoint.pt --train data/cls/train --val data/cls/val
     """
-    from dora.encoder import EvalError, cached_features
     from dora.knn import knn_eval
     from wtours.files import write_json_atomic
 
@@ -191,13 +206,10 @@ def eval_knn(
     out = out or (checkpoint.parent / "eval" if checkpoint else Path("runs/eval") / (model or "model"))
     try:
         k_values = [int(k) for k in ks.split(",")]
-        tr, tr_y, classes = cached_features(spec, train_dir, "cls", resize, crop, out / "features", num_workers=num_workers)
-        va, va_y, val_classes = cached_features(spec, val_dir, "cls", resize, crop, out / "features", num_workers=num_workers)
-        if classes != val_classes:
-            raise EvalError(f"{train_dir} and {val_dir} have different classes: {classes} vs {val_classes}")
-    except (EvalError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
+    except ValueError:
+        typer.echo(f"error: --k takes comma-separated integers, not {ks!r}", err=True)
         raise typer.Exit(2)
+    tr, tr_y, va, va_y, classes = _features(spec, train_dir, val_dir, "cls", resize, crop, out, num_workers)
     results = knn_eval(tr, tr_y, va, va_y, k_values, temperature, len(classes))
     typer.echo(f"{'k':>5} {'top-1':>7} {'top-5':>7}")
     for k, r in results.items():
@@ -228,20 +240,12 @@ def eval_linear(
 
     Example: dora eval linear --checkpoint runs/venice/checkpoint.pt --train data/cls/train --val data/cls/val
     """
-    from dora.encoder import EvalError, cached_features
     from dora.linear import LinearConfig, train_linear
     from wtours.files import write_json_atomic
 
     spec = _spec(checkpoint, model, weights, which)
     out = out or (checkpoint.parent / "eval_linear" if checkpoint else Path("runs/eval_linear") / (model or "model"))
-    try:
-        tr, tr_y, classes = cached_features(spec, train_dir, "last4", resize, crop, out / "features", num_workers=num_workers)
-        va, va_y, val_classes = cached_features(spec, val_dir, "last4", resize, crop, out / "features", num_workers=num_workers)
-        if classes != val_classes:
-            raise EvalError(f"{train_dir} and {val_dir} have different classes: {classes} vs {val_classes}")
-    except (EvalError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
+    tr, tr_y, va, va_y, classes = _features(spec, train_dir, val_dir, "last4", resize, crop, out, num_workers)
     out.mkdir(parents=True, exist_ok=True)
     result = train_linear(tr, tr_y, va, va_y, len(classes), LinearConfig(epochs, lr, batch_size), out)
     typer.echo(f"linear probe: top-1 {result['top1']:.2f}  top-5 {result['top5']:.2f}")

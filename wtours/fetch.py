@@ -16,7 +16,7 @@ import yt_dlp
 from yt_dlp.networking.exceptions import TransportError
 
 from wtours.dist import resolve_rank, split_for_rank
-from wtours.files import read_json, sha256_file, write_json_atomic, write_text_atomic
+from wtours.files import read_json_of_kind, sha256_file, write_json_atomic, write_text_atomic
 from wtours.manifest import DEFAULT_MANIFEST, ManifestEntry, is_creative_commons, load_manifest, select
 from wtours.report import OutputMode, Reporter
 from wtours.tools import ffmpeg_exe, tool_versions
@@ -153,14 +153,8 @@ def sidecar_path(out: Path, video_id: str) -> Path:
 
 def complete_video(out: Path, video_id: str, verify: bool = True) -> Path | None:
     """The path of a complete, verified download of `video_id` in `out`, else None."""
-    side = sidecar_path(out, video_id)
-    if not side.is_file():
-        return None
-    try:
-        meta = read_json(side)
-    except (OSError, ValueError):
-        return None
-    if meta.get("kind") != SIDECAR_KIND:
+    meta = read_json_of_kind(sidecar_path(out, video_id), SIDECAR_KIND)
+    if meta is None:
         return None
     video = out / meta.get("file", "")
     if not video.is_file() or video.stat().st_size != meta.get("bytes"):
@@ -326,11 +320,8 @@ def write_attribution(out: Path) -> Path:
         "|---|---|---|---|---|---|",
     ]
     for side in sorted(out.glob("*.json")):
-        try:
-            meta = read_json(side)
-        except (OSError, ValueError):
-            continue
-        if meta.get("kind") != SIDECAR_KIND or not (out / meta.get("file", "")).is_file():
+        meta = read_json_of_kind(side, SIDECAR_KIND)
+        if meta is None or not (out / meta.get("file", "")).is_file():
             continue
         cells = [meta["id"], meta.get("title") or "", meta.get("uploader") or "unknown", meta.get("webpage_url") or "",
                  meta.get("license_effective") or "", meta.get("notes") or ""]

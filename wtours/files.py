@@ -63,3 +63,12 @@ def read_json(path: str | os.PathLike) -> Any:
     """Read a JSON file."""
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def read_json_of_kind(path: str | os.PathLike, kind_prefix: str) -> dict | None:
+    """The JSON object in `path` if it is readable and its "kind" starts with kind_prefix, else None."""
+    try:
+        data = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and str(data.get("kind", "")).startswith(kind_prefix) else None

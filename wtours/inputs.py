@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from wtours.files import read_json
+from wtours.files import read_json_of_kind
 from wtours.video import VIDEO_SUFFIXES
 
 
@@ -28,17 +28,6 @@ def video_id_for(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", path.stem)[:64] or "video"
 
 
-def _sidecar(path: Path) -> dict | None:
-    side = path.with_suffix(".json")
-    if not side.is_file():
-        return None
-    try:
-        meta = read_json(side)
-    except (OSError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) and meta.get("kind", "").startswith("wtours.fetch") else None
-
-
 def find_sources(inputs: list[str | Path]) -> list[Source]:
     """Expand INPUTS into sources sorted by id; folders are searched recursively for video files."""
     paths: list[Path] = []
@@ -55,7 +44,7 @@ def find_sources(inputs: list[str | Path]) -> list[Source]:
         raise InputError(f"no video files ({', '.join(VIDEO_SUFFIXES)}) in {', '.join(map(str, inputs))}")
     sources: dict[str, Source] = {}
     for path in paths:
-        meta = _sidecar(path)
+        meta = read_json_of_kind(path.with_suffix(".json"), "wtours.fetch")  # a `wtours fetch` sidecar
         vid = meta["id"] if meta and meta.get("id") else video_id_for(path)
         if vid in sources and sources[vid].path.resolve() != path.resolve():
             raise InputError(f"two inputs share the id {vid!r}: {sources[vid].path} and {path}; rename one")
