@@ -103,7 +103,8 @@ def test_one_bad_row_among_good_ones(tmp_path, video_dir):
     assert {k: v["status"] for k, v in done.items()} == {"pattern": "downloaded", "missing": "failed",
                                                          "html": "failed", "smpte": "downloaded"}
     assert "not a readable video" in done["html"]["message"]
-    assert "nowhere.mp4" in done["missing"]["message"] or "No such file" in done["missing"]["message"]
+    assert done["missing"]["message"] == f"no such file: {tmp_path / 'nowhere.mp4'}"
+    assert not [e for e in events if e["event"] == "warning" and "retrying" in e["message"]]  # local: no retries
     assert not (tmp_path / "out" / "html.mp4").exists() and not (tmp_path / "out" / "missing.mp4").exists()
     assert events[-1]["event"] == "summary" and len(events[-1]["rows"]) == 4
     attribution = (tmp_path / "out" / "ATTRIBUTION.md").read_text()

@@ -55,7 +55,8 @@ def write_walk_manifest(path: Path, walk: Path) -> Path:
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["id", "city", "url", "license", "notes"])
-        writer.writerow(["walk", "built-in", str(walk), "BSD-3-Clause", notes])
+        # Absolute: a relative path in a manifest is read relative to the manifest's own folder.
+        writer.writerow(["walk", "built-in", str(walk.resolve()), "BSD-3-Clause", notes])
     return path
 
 
@@ -113,6 +114,11 @@ def run_demo(cfg: DemoConfig) -> int:
     fetched = fetch(fetch_cfg, reporter)
     problems += [f"fetch {r.id}: {r.message}" for r in fetched if r.status in ("failed", "refused")]
     done("fetch")
+    if not any(r.status in ("downloaded", "up-to-date") for r in fetched):
+        reporter.error("no video could be fetched; the other steps need one")
+        write_text_atomic(out / "summary.md", "# The demo stopped: no video could be fetched\n\n" +
+                          "\n".join(f"- {p}" for p in problems) + "\n")
+        return 1
 
     step("shard")
     shard_cfg = (ShardConfig(inputs=[out / "videos"], out=out / "shards", mode=mode) if cfg.full else

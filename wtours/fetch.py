@@ -105,7 +105,12 @@ def describe_error(exc: BaseException, url: str) -> FetchError:
     """A FetchError with a one-line reason: unreachable site, bot check, gone, or yt-dlp's own words."""
     text = re.sub(r"^ERROR:\s*", "", str(exc)).strip()
     lowered = text.lower()
-    host = urlparse(url).hostname or url
+    parsed = urlparse(url)
+    if parsed.scheme == "file":  # a local file is there or not: nothing to retry
+        if any(isinstance(c, FileNotFoundError) for c in _causes(exc)) or "no such file" in lowered:
+            return FetchError(f"no such file: {parsed.path}", transient=False)
+        return FetchError(text[:300] or exc.__class__.__name__, transient=False)
+    host = parsed.hostname or url
     for cause in _causes(exc):
         if isinstance(cause, (TransportError, socket.gaierror, ConnectionError, TimeoutError, socket.timeout)):
             reason = str(cause).split(" (caused by")[0]
