@@ -1,6 +1,7 @@
 """`dora attn`: what the encoder looks at. An image: the [CLS] attention of every head of the last
 block over the image. A video or a shard clip: the k objects discovered in its first frame and
-tracked through every frame, with the masks training uses (a PNG strip and an mp4)."""
+tracked through every frame, with the masks training uses (a PNG strip and an mp4): a row of
+frames, then a row per object showing what its mask keeps."""
 
 from __future__ import annotations
 
@@ -66,11 +67,11 @@ def load_frames(path: Path, size: int, frames: int, fps: float, start: float) ->
     return _square(image, size)[None], "image"
 
 
-def _overlay(frame: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Colour each object's mask over the frame (objects in the palette's order)."""
+def _object_view(frame: np.ndarray, mask: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """The frame kept inside one object's mask, dimmed and tinted outside it (masks may overlap)."""
     out = frame.astype(np.float32)
-    for i, mask in enumerate(masks):
-        out[mask] = 0.45 * out[mask] + 0.55 * COLOURS[i % len(COLOURS)]
+    outside = ~mask
+    out[outside] = 0.25 * out[outside] + 0.35 * colour
     return out.astype(np.uint8)
 
 
@@ -134,13 +135,15 @@ def attention_pictures(spec: EncoderSpec, source: Path, out: Path, size: int | N
         tracks = discover_and_track(backbone.cls_attention(q[:1], k[:1]), merge_heads(q[:1, :, prefix:]),
                                     merge_heads(k[:, :, prefix:])[None], tokens[:1, prefix:], heads)
         masks = binary_masks(tracks, grid, (size, size))[0].numpy()  # [T, k, H, W]
-        overlays = [_overlay(images[i], masks[i]) for i in range(t)]
-        strip = np.concatenate([np.concatenate(list(images), axis=1), np.concatenate(overlays, axis=1)], axis=0)
+        # Rows: the frames, then one row per object: what its mask keeps in every frame.
+        rows = [list(images)] + [[_object_view(images[i], masks[i, j], COLOURS[j % len(COLOURS)]) for i in range(t)]
+                                 for j in range(masks.shape[1])]
+        strip = np.concatenate([np.concatenate(row, axis=1) for row in rows], axis=0)
         path = out / f"{stem}_tracks.png"
         with atomic_path(path) as tmp:
             Image.fromarray(strip).save(tmp, format="PNG")
         video = out / f"{stem}_tracks.mp4"
-        _write_mp4([np.concatenate([images[i], overlays[i]], axis=1) for i in range(t)], video, max(1.0, fps))
+        _write_mp4([np.concatenate([row[i] for row in rows], axis=1) for i in range(t)], video, max(1.0, fps))
         written += [path, video]
     meta = out / f"{stem}_attn.json"
     write_json_atomic(meta, {**info, "input": str(source), "kind": kind, "size": size, "frames": len(images),

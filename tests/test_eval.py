@@ -118,13 +118,13 @@ def test_attention_pictures_for_an_image_a_video_and_a_shard(tiny_checkpoint, re
                                  "--out", str(out), "--frames", "5", "--fps", "2"])
     assert result.exit_code == 0, result.output
     with Image.open(out / "bikes_tracks.png") as im:
-        assert im.size == (5 * 64, 2 * 64)  # frames in a row, plain above, tracked objects below
+        assert im.size == (5 * 64, 4 * 64)  # frames in a row, then a row per tracked object (k = 3)
     assert probe(out / "bikes_tracks.mp4").frames == 5
     shard = sorted(real_shards.glob("*.tar"))[0]
     result = runner.invoke(app, ["attn", str(shard), "--checkpoint", str(tiny_checkpoint), "--out", str(out)])
     assert result.exit_code == 0, result.output
     with Image.open(out / f"{shard.stem}_tracks.png") as im:
-        assert im.size == (4 * 64, 2 * 64)
+        assert im.size == (4 * 64, 4 * 64)
 
 
 def test_bad_inputs_are_clear_errors(tiny_checkpoint, photo_classes, tmp_path):
