@@ -82,7 +82,7 @@ def make_walk(path: Path, seconds_per_photo: float = 3.0) -> Path:
     return path
 
 
-def make_photo_classes(root: Path, train: int = 10, val: int = 5, size: int = 64, seed: int = 0) -> Path:
+def make_photo_classes(root: Path, train: int = 20, val: int = 20, size: int = 64, seed: int = 0) -> Path:
     """An ImageFolder (train/ and val/) with one class per photo: random crops, flips and colour shifts."""
     if (root / "val").is_dir():
         return root
