@@ -279,6 +279,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> RunState:
 
     stream = ClipStream(urls, cfg.frames_per_clip, cfg.augment, cfg.batch_size, cfg.seed, rank, world, cfg.shuffle_buffer)
     state = RunState(step=start)
+    if main:
+        _trim_log(cfg.out / "log.jsonl", start)
     log = open(cfg.out / "log.jsonl", "a", encoding="utf-8") if main else None
     writer = _tensorboard(cfg.out) if main else None
     began = time.monotonic()
@@ -368,6 +370,15 @@ def train(cfg: TrainConfig, progress: bool = True) -> RunState:
         if writer:
             writer.close()
     return state
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Drop log lines past the checkpoint we resume from (a killed run may have logged a few more)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in keep))
 
 
 class _StopRequest:

@@ -181,8 +181,11 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(real_shards, tmp_path, mo
     with pytest.raises(SystemExit):
         train(_cfg(real_shards, tmp_path / "cut", max_steps=6, checkpoint_every=2), progress=False)
     monkeypatch.setattr(train_module, "train_step", real_step)
+    log = tmp_path / "cut" / "log.jsonl"
+    log.write_text(log.read_text() + '{"step": 5, "loss": 1.0}\n')  # logged after the last checkpoint, then killed
     resumed = train(_cfg(real_shards, tmp_path / "cut", max_steps=6), progress=False)
     assert resumed.losses == full[4:]
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(real_shards, tmp_path, monkeypatch):
