@@ -255,3 +255,11 @@ def test_two_process_ddp_on_cpu(real_shards, tmp_path):
     assert config["world_size"] == 2 and config["steps_per_epoch"] == 5  # 10 clips / (1 clip x 2 ranks)
     ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
     assert ckpt["step"] == 3 and len(ckpt["rng"]) == 2
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_steps_run_and_stay_finite(real_shards, tmp_path, precision):
+    state = train(_cfg(real_shards, tmp_path / precision, max_steps=2, precision=precision), progress=False)
+    assert state.step == 2 and torch.isfinite(torch.tensor(state.losses)).all()
+    ckpt = torch.load(tmp_path / precision / "checkpoint.pt", weights_only=False)
+    assert ckpt["config"]["precision"] == precision and "scaler" in ckpt
