@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -158,6 +158,18 @@ eval_app = typer.Typer(help="Evaluate encoders: weighted k-NN and linear probes 
 app.add_typer(eval_app, name="eval")
 
 
+# Options shared by the commands that load an encoder or read an ImageFolder.
+TrainDir = Annotated[Path, typer.Option("--train", help="ImageFolder: one sub-folder of images per class.")]
+ValDir = Annotated[Path, typer.Option("--val", help="ImageFolder with the same classes.")]
+CheckpointOpt = Annotated[Optional[Path], typer.Option(help="A `dora train` checkpoint.")]
+ModelOpt = Annotated[Optional[str], typer.Option(help="Or a timm model name (random init unless --weights).")]
+WeightsOpt = Annotated[Optional[Path], typer.Option(help="Weights for --model (.safetensors or .pt).")]
+WhichOpt = Annotated[str, typer.Option(help="teacher or student weights of a checkpoint.")]
+ResizeOpt = Annotated[int, typer.Option(help="Resize of the short side before the centre crop.")]
+CropOpt = Annotated[int, typer.Option(help="Centre crop size.")]
+WorkersOpt = Annotated[int, typer.Option(help="DataLoader workers.")]
+
+
 def _spec(checkpoint: Optional[Path], model: Optional[str], weights: Optional[Path], which: str):
     from dora.encoder import EncoderSpec
 
@@ -182,18 +194,18 @@ def _features(spec, train_dir: Path, val_dir: Path, kind: str, resize: int, crop
 
 @eval_app.command("knn")
 def eval_knn(
-    train_dir: Path = typer.Option(..., "--train", help="ImageFolder: one sub-folder of images per class."),
-    val_dir: Path = typer.Option(..., "--val", help="ImageFolder with the same classes."),
-    checkpoint: Optional[Path] = typer.Option(None, help="A `dora train` checkpoint."),
-    model: Optional[str] = typer.Option(None, help="Or a timm model name (random init unless --weights)."),
-    weights: Optional[Path] = typer.Option(None, help="Weights for --model (.safetensors or .pt)."),
-    which: str = typer.Option("teacher", help="teacher or student weights of a checkpoint."),
+    train_dir: TrainDir,
+    val_dir: ValDir,
+    checkpoint: CheckpointOpt = None,
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    which: WhichOpt = "teacher",
     ks: str = typer.Option("10,20,100,200", "--k", help="Comma-separated k values."),
     temperature: float = typer.Option(0.07, help="Vote weight exp(similarity / T)."),
-    resize: int = typer.Option(256, help="Resize of the short side before the centre crop."),
-    crop: int = typer.Option(224, help="Centre crop size."),
+    resize: ResizeOpt = 256,
+    crop: CropOpt = 224,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where metrics.json and features go (default: next to the checkpoint)."),
-    num_workers: int = typer.Option(2, help="DataLoader workers."),
+    num_workers: WorkersOpt = 2,
 ) -> None:
     """Weighted k-NN on L2-normalised [CLS] features (DINO's protocol); prints a table, writes metrics.json.
 
@@ -222,19 +234,19 @@ def eval_knn(
 
 @eval_app.command("linear")
 def eval_linear(
-    train_dir: Path = typer.Option(..., "--train", help="ImageFolder: one sub-folder of images per class."),
-    val_dir: Path = typer.Option(..., "--val", help="ImageFolder with the same classes."),
-    checkpoint: Optional[Path] = typer.Option(None, help="A `dora train` checkpoint."),
-    model: Optional[str] = typer.Option(None, help="Or a timm model name (random init unless --weights)."),
-    weights: Optional[Path] = typer.Option(None, help="Weights for --model (.safetensors or .pt)."),
-    which: str = typer.Option("teacher", help="teacher or student weights of a checkpoint."),
+    train_dir: TrainDir,
+    val_dir: ValDir,
+    checkpoint: CheckpointOpt = None,
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    which: WhichOpt = "teacher",
     epochs: int = typer.Option(100, help="Epochs of the probe."),
     lr: float = typer.Option(0.001, help="Learning rate per 256 images (SGD, momentum 0.9, cosine)."),
     batch_size: int = typer.Option(256, help="Batch size of the probe."),
-    resize: int = typer.Option(256, help="Resize of the short side before the centre crop."),
-    crop: int = typer.Option(224, help="Centre crop size."),
+    resize: ResizeOpt = 256,
+    crop: CropOpt = 224,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for linear.pt, metrics.json, features."),
-    num_workers: int = typer.Option(2, help="DataLoader workers."),
+    num_workers: WorkersOpt = 2,
 ) -> None:
     """Linear probe on the frozen [CLS] of the last 4 blocks; top-1 and top-5; resumes from DIR/linear.pt.
 
@@ -256,10 +268,10 @@ def eval_linear(
 @app.command()
 def attn(
     source: Path = typer.Argument(..., help="An image, a video, or a shard (.tar: its first clip)."),
-    checkpoint: Optional[Path] = typer.Option(None, help="A `dora train` checkpoint."),
-    model: Optional[str] = typer.Option(None, help="Or a timm model name (with --weights)."),
-    weights: Optional[Path] = typer.Option(None, help="Weights for --model."),
-    which: str = typer.Option("teacher", help="teacher or student weights of a checkpoint."),
+    checkpoint: CheckpointOpt = None,
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    which: WhichOpt = "teacher",
     out: Path = typer.Option(Path("runs/attn"), "--out", "-o", help="Folder for the pictures."),
     size: Optional[int] = typer.Option(None, help="Image size (default: the checkpoint's training size)."),
     objects: int = typer.Option(3, help="Objects to discover and track in a video or clip."),
