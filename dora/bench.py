@@ -11,8 +11,7 @@ import torch
 
 from dora.data import ClipStream, expand_shards, make_loader
 from dora.loss import DistillLoss
-from dora.train import TrainConfig, build, object_views, train_step
-from dora.data import normalize
+from dora.train import TrainConfig, build, train_step
 
 
 def fake_batch(cfg: TrainConfig, gen: torch.Generator) -> dict:

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from dora.data import AugmentConfig, ClipStream, DataError, check_shards, expand_shards, make_loader, normalize
+from dora.data import AugmentConfig, ClipStream, check_shards, expand_shards, make_loader, normalize
 from dora.discover import binary_masks, discover_and_track, merge_heads, pick_heads, random_maps
 from dora.loss import DistillLoss
 from dora.model import DINOModel, patch_grid

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.server
 import importlib.util
-import os
 import re
 import shutil
 import tempfile

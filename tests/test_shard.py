@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import make_coded_video, make_video, packaged_clip, read_code
+from conftest import make_coded_video, packaged_clip, read_code
 from wtours.cli import app
 from wtours.report import OutputMode
 from wtours.shard import ShardConfig, shard

@@ -25,7 +25,7 @@ from wtours.dist import resolve_rank, split_for_rank
 from wtours.files import read_json, write_json_atomic
 from wtours.inputs import Source, find_sources
 from wtours.report import OutputMode, Reporter
-from wtours.shards import FORMAT, INDEX, ShardRecord, ShardWriter, describe_shard, encode_jpeg, existing_shards
+from wtours.shards import FORMAT, INDEX, ShardWriter, describe_shard, encode_jpeg, existing_shards
 from wtours.tools import tool_versions
 from wtours.video import VideoError, probe, read_frames, scaled_size
 

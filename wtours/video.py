@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterator
 
 import av
+import numpy as np
 from av.video.reformatter import VideoReformatter
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".ts", ".mpg", ".mpeg", ".flv")
@@ -69,7 +70,7 @@ class Frame:
 
     index: int  # grid index: nominal time = start + index / fps
     time_s: float  # the decoded frame's own presentation time
-    image: "np.ndarray"  # H x W x 3 uint8
+    image: np.ndarray  # H x W x 3 uint8
 
 
 def scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
