@@ -134,7 +134,7 @@ def bench(
     num_workers: int = typer.Option(2, help="DataLoader workers for the pipeline measurement."),
     steps: int = typer.Option(5, help="Timed steps (after 2 warm-up steps)."),
 ) -> None:
-    """Time one training step: DoRA vs plain DINO (k=0), batched frames vs a per-frame loop, data vs step.
+    """Time one training step: DoRA vs plain DINO (k=0), batched vs the reference loop structure, data vs step.
 
     Example: dora bench --arch vit_tiny_patch16_224 -T 8 --batch-size 2 --shards data/shards
     """

@@ -44,6 +44,8 @@ class AugmentConfig:
     local_size: int = 112
     local_scale: tuple[float, float] = (0.05, 0.4)
     local_crops: int = 6
+    global_crops: int = 1  # DoRA: 1 (the teacher's frame); DINO (k = 0): 2, as Caron et al.
+    solarize_p: float = 0.2  # on the second global crop only, as DINO's
     jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)
     jitter_p: float = 0.8
     gray_p: float = 0.2
@@ -155,23 +157,16 @@ def photometric(image: torch.Tensor, cfg: AugmentConfig, blur_p: float, gen: tor
     return image
 
 
-def augment_clip(frames: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Global frames [T, 3, G, G] (one geometry for the clip) and local crops [T, L, 3, S, S], uint8.
+def augment_clip(frames: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """{"globals": [T, 3, G, G] (one geometry for the clip), "locals": [T, L, 3, S, S]} as uint8,
+    plus "globals2" (a second, independent clip crop, DINO's second global view) if cfg.global_crops == 2.
 
     The two RandomResizedCrops of the recipe are composed into one crop of the source frame,
     resized once (a crop of a crop is a crop), which saves a resize and a copy.
     """
     _, _, height, width = frames.shape
-    t1, l1, h1, w1 = crop_params(height, width, cfg.pre_scale, gen)
-    t2, l2, h2, w2 = crop_params(cfg.pre_size, cfg.pre_size, cfg.global_scale, gen)
-    sy, sx = h1 / cfg.pre_size, w1 / cfg.pre_size
-    top, left, h, w = t1 + t2 * sy, l1 + l2 * sx, h2 * sy, w2 * sx
-    flip = _chance(0.5, gen)
-    crop = TF.resized_crop(frames, round(top), round(left), max(1, round(h)), max(1, round(w)),
-                           [cfg.global_size, cfg.global_size], antialias=True)
-    if flip:
-        crop = TF.horizontal_flip(crop)
-    globals_ = torch.stack([photometric(f, cfg, cfg.global_blur_p, gen) for f in crop])
+    pre = crop_params(height, width, cfg.pre_scale, gen)
+    out = {"globals": _global_crop(frames, pre, cfg, gen)}
     locals_ = []
     for frame in frames:
         views = []
@@ -183,7 +178,26 @@ def augment_clip(frames: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator)
                 view = TF.horizontal_flip(view)
             views.append(photometric(view, cfg, cfg.local_blur_p, gen))
         locals_.append(torch.stack(views) if views else torch.zeros(0, 3, cfg.local_size, cfg.local_size, dtype=torch.uint8))
-    return globals_, torch.stack(locals_)
+    out["locals"] = torch.stack(locals_)
+    if cfg.global_crops == 2:  # drawn last, so DoRA's views do not depend on this setting
+        second = _global_crop(frames, pre, cfg, gen)
+        out["globals2"] = torch.stack([TF.solarize(f, 128) if _chance(cfg.solarize_p, gen) else f for f in second])
+    return out
+
+
+def _global_crop(frames: torch.Tensor, pre: tuple[float, float, float, float], cfg: AugmentConfig,
+                 gen: torch.Generator) -> torch.Tensor:
+    """RandomResizedCrop(global_size) of the clip's pre-crop `pre`, flip, per-frame photometric: [T, 3, G, G]."""
+    t1, l1, h1, w1 = pre
+    t2, l2, h2, w2 = crop_params(cfg.pre_size, cfg.pre_size, cfg.global_scale, gen)
+    sy, sx = h1 / cfg.pre_size, w1 / cfg.pre_size
+    top, left, h, w = t1 + t2 * sy, l1 + l2 * sx, h2 * sy, w2 * sx
+    flip = _chance(0.5, gen)
+    crop = TF.resized_crop(frames, round(top), round(left), max(1, round(h)), max(1, round(w)),
+                           [cfg.global_size, cfg.global_size], antialias=True)
+    if flip:
+        crop = TF.horizontal_flip(crop)
+    return torch.stack([photometric(f, cfg, cfg.global_blur_p, gen) for f in crop])
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
@@ -245,8 +259,7 @@ class ClipStream(IterableDataset):
         frames = torch.stack(decode_jpeg(data, mode=ImageReadMode.RGB))
         meta = json.loads(sample["json"])
         gen = torch.Generator().manual_seed(clip_seed(self.seed, self.epoch, sample["__key__"]))
-        globals_, locals_ = augment_clip(frames, self.augment, gen)
-        return {"globals": globals_, "locals": locals_, "key": sample["__key__"], "video": meta.get("video", "")}
+        return {**augment_clip(frames, self.augment, gen), "key": sample["__key__"], "video": meta.get("video", "")}
 
 
 def clip_seed(seed: int, epoch: int, key: str) -> int:
@@ -267,5 +280,5 @@ def make_loader(stream: ClipStream, num_workers: int) -> DataLoader:
 
 
 def _collate(samples: list[dict]) -> dict:
-    return {"globals": torch.stack([s["globals"] for s in samples]), "locals": torch.stack([s["locals"] for s in samples]),
-            "keys": [s["key"] for s in samples]}
+    batch = {name: torch.stack([s[name] for s in samples]) for name in ("globals", "locals", "globals2") if name in samples[0]}
+    return {**batch, "keys": [s["key"] for s in samples]}

@@ -38,7 +38,7 @@ class TrainConfig:
     shards: list[str]
     out: Path
     arch: str = "vit_small_patch16_224"
-    objects: int = 3  # k; 0 = plain DINO: the whole frame is the one view (the paper's DINO row, "k = 1")
+    objects: int = 3  # k; 0 = plain DINO (Caron et al.): two global crops of each frame and the locals
     sinkhorn: bool = True
     mask: str = "object"  # object | random
     sinkhorn_iters: int = 30
@@ -93,7 +93,7 @@ class TrainConfig:
     @property
     def augment(self) -> AugmentConfig:
         return AugmentConfig(global_size=self.global_size, pre_size=self.pre_size, local_size=self.local_size,
-                             local_crops=self.local_crops)
+                             local_crops=self.local_crops, global_crops=1 if self.objects else 2)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -182,12 +182,17 @@ def train_step(student, teacher: DINOModel, loss_fn: DistillLoss, batch: dict, c
                teacher_temp: float, device: torch.device, step_gen: torch.Generator) -> torch.Tensor:
     """The loss of one batch: teacher on the global frames, student on the k masked frames and the locals.
 
-    With k = 0 (plain DINO) the student sees each global frame itself, unmasked, in place of the
-    k object views: the whole frame is the single "object", as in the paper's DINO baseline.
+    With k = 0 it is plain DINO (Caron et al.) on the same frames: two global crops of each frame
+    (batch["globals2"] is the second), the teacher on both, the student on both and the locals,
+    each teacher view against every student view but its own (u != v).
     """
     clips = batch["globals"].shape[0]
     images = normalize(batch["globals"].to(device, non_blocking=True)).flatten(0, 1)  # [B*T, 3, G, G]
     local = normalize(batch["locals"].to(device, non_blocking=True)).flatten(0, 2)  # [B*T*L, 3, S, S]
+    frames = images.shape[0]
+    if not cfg.objects:
+        second = normalize(batch["globals2"].to(device, non_blocking=True)).flatten(0, 1)
+        images = torch.cat([images, second])  # [2*B*T, ...]: view 1 of every frame, then view 2
     amp = torch.autocast(device.type, dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16,
                          enabled=cfg.precision != "fp32")
     with amp:
@@ -196,11 +201,18 @@ def train_step(student, teacher: DINOModel, loss_fn: DistillLoss, batch: dict, c
             teacher_out = teacher.head(tokens[:, 0])
             views = object_views(teacher, tokens, images, clips, cfg, step_gen) if cfg.objects else images
         student_out = student([views, local])
-    frames, dim, k = images.shape[0], teacher_out.shape[-1], max(1, cfg.objects)
-    # Rows: k object views (or the whole frame) per frame first, then L local views per frame.
-    object_out = student_out[: frames * k].reshape(frames, k, dim)
-    local_out = student_out[frames * k:].reshape(frames, cfg.local_crops, dim)
-    loss = loss_fn(torch.cat([object_out, local_out], dim=1), teacher_out, teacher_temp)
+    dim = teacher_out.shape[-1]
+    if cfg.objects:
+        # Rows: k object views per frame first, then L local views per frame.
+        object_out = student_out[: frames * cfg.objects].reshape(frames, cfg.objects, dim)
+        local_out = student_out[frames * cfg.objects:].reshape(frames, cfg.local_crops, dim)
+        student_views = torch.cat([object_out, local_out], dim=1)  # [F, k + L, K] against teacher [F, K]
+    else:
+        global_out = student_out[: 2 * frames].reshape(2, frames, 1, dim)
+        local_out = student_out[2 * frames:].reshape(1, frames, cfg.local_crops, dim).expand(2, -1, -1, -1)
+        # Teacher view 1 against the student's view 2 and the locals; teacher view 2 against view 1.
+        student_views = torch.cat([global_out.flip(0), local_out], dim=2).flatten(0, 1)  # [2F, 1 + L, K]
+    loss = loss_fn(student_views, teacher_out, teacher_temp)
     loss_fn.update_center(teacher_out)
     return loss
 

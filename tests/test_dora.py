@@ -97,7 +97,7 @@ def test_distill_loss_is_dino_cross_entropy_with_centering():
     assert torch.allclose(loss_fn.center, 0.9 * 0.3 + 0.1 * teacher.mean(0, keepdim=True), atol=1e-6)
 
 
-def test_zero_objects_is_dino_whole_frames_and_locals_and_never_discovers(real_shards, tmp_path, monkeypatch):
+def test_zero_objects_is_dino_two_global_crops_and_locals_and_never_discovers(real_shards, tmp_path, monkeypatch):
     import dora.train as train_module
     from dora.model import DINOModel
 
@@ -116,8 +116,72 @@ def test_zero_objects_is_dino_whole_frames_and_locals_and_never_discovers(real_s
     monkeypatch.setattr(DINOModel, "forward", recording_forward)
     state = train(_cfg(real_shards, tmp_path / "dino", objects=0, max_steps=2), progress=False)
     assert state.step == 2 and all(torch.isfinite(torch.tensor(state.losses)))
-    # 2 clips x 4 frames: the unmasked global frames, then 2 local crops per frame.
-    assert seen[0] == [(8, 3, 64, 64), (16, 3, 32, 32)]
+    # 2 clips x 4 frames: two unmasked global crops of each frame, then 2 local crops per frame.
+    assert seen[0] == [(16, 3, 64, 64), (16, 3, 32, 32)]
+
+
+def _one_batch(shards: Path, cfg: TrainConfig) -> dict:
+    from dora.data import ClipStream, expand_shards, make_loader
+
+    stream = ClipStream(expand_shards(cfg.shards), cfg.frames_per_clip, cfg.augment, cfg.batch_size, cfg.seed)
+    return next(iter(make_loader(stream, 0)))
+
+
+def test_zero_objects_step_equals_dinos_loss_written_out(real_shards, tmp_path):
+    """k = 0 is facebookresearch/dino's loss: each teacher global view against every other student view."""
+    from dora.data import normalize
+    from dora.train import build, train_step
+
+    cfg = _cfg(real_shards, tmp_path, objects=0, drop_path=0.0)
+    batch = _one_batch(real_shards, cfg)
+    assert batch["globals2"].shape == batch["globals"].shape and not torch.equal(batch["globals2"], batch["globals"])
+    torch.manual_seed(0)
+    student, teacher = build(cfg, torch.device("cpu"))
+    loss = train_step(student, teacher, DistillLoss(cfg.out_dim), batch, cfg, 0.04, torch.device("cpu"),
+                      torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        g1, g2 = (normalize(batch[k]).flatten(0, 1) for k in ("globals", "globals2"))
+        local = normalize(batch["locals"]).flatten(0, 1)  # [F, L, 3, S, S]
+        teacher_views = [teacher(g1), teacher(g2)]
+        student_views = [student(g1), student(g2)] + [student(local[:, i]) for i in range(cfg.local_crops)]
+        total, terms = 0.0, 0
+        for iq, q in enumerate(teacher_views):
+            p = F.softmax(q / 0.04, dim=-1)
+            for v, out in enumerate(student_views):
+                if v == iq:
+                    continue  # DINO skips the pairs where teacher and student see the same view
+                total += torch.sum(-p * F.log_softmax(out / 0.1, dim=-1), dim=-1).mean()
+                terms += 1
+    assert terms == 2 * (1 + cfg.local_crops)
+    assert torch.allclose(loss, total / terms, atol=1e-4)
+
+
+def test_dinos_second_global_crop_leaves_the_dora_views_unchanged(real_shards, tmp_path):
+    dora = _one_batch(real_shards, _cfg(real_shards, tmp_path, objects=3))
+    dino = _one_batch(real_shards, _cfg(real_shards, tmp_path, objects=0))
+    assert "globals2" not in dora
+    assert torch.equal(dora["globals"], dino["globals"]) and torch.equal(dora["locals"], dino["locals"])
+
+
+def test_bench_reference_loop_computes_the_same_loss_as_the_batched_step(real_shards, tmp_path):
+    """`dora bench` times the reference code's loop structure; it must be the same computation."""
+    from dora.bench import STEPS, explicit_attention
+    from dora.train import build
+
+    cfg = _cfg(real_shards, tmp_path, objects=2, drop_path=0.0)
+    batch = _one_batch(real_shards, cfg)
+    losses = {}
+    for name, explicit in (("batched", False), ("reference", False), ("reference", True)):
+        torch.manual_seed(0)
+        student, teacher = build(cfg, torch.device("cpu"))
+        if explicit:
+            explicit_attention(student, teacher)
+        losses[name, explicit] = STEPS[name](student, teacher, DistillLoss(cfg.out_dim), batch, cfg, 0.04,
+                                             torch.device("cpu"), torch.Generator().manual_seed(3))
+    expected = losses["batched", False]
+    assert torch.isfinite(expected)
+    for key, value in losses.items():
+        assert torch.allclose(value, expected, atol=1e-4), (key, value, expected)
 
 
 def test_loss_is_finite_and_decreases_on_shards_of_a_real_clip(real_shards, tmp_path):
