@@ -44,3 +44,64 @@ def test_the_demo_runs_every_step_and_a_rerun_reuses_them(tmp_path, monkeypatch)
     assert again.exit_code == 0, again.output
     assert "up-to-date" in again.output and "cached" in again.output
     assert len((out / "train" / "log.jsonl").read_text().splitlines()) == 6
+
+
+def test_full_demo_plan_is_the_papers_recipe_and_runs_nothing(tmp_path):
+    out = tmp_path / "wt"
+    result = CliRunner().invoke(app, ["demo", "--full", "--videos", "venice", "--plan", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert plan["fetch"]["ids"] == ["venice"] and plan["fetch"]["manifest"].endswith("walking_tours.csv")
+    assert not plan["fetch"]["allow_any_license"]
+    assert (plan["shard"]["fps"], plan["shard"]["frames_per_clip"], plan["shard"]["short_side"]) == (1.0, 8, 320)
+    assert plan["stats"]["objects"] and plan["stats"]["detector"] == "yolo11n.pt" and plan["stats"]["fps"] is None
+    train = plan["train"]
+    recipe = {"arch": "vit_small_patch16_224", "objects": 3, "epochs": 100, "max_steps": None, "time_budget": None,
+              "global_size": 224, "pre_size": 300, "local_size": 112, "local_crops": 6, "frames_per_clip": 8,
+              "lr": 5e-4, "out_dim": 65536, "norm_last_layer": False, "teacher_temp": 0.04, "momentum_teacher": 0.996}
+    assert {k: train[k] for k in recipe} == recipe
+    assert plan["eval"] == {"resize": 256, "crop": 224}
+    assert not out.exists()  # --plan runs nothing
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--full", "--videos", "atlantis"], "atlantis: not in walking_tours.csv"),
+    (["--videos", "venice"], "needs --full"),
+])
+def test_demo_refuses_ids_it_cannot_run_before_doing_anything(tmp_path, args, expected):
+    out = tmp_path / "d"
+    result = CliRunner().invoke(app, ["demo", "--out", str(out), *args])
+    assert result.exit_code == 2 and expected in result.output
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_demo_then_a_rerun_continues(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "wtours.cli", "demo", "--out", "runs/demo", "--quiet", "--train-steps", "12"]
+    log = tmp_path / "runs" / "demo" / "train" / "log.jsonl"
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if log.is_file() and len(log.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[0]
+    os.kill(proc.pid, signal.SIGINT)  # as Ctrl-C: the step in flight finishes, is saved, and the demo stops
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, output
+    assert "rerun the same command to continue" in output
+    done = len(log.read_text().splitlines())
+    assert 3 <= done < 12 and not (tmp_path / "runs" / "demo" / "summary.md").exists()
+    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    both = again.stdout + again.stderr
+    assert "up-to-date" in both and "cached" in both  # fetch, shard and stats were not redone
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert steps == list(range(1, 13))  # continued from the checkpoint: every step once
+    assert (tmp_path / "runs" / "demo" / "summary.md").is_file()

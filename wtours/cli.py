@@ -207,19 +207,29 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Folder for everything the demo makes."),
     full: bool = typer.Option(False, "--full", help="The Walking Tours manifest with the paper's settings (network; GPU advised)."),
     videos: List[str] = typer.Option([], "--videos", help="With --full: only these ids (e.g. --videos venice)."),
-    train_steps: int = typer.Option(200, help="Training steps (a rerun continues up to this)."),
-    time_budget: float = typer.Option(300.0, help="Seconds of training per run, at most."),
+    train_steps: Optional[int] = typer.Option(None, help="Training steps (a rerun continues up to this); default 200, with --full the recipe's 100 epochs."),
+    time_budget: Optional[float] = typer.Option(None, help="Seconds of training per run, at most; default 300, with --full none."),
+    plan: bool = typer.Option(False, "--plan", help="Print every step's resolved options as JSON and exit (runs nothing)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run the whole pipeline on a built-in walk made from real footage: fetch, shard, stats, train, eval, attn.
 
     Example: wtours demo --out runs/demo        (about 3 minutes on 2 CPU cores, offline)
     """
-    from wtours.demo import DemoConfig, run_demo
+    import json
 
+    from wtours.demo import DemoConfig, plan_demo, run_demo
+
+    cfg = DemoConfig(out=out, full=full, videos=list(videos), train_steps=train_steps, time_budget=time_budget,
+                     mode=_mode(quiet, False))
     try:
-        code = run_demo(DemoConfig(out=out, full=full, videos=list(videos), train_steps=train_steps,
-                                   time_budget=time_budget, mode=_mode(quiet, False)))
+        if plan:
+            typer.echo(json.dumps(plan_demo(cfg).as_dict(), indent=2))
+            raise typer.Exit(0)
+        code = run_demo(cfg)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted: rerun the same command to continue", err=True)
         raise typer.Exit(130)

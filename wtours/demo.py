@@ -14,7 +14,7 @@ import importlib.util
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from wtours.demo_assets import PHOTOS, make_photo_classes, make_walk
@@ -29,9 +29,81 @@ class DemoConfig:
     out: Path
     full: bool = False
     videos: list[str] = field(default_factory=list)  # with full: a subset of the Walking Tours ids
-    train_steps: int = 200
-    time_budget: float = 300.0  # seconds of training per run
+    train_steps: int | None = None  # None: 200 for the walk, the recipe's 100 epochs with full
+    time_budget: float | None = None  # seconds of training per run; None: 300 for the walk, none with full
     mode: OutputMode = OutputMode.human
+
+
+# The walk's training: a tiny ViT at 64 px; lr 0.05 per 256 clips (the recipe's 5e-4 barely moves
+# 4-clip batches in minutes).
+WALK_TRAIN = dict(arch="vit_tiny_patch16_224", global_size=64, pre_size=80, local_size=32, local_crops=4, out_dim=4096,
+                  frames_per_clip=4, batch_size=4, warmup_epochs=1, num_workers=2, checkpoint_every=50, lr=0.05)
+
+
+@dataclass
+class DemoPlan:
+    """The resolved options of every step (`wtours demo --plan` prints them without running anything)."""
+
+    fetch: object  # FetchConfig
+    shard: object  # ShardConfig
+    stats: object  # StatsConfig
+    train: object  # TrainConfig
+    eval_resize: int
+    eval_crop: int
+
+    def as_dict(self) -> dict:
+        def plain(value):
+            if isinstance(value, Path):
+                return str(value)
+            if isinstance(value, OutputMode):
+                return value.value
+            if isinstance(value, (list, tuple)):
+                return [plain(v) for v in value]
+            if isinstance(value, dict):
+                return {k: plain(v) for k, v in value.items()}
+            return value
+
+        steps = {name: plain(asdict(getattr(self, name))) for name in ("fetch", "shard", "stats", "train")}
+        return {**steps, "eval": {"resize": self.eval_resize, "crop": self.eval_crop}}
+
+
+def plan_demo(cfg: DemoConfig) -> DemoPlan:
+    """Every step's options; raises ValueError for ids the Walking Tours manifest does not list."""
+    from dora.train import TrainConfig
+    from wtours.fetch import FetchConfig
+    from wtours.manifest import DEFAULT_MANIFEST, load_manifest
+    from wtours.shard import ShardConfig
+    from wtours.stats import StatsConfig
+
+    out, mode = cfg.out, cfg.mode
+    videos = out / "videos"
+    if cfg.full:
+        known = [entry.id for entry in load_manifest(DEFAULT_MANIFEST)]
+        unknown = [v for v in cfg.videos if v not in known]
+        if unknown:
+            raise ValueError(f"--videos {' '.join(unknown)}: not in {DEFAULT_MANIFEST.name} (ids: {', '.join(known)})")
+        return DemoPlan(
+            fetch=FetchConfig(out=videos, manifest=DEFAULT_MANIFEST, ids=cfg.videos, max_height=1080, mode=mode),
+            shard=ShardConfig(inputs=[videos], out=out / "shards", mode=mode),
+            stats=StatsConfig(inputs=[videos], out=out / "stats", name="Walking Tours", detector="yolo11n.pt", mode=mode),
+            train=TrainConfig(shards=[str(out / "shards")], out=out / "train", max_steps=cfg.train_steps,
+                              time_budget=cfg.time_budget, save_init=True),
+            eval_resize=256, eval_crop=224)
+    if cfg.videos:
+        raise ValueError("--videos picks Walking Tours ids and needs --full")
+    detector = person_detector()
+    return DemoPlan(
+        fetch=FetchConfig(out=videos, manifest=out / "manifest.csv", allow_any_license=True,  # BSD footage is not CC
+                          mode=mode),
+        shard=ShardConfig(inputs=[videos], out=out / "shards", fps=4.0, frames_per_clip=4, phases=2, short_side=80,
+                          clips_per_shard=16, mode=mode),
+        stats=StatsConfig(inputs=[videos], out=out / "stats", name="demo walk", objects=detector is not None,
+                          detector=str(detector), mode=mode),
+        train=TrainConfig(shards=[str(out / "shards")], out=out / "train",
+                          max_steps=200 if cfg.train_steps is None else cfg.train_steps,
+                          time_budget=300.0 if cfg.time_budget is None else cfg.time_budget, save_init=True,
+                          **WALK_TRAIN),
+        eval_resize=72, eval_crop=64)
 
 
 def person_detector() -> Path | None:
@@ -84,16 +156,17 @@ def run_demo(cfg: DemoConfig) -> int:
     from dora.attn import attention_pictures
     from dora.encoder import EncoderSpec, cached_features
     from dora.knn import knn_eval
-    from dora.train import TrainConfig, train
-    from wtours.fetch import FetchConfig, fetch
-    from wtours.manifest import DEFAULT_MANIFEST
+    from dora.train import train
+    from wtours.fetch import fetch
     from wtours.objects import prepare_offline
-    from wtours.shard import ShardConfig, shard
-    from wtours.stats import StatsConfig, stats
+    from wtours.shard import shard
+    from wtours.stats import stats
 
+    plan = plan_demo(cfg)
     out, mode = cfg.out, cfg.mode
     reporter = Reporter(mode)
     out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "demo_plan.json", json.dumps(plan.as_dict(), indent=2) + "\n")
     timings: dict[str, float] = {}
     problems: list[str] = []
 
@@ -105,13 +178,9 @@ def run_demo(cfg: DemoConfig) -> int:
         timings[name] = time.monotonic() - timings[name]
 
     step("fetch")
-    if cfg.full:
-        fetch_cfg = FetchConfig(out=out / "videos", manifest=DEFAULT_MANIFEST, ids=cfg.videos, max_height=1080, mode=mode)
-    else:
-        walk = make_walk(out / "sources" / "walk.mp4")
-        fetch_cfg = FetchConfig(out=out / "videos", manifest=write_walk_manifest(out / "manifest.csv", walk),
-                                allow_any_license=True, mode=mode)  # BSD footage is not Creative Commons
-    fetched = fetch(fetch_cfg, reporter)
+    if not cfg.full:
+        write_walk_manifest(plan.fetch.manifest, make_walk(out / "sources" / "walk.mp4"))
+    fetched = fetch(plan.fetch, reporter)
     problems += [f"fetch {r.id}: {r.message}" for r in fetched if r.status in ("failed", "refused")]
     done("fetch")
     if not any(r.status in ("downloaded", "up-to-date") for r in fetched):
@@ -121,32 +190,20 @@ def run_demo(cfg: DemoConfig) -> int:
         return 1
 
     step("shard")
-    shard_cfg = (ShardConfig(inputs=[out / "videos"], out=out / "shards", mode=mode) if cfg.full else
-                 ShardConfig(inputs=[out / "videos"], out=out / "shards", fps=4.0, frames_per_clip=4, phases=2,
-                             short_side=80, clips_per_shard=16, mode=mode))
-    units, errors = shard(shard_cfg, reporter)
+    units, errors = shard(plan.shard, reporter)
     problems += errors + [u.message for u in units if u.status == "error"]
     done("shard")
     index = read_json(out / "shards" / "index.json")
 
     step("stats")
-    detector = person_detector()
-    if detector is not None and "YOLO_CONFIG_DIR" not in os.environ:
-        prepare_offline(out / ".ultralytics")  # the demo never reaches the network
-    stats_cfg = StatsConfig(inputs=[out / "videos"], out=out / "stats", name="Walking Tours" if cfg.full else "demo walk",
-                            objects=cfg.full or detector is not None, mode=mode,
-                            detector="yolo11n.pt" if cfg.full else str(detector))
-    analysed, _ = stats(stats_cfg, reporter)
+    if plan.stats.objects and not cfg.full and "YOLO_CONFIG_DIR" not in os.environ:
+        prepare_offline(out / ".ultralytics")  # the walk's demo never reaches the network
+    analysed, _ = stats(plan.stats, reporter)
     problems += [v.message for v in analysed if v.status == "error"]
     done("stats")
 
     step("train")
-    # A tiny ViT at 64 px; lr 0.05 per 256 clips (the recipe's 5e-4 barely moves 4-clip batches in minutes).
-    small = dict(arch="vit_tiny_patch16_224", global_size=64, pre_size=80, local_size=32, local_crops=4, out_dim=4096,
-                 frames_per_clip=4, batch_size=4, warmup_epochs=1, num_workers=2, checkpoint_every=50, lr=0.05)
-    train_cfg = TrainConfig(shards=[str(out / "shards")], out=out / "train", max_steps=cfg.train_steps,
-                            time_budget=cfg.time_budget, save_init=True, **({} if cfg.full else small))
-    state = train(train_cfg, progress=mode is OutputMode.human)
+    state = train(plan.train, progress=mode is OutputMode.human)
     done("train")
 
     step("eval")
@@ -156,8 +213,9 @@ def run_demo(cfg: DemoConfig) -> int:
     # The baseline is the same networks before training (same arch, size and initialisation).
     for name, spec in (("trained", EncoderSpec(checkpoint=checkpoint)),
                        ("untrained (step 0)", EncoderSpec(checkpoint=out / "train" / "checkpoint_init.pt"))):
-        tr, tr_y, names = cached_features(spec, classes / "train", "cls", 72, 64, out / "eval" / "features", num_workers=0)
-        va, va_y, _ = cached_features(spec, classes / "val", "cls", 72, 64, out / "eval" / "features", num_workers=0)
+        sizes = (plan.eval_resize, plan.eval_crop)
+        tr, tr_y, names = cached_features(spec, classes / "train", "cls", *sizes, out / "eval" / "features", num_workers=0)
+        va, va_y, _ = cached_features(spec, classes / "val", "cls", *sizes, out / "eval" / "features", num_workers=0)
         results[name] = knn_eval(tr, tr_y, va, va_y, (10, 20), 0.07, len(names))
     done("eval")
 
