@@ -77,6 +77,7 @@ def train(
     local_crops: int = typer.Option(6, help="Local crops per frame."),
     precision: str = typer.Option("fp32", help="fp32, bf16 or fp16 (autocast)."),
     num_workers: int = typer.Option(4, help="DataLoader workers per process."),
+    skip_cut_clips: bool = typer.Option(False, help="Leave out clips whose frames span a shot cut (shards made with `wtours shard --shots`)."),
     seed: int = typer.Option(0, help="Seed of data order, augmentation, heads and initialisation."),
     resume: bool = typer.Option(True, help="Resume from DIR/checkpoint.pt if it exists."),
     checkpoint_every: int = typer.Option(500, help="Steps between checkpoint.pt updates."),
@@ -103,6 +104,7 @@ def train(
             warmup_teacher_temp=warmup_teacher_temp, warmup_teacher_temp_epochs=warmup_teacher_temp_epochs,
             student_temp=student_temp, out_dim=out_dim, norm_last_layer=norm_last_layer, global_size=global_size,
             pre_size=pre_size, local_size=local_size, local_crops=local_crops, precision=precision,
+            skip_cut_clips=skip_cut_clips,
             num_workers=num_workers, seed=seed, resume=resume, checkpoint_every=checkpoint_every,
             keep_every=keep_every,
         )

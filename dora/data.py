@@ -216,9 +216,10 @@ class ClipStream(IterableDataset):
     """Augmented clips of one epoch for one rank; DataLoader workers split the rank's shards."""
 
     def __init__(self, urls: list[str], frames_per_clip: int, augment: AugmentConfig, batch_size: int, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, shuffle_buffer: int = 256):
+                 rank: int = 0, world_size: int = 1, shuffle_buffer: int = 256, skip_cut_clips: bool = False):
         super().__init__()
         self.urls, self.frames_per_clip, self.augment = urls, frames_per_clip, augment
+        self.skip_cut_clips = skip_cut_clips
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.shuffle_buffer = shuffle_buffer
         self.epoch, self.skip_batches = 0, 0
@@ -242,13 +243,17 @@ class ClipStream(IterableDataset):
                 wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 64), rng=stream_rng),
             )
             count = 0
-            for count, sample in enumerate(pipeline, 1):
+            for sample in pipeline:
+                if self.skip_cut_clips and _cuts_inside(sample) != 0:
+                    continue  # filtered before the resume skip, so a resumed run counts the same clips
+                count += 1
                 if skip:
                     skip -= 1
                     continue
                 yield self._clip(sample)
             if count == 0:
-                raise DataError(f"shards {shards[:3]}... hold no clips")
+                what = "clips without a shot cut" if self.skip_cut_clips else "clips"
+                raise DataError(f"shards {shards[:3]}... hold no {what}")
 
     def _clip(self, sample: dict) -> dict:
         names = sorted(k for k in sample if k.endswith("jpg"))
@@ -260,6 +265,26 @@ class ClipStream(IterableDataset):
         meta = json.loads(sample["json"])
         gen = torch.Generator().manual_seed(clip_seed(self.seed, self.epoch, sample["__key__"]))
         return {**augment_clip(frames, self.augment, gen), "key": sample["__key__"], "video": meta.get("video", "")}
+
+
+def _cuts_inside(sample: dict) -> int:
+    cuts = json.loads(sample["json"]).get("cuts_inside")
+    if cuts is None:
+        raise DataError(f"clip {sample['__key__']} has no shot information: make the shards with "
+                        "`wtours shard --shots STATS_DIR` to skip clips that cross a cut")
+    return cuts
+
+
+def shards_have_shots(urls: list[str]) -> bool:
+    """Whether the first clip of the first local shard records cuts_inside (`wtours shard --shots`)."""
+    for url in urls:
+        if "://" in url or url.startswith("pipe:"):
+            continue
+        with tarfile.open(url) as tar:
+            for member in tar:
+                if member.name.endswith(".json"):
+                    return json.loads(tar.extractfile(member).read()).get("cuts_inside") is not None
+    return True  # remote shards only: checked clip by clip as they stream
 
 
 def clip_seed(seed: int, epoch: int, key: str) -> int:

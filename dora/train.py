@@ -23,7 +23,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from dora.data import AugmentConfig, ClipStream, check_shards, expand_shards, make_loader, normalize
+from dora.data import (AugmentConfig, ClipStream, DataError, check_shards, expand_shards, make_loader, normalize,
+                       shards_have_shots)
 from dora.discover import binary_masks, discover_and_track, merge_heads, pick_heads, random_maps
 from dora.loss import DistillLoss
 from dora.model import DINOModel, patch_grid
@@ -74,6 +75,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16
     num_workers: int = 4
     shuffle_buffer: int = 256
+    skip_cut_clips: bool = False  # leave out clips whose frames span a shot cut (needs `wtours shard --shots`)
     seed: int = 0
     resume: bool = True
     checkpoint_every: int = 500  # steps between updates of DIR/checkpoint.pt
@@ -252,6 +254,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> RunState:
     main = rank == 0
     urls = expand_shards(cfg.shards)
     clips_total = check_shards(urls, cfg.frames_per_clip)
+    if cfg.skip_cut_clips and not shards_have_shots(urls):
+        raise DataError(f"{urls[0]}: no shot information in the clips; make the shards with "
+                        "`wtours shard --shots STATS_DIR` to use --skip-cut-clips")
     steps_per_epoch = cfg.steps_per_epoch or max(1, clips_total // (cfg.batch_size * world))
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     epochs = math.ceil(total_steps / steps_per_epoch)
@@ -289,7 +294,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> RunState:
                                                     "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
                                                     "clips_in_shards": clips_total, "shard_count": len(urls)})
 
-    stream = ClipStream(urls, cfg.frames_per_clip, cfg.augment, cfg.batch_size, cfg.seed, rank, world, cfg.shuffle_buffer)
+    stream = ClipStream(urls, cfg.frames_per_clip, cfg.augment, cfg.batch_size, cfg.seed, rank, world, cfg.shuffle_buffer,
+                        cfg.skip_cut_clips)
     state = RunState(step=start)
     if main:
         _trim_log(cfg.out / "log.jsonl", start)

@@ -276,6 +276,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(real
     ("short", "fewer than --frames-per-clip 8"),
     ("arch", "unknown arch 'vit_nonexistent'"),
     ("heads", "--objects 4 exceeds the 3 heads"),
+    ("no shots", "no shot information in the clips"),
 ])
 def test_bad_input_is_a_clear_error_before_training(real_shards, tmp_path, problem, expected):
     shards = str(real_shards)
@@ -297,6 +298,8 @@ def test_bad_input_is_a_clear_error_before_training(real_shards, tmp_path, probl
         args[1] = "vit_nonexistent"
     elif problem == "heads":
         args += ["--objects", "4"]
+    elif problem == "no shots":
+        args += ["--skip-cut-clips"]
     result = runner.invoke(app, ["train", "--shards", shards, "--out", str(tmp_path / "run"), "--max-steps", "1",
                                  "--num-workers", "0", *args])
     assert result.exit_code == 2, result.output

@@ -216,3 +216,48 @@ def test_changed_options_in_an_existing_folder_are_refused(tmp_path, coded_video
 def test_missing_input_is_a_clear_error(tmp_path):
     result = runner.invoke(app, ["shard", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "s")])
     assert result.exit_code == 2 and "nope.mp4: no such file or folder" in result.output
+
+
+@pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities of TorchVision")
+def test_shots_from_stats_fill_each_clips_shot_and_the_trainer_can_skip_clips_across_cuts(scene_video, real_shards,
+                                                                                           tmp_path):
+    import csv
+
+    from dora.data import AugmentConfig, ClipStream, DataError, expand_shards, shards_have_shots
+    from wtours.stats import StatsConfig, stats
+
+    stats(StatsConfig(inputs=[scene_video], out=tmp_path / "stats", objects=False, mode=OutputMode.quiet))
+    with open(tmp_path / "stats" / "shots.csv", newline="") as f:
+        starts = [float(row["start_s"]) for row in csv.DictReader(f)]
+    assert len(starts) == 5  # cuts at 3, 5, 8 and 11 s (tested in test_stats)
+    out = tmp_path / "shards"
+    shard(ShardConfig(inputs=[scene_video], out=out, fps=2, frames_per_clip=4, shots=tmp_path / "stats",
+                      mode=OutputMode.quiet))
+    metas = [meta for _, meta in iter_clips(shard_urls(out))]
+    assert len(metas) == 6
+    for meta in metas:
+        first, last = meta["frame_times"][0], meta["frame_times"][-1]
+        assert meta["shot"] == sum(1 for s in starts[1:] if s <= first + 1e-6)
+        assert meta["cuts_inside"] == sum(1 for s in starts if first + 1e-6 < s <= last + 1e-6)
+    crossing = {meta["clip"] for meta in metas if meta["cuts_inside"]}
+    assert 0 < len(crossing) < len(metas)
+
+    # A folder holds shards of one shot table: another table is refused.
+    other = tmp_path / "other.csv"
+    other.write_text("video,shot,start_s,end_s\nscene,0,0.0,13.0\n")
+    with pytest.raises(ValueError, match="other options"):
+        shard(ShardConfig(inputs=[scene_video], out=out, fps=2, frames_per_clip=4, shots=other, mode=OutputMode.quiet))
+    with pytest.raises(ValueError, match="not a shot table"):
+        shard(ShardConfig(inputs=[scene_video], out=tmp_path / "x", shots=tmp_path / "stats" / "videos.csv",
+                          mode=OutputMode.quiet))
+
+    # dora train --skip-cut-clips: the stream leaves out exactly the clips that cross a cut.
+    urls = expand_shards([str(out)])
+    assert shards_have_shots(urls) and not shards_have_shots(expand_shards([str(real_shards)]))
+    augment = AugmentConfig(global_size=32, pre_size=40, local_size=16, local_crops=1)
+    stream = iter(ClipStream(urls, 4, augment, batch_size=1, skip_cut_clips=True))
+    keys = {next(stream)["key"] for _ in range(3 * len(metas))}  # the stream repeats its shards
+    assert keys == {f"{meta['unit']}-{meta['clip']:06d}" for meta in metas} - {
+        f"{meta['unit']}-{meta['clip']:06d}" for meta in metas if meta["clip"] in crossing}
+    with pytest.raises(DataError, match="no shot information"):
+        next(iter(ClipStream(expand_shards([str(real_shards)]), 4, augment, batch_size=1, skip_cut_clips=True)))

@@ -78,6 +78,7 @@ def shard(
     start: float = typer.Option(0.0, help="Start of the time window, seconds."),
     end: Optional[float] = typer.Option(None, help="End of the time window, seconds (default: the end of each video)."),
     skip_nonref: bool = typer.Option(True, help="Let the decoder skip B-frames when sampling sparsely (faster; sampled times may shift by a frame or two, the json records the true ones)."),
+    shots: Optional[Path] = typer.Option(None, help="shots.csv of `wtours stats` (or its folder): each clip's json gets its shot and cuts_inside (cuts between its first and last frame)."),
     workers: int = typer.Option(0, help="Worker processes (0: one per core)."),
     rank: Optional[int] = typer.Option(None, help="This job's rank (default: $RANK, or Slurm's array/task id)."),
     world_size: Optional[int] = typer.Option(None, help="Number of jobs splitting the segments (default: $WORLD_SIZE or Slurm's)."),
@@ -94,7 +95,7 @@ def shard(
     cfg = ShardConfig(
         inputs=list(inputs), out=out, fps=fps, frames_per_clip=frames_per_clip, phases=phases, short_side=short_side,
         quality=quality, clips_per_shard=clips_per_shard, segment_seconds=segment_seconds, start=start, end=end,
-        skip_nonref=skip_nonref, workers=workers, rank=rank, world_size=world_size, mode=_mode(quiet, json_lines),
+        skip_nonref=skip_nonref, shots=shots, workers=workers, rank=rank, world_size=world_size, mode=_mode(quiet, json_lines),
     )
     try:
         results, errors = run_shard(cfg)

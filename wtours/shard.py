@@ -11,6 +11,7 @@ complete shard, seeking there, and ends with the same shards as an uninterrupted
 
 from __future__ import annotations
 
+import csv
 import math
 import multiprocessing as mp
 import os
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from wtours.dist import resolve_rank, split_for_rank
-from wtours.files import read_json, write_json_atomic
+from wtours.files import read_json, sha256_file, write_json_atomic
 from wtours.inputs import Source, find_sources
 from wtours.report import OutputMode, Reporter
 from wtours.shards import FORMAT, INDEX, ShardWriter, describe_shard, encode_jpeg, existing_shards
@@ -48,6 +49,7 @@ class ShardConfig:
     start: float = 0.0
     end: float | None = None
     skip_nonref: bool = True  # let the decoder skip B-frames when sampling sparsely (see video.read_frames)
+    shots: Path | None = None  # shots.csv of `wtours stats` (or its folder): fills each clip's shot and cuts_inside
     workers: int = 0  # 0: one per core (at most one per unit)
     rank: int | None = None
     world_size: int | None = None
@@ -57,10 +59,19 @@ class ShardConfig:
         # 1 and 1.0 must compare equal when a rerun checks the folder's options.
         self.fps, self.segment_seconds, self.start = float(self.fps), float(self.segment_seconds), float(self.start)
         self.end = None if self.end is None else float(self.end)
+        if self.shots is not None:
+            self.shots = Path(self.shots)
+            if self.shots.is_dir():
+                self.shots = self.shots / "shots.csv"
+
+    @property
+    def shots_sha256(self) -> str | None:
+        """The shot table's digest: shards made with another table differ, so a folder holds one."""
+        return sha256_file(self.shots) if self.shots is not None and self.shots.is_file() else None
 
 
 FORMAT_OPTIONS = ("fps", "frames_per_clip", "phases", "short_side", "quality", "clips_per_shard",
-                  "segment_seconds", "start", "end", "skip_nonref")
+                  "segment_seconds", "start", "end", "skip_nonref", "shots_sha256")
 
 
 @dataclass(frozen=True)
@@ -120,6 +131,32 @@ def plan_units(sources: list[Source], cfg: ShardConfig) -> tuple[list[Unit], dic
     return units, videos, errors
 
 
+def load_shot_starts(path: Path) -> dict[str, list[tuple[float, int]]]:
+    """video -> [(start_s, shot)], sorted, from a `wtours stats` shots.csv; ValueError if it is not one."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        starts: dict[str, list[tuple[float, int]]] = {}
+        for row in rows:
+            starts.setdefault(row["video"], []).append((float(row["start_s"]), int(row["shot"])))
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the shot table ({exc.strerror or exc})") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: not a shot table of `wtours stats` (columns video, shot, start_s, end_s)") from exc
+    return {video: sorted(rows) for video, rows in starts.items()}
+
+
+def shot_fields(starts: list[tuple[float, int]], times: list[float]) -> dict[str, int]:
+    """The shot of a clip's first frame, and how many shots start after it, up to its last frame."""
+    eps = 1e-6  # shot starts and frame times come from the same decoder timestamps
+    shot = starts[0][1]
+    for start, number in starts:
+        if start <= times[0] + eps:
+            shot = number
+    cuts = sum(1 for start, _ in starts if times[0] + eps < start <= times[-1] + eps)
+    return {"shot": shot, "cuts_inside": cuts}
+
+
 def _source_stamp(path: str) -> dict:
     st = os.stat(path)
     return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
@@ -139,6 +176,7 @@ def run_unit(unit: Unit, cfg: ShardConfig, threads: int = 0, progress=None) -> U
     next_clip = done[-1].last_clip + 1 if done else 0
     first_index = (next_clip % k) + k * (next_clip // k) * T
     open_clips: dict[int, dict[int, tuple[float, bytes]]] = {}
+    shot_starts = load_shot_starts(cfg.shots).get(unit.video) if cfg.shots is not None else None
     frames = clips = 0
     message, last_time, last_report = "", unit.t0, time.monotonic()
     try:
@@ -164,6 +202,8 @@ def run_unit(unit: Unit, cfg: ShardConfig, threads: int = 0, progress=None) -> U
                                 "frame_indices": [int(round(t * unit.src_fps)) for t in times],
                                 "source_size": [unit.src_width, unit.src_height], "size": [unit.width, unit.height],
                                 "fps": cfg.fps, "shot": None}
+                        if cfg.shots is not None:
+                            meta.update(shot_fields(shot_starts, times) if shot_starts else {"cuts_inside": None})
                         writer.add(f"{unit.name}-{clip:06d}", [slots[i][1] for i in range(T)], meta)
                         clips += 1
                 if progress is not None and time.monotonic() - last_report > 0.5:
@@ -234,6 +274,7 @@ def shard(cfg: ShardConfig, reporter: Reporter | None = None) -> tuple[list[Unit
     if cfg.segment_seconds * cfg.fps < cfg.frames_per_clip:
         raise ValueError(f"--segment-seconds {cfg.segment_seconds} is shorter than one clip")
     sources = find_sources(cfg.inputs)
+    shot_table = load_shot_starts(cfg.shots) if cfg.shots is not None else {}
     cfg.out.mkdir(parents=True, exist_ok=True)
     _check_config(cfg)
     rank, world = resolve_rank(cfg.rank, cfg.world_size)
@@ -242,6 +283,9 @@ def shard(cfg: ShardConfig, reporter: Reporter | None = None) -> tuple[list[Unit
     units, videos, errors = plan_units(sources, cfg)
     for message in errors:
         reporter.error(message)
+    if cfg.shots is not None:
+        for video in sorted(set(videos) - set(shot_table)):
+            reporter.info(f"{cfg.shots}: no shots of {video}; its clips keep shot and cuts_inside null")
     mine = split_for_rank(units, rank, world)
     cores = os.cpu_count() or 1
     workers = max(1, min(cfg.workers or cores, len(mine) or 1))
