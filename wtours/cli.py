@@ -208,14 +208,14 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Folder for everything the demo makes."),
     full: bool = typer.Option(False, "--full", help="The Walking Tours manifest with the paper's settings (network; GPU advised)."),
     videos: List[str] = typer.Option([], "--videos", help="With --full: only these ids (e.g. --videos venice)."),
-    train_steps: Optional[int] = typer.Option(None, help="Training steps (a rerun continues up to this); default 200, with --full the recipe's 100 epochs."),
-    time_budget: Optional[float] = typer.Option(None, help="Seconds of training per run, at most; default 300, with --full none."),
+    train_steps: Optional[int] = typer.Option(None, help="Training steps (a rerun continues up to this); default 600, with --full the recipe's 100 epochs."),
+    time_budget: Optional[float] = typer.Option(None, help="Seconds of training per run, at most; default 420, with --full none."),
     plan: bool = typer.Option(False, "--plan", help="Print every step's resolved options as JSON and exit (runs nothing)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run the whole pipeline on a built-in walk made from real footage: fetch, shard, stats, train, eval, attn.
 
-    Example: wtours demo --out runs/demo        (about 3 minutes on 2 CPU cores, offline)
+    Example: wtours demo --out runs/demo        (about 6 minutes on 2 CPU cores, offline)
     """
     import json
 

@@ -29,8 +29,8 @@ class DemoConfig:
     out: Path
     full: bool = False
     videos: list[str] = field(default_factory=list)  # with full: a subset of the Walking Tours ids
-    train_steps: int | None = None  # None: 200 for the walk, the recipe's 100 epochs with full
-    time_budget: float | None = None  # seconds of training per run; None: 300 for the walk, none with full
+    train_steps: int | None = None  # None: 600 for the walk, the recipe's 100 epochs with full
+    time_budget: float | None = None  # seconds of training per run; None: 420 for the walk, none with full
     mode: OutputMode = OutputMode.human
 
 
@@ -100,8 +100,8 @@ def plan_demo(cfg: DemoConfig) -> DemoPlan:
         stats=StatsConfig(inputs=[videos], out=out / "stats", name="demo walk", objects=detector is not None,
                           detector=str(detector), mode=mode),
         train=TrainConfig(shards=[str(out / "shards")], out=out / "train",
-                          max_steps=200 if cfg.train_steps is None else cfg.train_steps,
-                          time_budget=300.0 if cfg.time_budget is None else cfg.time_budget, save_init=True,
+                          max_steps=600 if cfg.train_steps is None else cfg.train_steps,
+                          time_budget=420.0 if cfg.time_budget is None else cfg.time_budget, save_init=True,
                           **WALK_TRAIN),
         eval_resize=72, eval_crop=64)
 
