@@ -114,6 +114,8 @@ def loader_rate(cfg: TrainConfig, batches: int) -> float:
 
 def bench(cfg: TrainConfig, steps: int = 5, warmup: int = 2, loader_batches: int = 20) -> dict[str, float]:
     """All timings, and the ratios the project's speed bars are about."""
+    if cfg.objects < 1:
+        raise ValueError("dora bench times a DoRA step (--objects >= 1) against DINO and the reference loop")
     dora = time_steps(cfg, steps, warmup)
     dino = time_steps(replace(cfg, objects=0), steps, warmup)
     reference = time_steps(cfg, steps, warmup, step="reference")

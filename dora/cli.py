@@ -149,7 +149,11 @@ def bench(
                       batch_size=batch_size, global_size=global_size, pre_size=max(global_size, int(global_size * 300 / 224)),
                       local_size=local_size, local_crops=local_crops, out_dim=out_dim, precision=precision,
                       num_workers=num_workers)
-    result = run_bench(cfg, steps=steps)
+    try:
+        result = run_bench(cfg, steps=steps)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
     for key, value in result.items():
         typer.echo(f"{key:>30}: {value:.3f}")
     typer.echo("JSON " + json.dumps(result))

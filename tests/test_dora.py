@@ -330,3 +330,16 @@ def test_mixed_precision_steps_run_and_stay_finite(real_shards, tmp_path, precis
     assert state.step == 2 and torch.isfinite(torch.tensor(state.losses)).all()
     ckpt = torch.load(tmp_path / precision / "checkpoint.pt", weights_only=False)
     assert ckpt["config"]["precision"] == precision and "scaler" in ckpt
+
+
+def test_dora_bench_prints_every_ratio_and_refuses_k_0(real_shards):
+    args = ["bench", "--shards", str(real_shards), "-T", "4", "--batch-size", "1", "--global-size", "32",
+            "--local-size", "16", "--local-crops", "1", "--out-dim", "64", "--num-workers", "0", "--steps", "1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    numbers = json.loads(result.output.split("JSON ", 1)[1])
+    for key in ("dora_over_dino", "speedup_vs_reference_loop", "speedup_vs_reference_loop_explicit_attention",
+                "loader_over_train"):
+        assert numbers[key] > 0
+    refused = runner.invoke(app, args + ["--objects", "0"])
+    assert refused.exit_code == 2 and "--objects >= 1" in refused.output
