@@ -7,6 +7,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from wtours.files import WriteError
+
 app = typer.Typer(
     help="DoRA: learn image encoders from long videos by discovering and tracking objects.",
     no_args_is_help=True,
@@ -112,6 +114,9 @@ def train(
     except (DataError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
+    except WriteError as exc:  # disk full or the like; finished work is kept
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
     except NonFiniteLoss as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1)
@@ -195,6 +200,9 @@ def _features(spec, train_dir: Path, val_dir: Path, kind: str, resize: int, crop
     except (EvalError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
+    except WriteError as exc:  # disk full or the like; finished work is kept
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
     return tr, tr_y, va, va_y, classes
 
 
@@ -299,6 +307,9 @@ def attn(
     except (EvalError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
+    except WriteError as exc:  # disk full or the like; finished work is kept
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
     for path in paths:
         typer.echo(str(path))
 
@@ -321,6 +332,9 @@ def export(
     except (EvalError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
+    except WriteError as exc:  # disk full or the like; finished work is kept
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
     typer.echo(f"{path}  (load: timm.create_model(arch, pretrained=True, "
                f"pretrained_cfg_overlay=dict(file='{path}', num_classes=0)))")
 

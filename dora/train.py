@@ -29,7 +29,7 @@ from dora.discover import binary_masks, discover_and_track, merge_heads, pick_he
 from dora.loss import DistillLoss
 from dora.model import DINOModel, patch_grid
 from dora.schedules import cosine, teacher_temperatures
-from wtours.files import atomic_path, write_json_atomic
+from wtours.files import atomic_path, cannot_write, write_json_atomic
 
 
 @dataclass
@@ -224,9 +224,12 @@ def train_step(student, teacher: DINOModel, loss_fn: DistillLoss, batch: dict, c
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Atomically: a checkpoint is either complete under its name or not there."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """Atomically: a checkpoint is either complete under its name or not there (the previous one stays)."""
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    except RuntimeError as exc:  # torch's writer reports a failed write (disk full, size limit) this way
+        raise cannot_write(path, exc) from exc
 
 
 def rng_state() -> dict:
@@ -363,8 +366,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> RunState:
                               "wd": float(wd[step]), "momentum": m, "teacher_temp": float(temps[step]),
                               "grad_norm": None if grad_norm is None else float(grad_norm),
                               "clips_per_s": cfg.batch_size * world / seconds, "time": time.time()}
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
+                    try:
+                        log.write(json.dumps(record) + "\n")
+                        log.flush()
+                    except OSError as exc:
+                        raise cannot_write(cfg.out / "log.jsonl", exc) from exc
                     if writer:
                         writer.add_scalar("loss", value, state.step)
                         writer.add_scalar("lr", float(lr[step]), state.step)
@@ -384,7 +390,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> RunState:
         stop.restore()
         bar.close()
         if log:
-            log.close()
+            try:
+                log.close()
+            except OSError:  # a write that failed already raised its error; this is its echo
+                pass
         if writer:
             writer.close()
     return state
@@ -394,7 +403,13 @@ def _trim_log(path: Path, step: int) -> None:
     """Drop log lines past the checkpoint we resume from (a killed run may have logged a few more)."""
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError):  # a line torn by a kill or a full disk
+            continue
     with atomic_path(path) as tmp:
         tmp.write_text("".join(line + "\n" for line in keep))
 

@@ -314,3 +314,16 @@ def photo_classes(tmp_path_factory) -> Path:
                     crop = crop[:, ::-1]
                 Image.fromarray(np.ascontiguousarray(crop)).resize((72, 72)).save(folder / f"{i}.jpg")
     return root
+
+
+def file_size_limit(limit: int):
+    """A subprocess preexec_fn: files may grow to `limit` bytes; a longer write fails (EFBIG) as
+    it would on a full disk, instead of the process being killed by SIGXFSZ."""
+    import resource
+    import signal
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply

@@ -343,3 +343,38 @@ def test_dora_bench_prints_every_ratio_and_refuses_k_0(real_shards):
         assert numbers[key] > 0
     refused = runner.invoke(app, args + ["--objects", "0"])
     assert refused.exit_code == 2 and "--objects >= 1" in refused.output
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_cannot_be_written_keeps_the_last_one_and_a_rerun_resumes(real_shards, tmp_path):
+    """A real write failure: a file-size limit makes the checkpoint's write fail as a full disk does."""
+    from conftest import file_size_limit
+
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "dora.cli", "train", "--shards", str(real_shards), "--out", str(out), "--quiet",
+            "--arch", "vit_tiny_patch16_224", "-T", "4", "--global-size", "64", "--pre-size", "80", "--local-size",
+            "32", "--local-crops", "2", "--out-dim", "256", "--batch-size", "2", "--num-workers", "0",
+            "--warmup-epochs", "0", "--freeze-last-layer", "0"]
+    first = subprocess.run(args + ["--max-steps", "2"], capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    saved = (out / "checkpoint.pt").read_bytes()
+    failed = subprocess.run(args + ["--max-steps", "4"], capture_output=True, text=True, timeout=300,
+                            preexec_fn=file_size_limit(len(saved) // 2))
+    assert failed.returncode == 1, failed.stderr
+    assert f"{out / 'checkpoint.pt'}: cannot write" in failed.stderr and "Traceback" not in failed.stderr
+    assert (out / "checkpoint.pt").read_bytes() == saved and not list(out.glob(".*.tmp"))
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 2
+    again = subprocess.run(args + ["--max-steps", "4"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_a_torn_log_line_is_dropped_on_resume(real_shards, tmp_path):
+    out = tmp_path / "run"
+    train(_cfg(real_shards, out, max_steps=2), progress=False)
+    with open(out / "log.jsonl", "a") as log:
+        log.write('{"step": 3, "lo')  # a kill or a full disk in the middle of a line
+    state = train(_cfg(real_shards, out, max_steps=3), progress=False)
+    assert state.step == 3
+    assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [1, 2, 3]

@@ -261,3 +261,35 @@ def test_shots_from_stats_fill_each_clips_shot_and_the_trainer_can_skip_clips_ac
         f"{meta['unit']}-{meta['clip']:06d}" for meta in metas if meta["clip"] in crossing}
     with pytest.raises(DataError, match="no shot information"):
         next(iter(ClipStream(expand_shards([str(real_shards)]), 4, augment, batch_size=1, skip_cut_clips=True)))
+
+
+def test_a_failed_write_names_the_shard_keeps_finished_work_and_a_rerun_completes(scene_video, gray_ramp_video,
+                                                                                    tmp_path):
+    """A real write failure (a file-size limit makes write() fail as a full disk does)."""
+    from conftest import file_size_limit
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for video in (scene_video, gray_ramp_video):
+        shutil.copy(video, videos / video.name)
+    options = ["--fps", "2", "-T", "4", "--short-side", "108", "--clips-per-shard", "1", "--workers", "1", "--quiet"]
+    clean = tmp_path / "clean"
+    assert runner.invoke(app, ["shard", str(videos), "--out", str(clean), *options]).exit_code == 0
+    sizes = {video: [p.stat().st_size for p in clean.glob(f"{video}-*.tar")] for video in ("scene", "ramp")}
+    assert max(sizes["ramp"]) < min(sizes["scene"])  # flat gray compresses far better than photos
+    limit = (max(sizes["ramp"]) + min(sizes["scene"])) // 2
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "wtours.cli", "shard", str(videos), "--out", str(out), *options]
+    failed = subprocess.run(cmd, capture_output=True, text=True, timeout=300, preexec_fn=file_size_limit(limit))
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert f"{out / 'scene-0000-0000.tar'}: cannot write (File too large" in failed.stderr + failed.stdout
+    assert not list(out.glob("scene-*.tar")) and not list(out.rglob("*.tmp"))  # nothing half-written visible
+    assert sorted(p.name for p in out.glob("ramp-*.tar")) == sorted(p.name for p in clean.glob("ramp-*.tar"))
+    assert not (out / "index.json").exists()  # the run is not complete
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert verify(out) == []
+    for shard_file in clean.glob("*.tar"):
+        assert (out / shard_file.name).read_bytes() == shard_file.read_bytes()

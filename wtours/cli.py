@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from wtours.files import WriteError
+
 from wtours.manifest import DEFAULT_MANIFEST, ManifestError
 from wtours.report import OutputMode
 
@@ -57,6 +59,9 @@ def fetch(
     except (ManifestError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
+    except WriteError as exc:  # disk full or the like; finished work is kept
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
     except KeyboardInterrupt:
         typer.echo("interrupted: partial downloads are kept in DIR/.partial; rerun the same command to resume", err=True)
         raise typer.Exit(130)
@@ -102,6 +107,9 @@ def shard(
     except (InputError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
+    except WriteError as exc:  # disk full or the like; finished work is kept
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
     except KeyboardInterrupt:
         typer.echo("interrupted: complete shards are kept; rerun the same command to resume", err=True)
         raise typer.Exit(130)
@@ -173,6 +181,9 @@ def stats(
     except (InputError, DetectorError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
+    except WriteError as exc:  # disk full or the like; finished work is kept
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
     except KeyboardInterrupt:
         typer.echo("interrupted: finished videos are cached; rerun the same command to continue", err=True)
         raise typer.Exit(130)
@@ -231,6 +242,9 @@ def demo(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
+    except WriteError as exc:  # disk full or the like; finished work is kept
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
     except KeyboardInterrupt:
         typer.echo("interrupted: rerun the same command to continue", err=True)
         raise typer.Exit(130)

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,6 +23,26 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(_CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+class WriteError(OSError):
+    """An output could not be written (disk full, quota, file size limit); the message names it."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def cannot_write(path: str | os.PathLike, exc: BaseException) -> WriteError:
+    """A WriteError naming `path`, the cause, and the free space left on its disk."""
+    text = str(exc).strip()
+    reason = getattr(exc, "strerror", None) or (text.splitlines()[0] if text else type(exc).__name__)
+    try:
+        free = f"{shutil.disk_usage(Path(path).parent).free / 1e6:,.0f} MB free there"
+    except OSError:
+        free = "free space unknown"
+    return WriteError(getattr(exc, "errno", None) or 0,
+                      f"{path}: cannot write ({reason}; {free}); nothing partial was left under that name, "
+                      "free some space and rerun to continue")
 
 
 @contextlib.contextmanager
@@ -43,6 +64,12 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are meant to be shared
         os.replace(tmp_path, final)
+    except WriteError:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    except OSError as exc:  # every body of this context writes `final`: a failure here is a failed write
+        tmp_path.unlink(missing_ok=True)
+        raise cannot_write(final, exc) from exc
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise

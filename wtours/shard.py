@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from wtours.dist import resolve_rank, split_for_rank
-from wtours.files import read_json, sha256_file, write_json_atomic
+from wtours.files import WriteError, read_json, sha256_file, write_json_atomic
 from wtours.inputs import Source, find_sources
 from wtours.report import OutputMode, Reporter
 from wtours.shards import FORMAT, INDEX, ShardWriter, describe_shard, encode_jpeg, existing_shards
@@ -179,6 +179,7 @@ def run_unit(unit: Unit, cfg: ShardConfig, threads: int = 0, progress=None) -> U
     shot_starts = load_shot_starts(cfg.shots).get(unit.video) if cfg.shots is not None else None
     frames = clips = 0
     message, last_time, last_report = "", unit.t0, time.monotonic()
+    write_failed = False
     try:
         if not finished:
             for frame in read_frames(unit.path, fps=cfg.fps * k, size=(unit.width, unit.height), start=unit.t0,
@@ -214,12 +215,22 @@ def run_unit(unit: Unit, cfg: ShardConfig, threads: int = 0, progress=None) -> U
                 message = f"{unit.path}: stream ends at {last_time:.2f} s, expected {expected_end:.2f} s (truncated?)"
     except VideoError as exc:
         message = str(exc)
-    writer.flush()  # the last clips (also those decoded before a fault, which are valid)
+    except WriteError as exc:  # disk full or the like: complete shards stay, a rerun resumes after them
+        message, write_failed = str(exc), True
+    if not write_failed:
+        try:
+            writer.flush()  # the last clips (also those decoded before a fault, which are valid)
+        except WriteError as exc:
+            message, write_failed = str(exc), True
     status = "error" if message else ("resumed" if done and not finished else "done")
     result = UnitResult(unit.name, unit.video, status, sum(s.clips for s in writer.written), frames,
                         max(0.0, last_time - unit.t0), message, [s.as_dict() for s in writer.written])
-    write_json_atomic(record_path, {"status": "error" if message else "done", "source": _source_stamp(unit.path),
-                                    "result": asdict(result)})
+    if not write_failed:  # a unit that could not be written keeps no record, so a rerun takes it up again
+        try:
+            write_json_atomic(record_path, {"status": "error" if message else "done",
+                                            "source": _source_stamp(unit.path), "result": asdict(result)})
+        except WriteError as exc:
+            result.status, result.message = "error", str(exc)
     if progress is not None:
         progress.put((unit.name, unit.t1))
     return result

@@ -22,7 +22,7 @@ import pandas as pd
 
 from wtours.cuts import CutOptions, content_scores, detect_cuts, hsv
 from wtours.dist import resolve_rank, split_for_rank
-from wtours.files import atomic_path, write_json_atomic, write_text_atomic
+from wtours.files import WriteError, atomic_path, write_json_atomic, write_text_atomic
 from wtours.inputs import Source, find_sources
 from wtours.lightness import lightness_change_per_minute, mean_lightness
 from wtours.report import OutputMode, Reporter
@@ -175,18 +175,21 @@ def analyse_video(source: Source, cfg: StatsConfig, threads: int = 0) -> VideoRe
         write_json_atomic(paths["error"], {"video": source.id, "message": message})
         return VideoResult(source.id, "error", message=message)
     paths["error"].unlink(missing_ok=True)
-    if need_light:
-        df = pd.DataFrame({"time_s": np.asarray(light_times, dtype=np.float64),
-                           "lightness": np.concatenate(lightness) if lightness else np.zeros(0, np.float32),
-                           "cut_score": np.concatenate(scores) if scores else np.zeros(0, np.float32)})
-        write_json_atomic(paths["info"], {**info.as_dict(), "path": source.path.name, "analysis_size": list(small)})
-        _write_parquet(df, paths["light"])
-    if need_objects:
-        df = pd.DataFrame({"time_s": np.asarray(det_times, dtype=np.float64),
-                           "n_objects": np.asarray([d.n_objects for d in detections], dtype=np.int32),
-                           "n_classes": np.asarray([d.n_classes for d in detections], dtype=np.int32),
-                           "classes": [d.classes for d in detections]})
-        _write_parquet(df, paths["objects"])
+    try:
+        if need_light:
+            df = pd.DataFrame({"time_s": np.asarray(light_times, dtype=np.float64),
+                               "lightness": np.concatenate(lightness) if lightness else np.zeros(0, np.float32),
+                               "cut_score": np.concatenate(scores) if scores else np.zeros(0, np.float32)})
+            write_json_atomic(paths["info"], {**info.as_dict(), "path": source.path.name, "analysis_size": list(small)})
+            _write_parquet(df, paths["light"])
+        if need_objects:
+            df = pd.DataFrame({"time_s": np.asarray(det_times, dtype=np.float64),
+                               "n_objects": np.asarray([d.n_objects for d in detections], dtype=np.int32),
+                               "n_classes": np.asarray([d.n_classes for d in detections], dtype=np.int32),
+                               "classes": [d.classes for d in detections]})
+            _write_parquet(df, paths["objects"])
+    except WriteError as exc:  # disk full or the like: this part is not cached, a rerun computes it again
+        return VideoResult(source.id, "error", message=str(exc))
     return VideoResult(source.id, "analysed", len(light_times), len(det_times), last_t)
 
 
