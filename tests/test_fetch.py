@@ -184,3 +184,25 @@ def test_every_command_has_help_with_an_example():
     for command in ("shard", "verify", "stats", "figures"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "Example:" in result.output, (command, result.output)
+
+
+def test_a_download_that_cannot_be_written_says_where_and_a_rerun_fetches_it(tmp_path, video_dir):
+    """A real write failure: a file-size limit makes the download's write fail as a full disk does."""
+    from conftest import file_size_limit
+
+    noise = video_dir / "noise.mp4"
+    manifest = write_manifest(tmp_path / "m.csv", [{"id": "noise", "url": noise.as_uri(), "license": "CC-BY-4.0"}])
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "wtours.cli", "fetch", "--manifest", str(manifest), "--out", str(out), "--json",
+           "--attempts", "3", "--retry-wait", "0"]
+    failed = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                            preexec_fn=file_size_limit(noise.stat().st_size // 2))
+    assert failed.returncode == 1, failed.stderr
+    done = [json.loads(line) for line in failed.stdout.splitlines() if '"event": "done"' in line]
+    assert done[0]["status"] == "failed"
+    assert done[0]["message"].startswith(f"{out / '.partial' / 'noise'}: cannot write (File too large")
+    assert "retrying" not in failed.stdout + failed.stderr  # a full disk is not fixed by waiting
+    assert not (out / "noise.mp4").exists() and not (out / "noise.json").exists()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (out / "noise.mp4").read_bytes() == noise.read_bytes()

@@ -16,7 +16,7 @@ import yt_dlp
 from yt_dlp.networking.exceptions import TransportError
 
 from wtours.dist import resolve_rank, split_for_rank
-from wtours.files import read_json_of_kind, sha256_file, write_json_atomic, write_text_atomic
+from wtours.files import WRITE_ERRNOS, cannot_write, read_json_of_kind, sha256_file, write_json_atomic, write_text_atomic
 from wtours.manifest import DEFAULT_MANIFEST, ManifestEntry, is_creative_commons, load_manifest, select
 from wtours.report import OutputMode, Reporter
 from wtours.tools import ffmpeg_exe, tool_versions
@@ -101,10 +101,18 @@ def _causes(exc: BaseException):
         exc = (inner[1] if inner and inner[1] is not exc else None) or exc.__cause__ or exc.__context__
 
 
-def describe_error(exc: BaseException, url: str) -> FetchError:
-    """A FetchError with a one-line reason: unreachable site, bot check, gone, or yt-dlp's own words."""
+def describe_error(exc: BaseException, url: str, staging: Path | None = None) -> FetchError:
+    """A FetchError with a one-line reason: unreachable site, bot check, gone, a failed write, or yt-dlp's words."""
     text = re.sub(r"^ERROR:\s*", "", str(exc)).strip()
     lowered = text.lower()
+    for cause in _causes(exc):
+        if isinstance(cause, OSError) and cause.errno in WRITE_ERRNOS:
+            return FetchError(str(cannot_write(staging or url, cause, "the partial download stays there and a rerun "
+                                               "resumes it once there is room")), transient=False)
+    if any(h in lowered for h in ("no space left on device", "file too large", "disk quota exceeded")):
+        reason = text.split("]")[-1].strip() if "]" in text else text
+        return FetchError(str(cannot_write(staging or url, OSError(0, reason), "the partial download stays there and "
+                                           "a rerun resumes it once there is room")), transient=False)
     parsed = urlparse(url)
     if parsed.scheme == "file":  # a local file is there or not: nothing to retry
         if any(isinstance(c, FileNotFoundError) for c in _causes(exc)) or "no such file" in lowered:
@@ -233,7 +241,7 @@ def _download(entry: ManifestEntry, cfg: FetchConfig, reporter: Reporter) -> tup
     except FetchError:
         raise
     except yt_dlp.utils.DownloadError as exc:
-        raise describe_error(exc, entry.url) from exc
+        raise describe_error(exc, entry.url, staging) from exc
     finally:
         bar.close()
     downloads = info.get("requested_downloads") or []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -32,7 +33,12 @@ class WriteError(OSError):
         return str(self.strerror)
 
 
-def cannot_write(path: str | os.PathLike, exc: BaseException) -> WriteError:
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # disk full, quota, file-size limit
+
+
+def cannot_write(path: str | os.PathLike, exc: BaseException,
+                 after: str = "nothing partial was left under that name, free some space and rerun to continue"
+                 ) -> WriteError:
     """A WriteError naming `path`, the cause, and the free space left on its disk."""
     text = str(exc).strip()
     reason = getattr(exc, "strerror", None) or (text.splitlines()[0] if text else type(exc).__name__)
@@ -40,9 +46,7 @@ def cannot_write(path: str | os.PathLike, exc: BaseException) -> WriteError:
         free = f"{shutil.disk_usage(Path(path).parent).free / 1e6:,.0f} MB free there"
     except OSError:
         free = "free space unknown"
-    return WriteError(getattr(exc, "errno", None) or 0,
-                      f"{path}: cannot write ({reason}; {free}); nothing partial was left under that name, "
-                      "free some space and rerun to continue")
+    return WriteError(getattr(exc, "errno", None) or 0, f"{path}: cannot write ({reason}; {free}); {after}")
 
 
 @contextlib.contextmanager
