@@ -154,3 +154,30 @@ def test_adaptive_threshold_separates_a_spike_from_a_plateau():
     assert detect_cuts(times, scores, CutOptions(min_shot_s=0.5)).tolist() == [3]
     close = np.array([np.nan, 2, 50, 2, 50, 2, 2, 2], dtype=np.float32)
     assert detect_cuts(np.arange(8) / 10.0, close, CutOptions(window=1, min_shot_s=0.1)).tolist() == [2, 4]
+
+
+def test_results_that_cannot_be_written_name_the_file_and_a_rerun_completes(tmp_path, scene_video, gray_ramp_video):
+    """A real write failure: a file-size limit between the two videos' cache sizes, as a full disk."""
+    import subprocess
+    import sys
+
+    from conftest import file_size_limit
+
+    clean = tmp_path / "clean"
+    stats(_cfg([scene_video, gray_ramp_video], clean))
+    sizes = {p.name.split(".")[0]: p.stat().st_size for p in (clean / ".cache").glob("*.light.*.parquet")}
+    assert sizes["ramp"] < sizes["scene"]
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "wtours.cli", "stats", str(scene_video), str(gray_ramp_video), "--out", str(out),
+           "--no-objects", "--quiet"]
+    failed = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                            preexec_fn=file_size_limit((sizes["ramp"] + sizes["scene"]) // 2))
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    both = failed.stdout + failed.stderr
+    assert "Traceback" not in both and f"{out / '.cache' / 'scene.light.'}" in both
+    assert "cannot write (" in both and "File too large" in both
+    assert not list((out / ".cache").glob("scene.light.*")) and list((out / ".cache").glob("ramp.light.*"))
+    assert not list(out.rglob("*.tmp"))
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert pd.read_csv(out / "shots.csv").equals(pd.read_csv(clean / "shots.csv"))
