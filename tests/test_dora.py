@@ -378,3 +378,35 @@ def test_a_torn_log_line_is_dropped_on_resume(real_shards, tmp_path):
     state = train(_cfg(real_shards, out, max_steps=3), progress=False)
     assert state.step == 3
     assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_a_process_killed_with_sigkill_resumes_on_the_same_loss_curve(real_shards, tmp_path):
+    """The real thing: `dora train` killed by SIGKILL mid-run, rerun, gives the losses of an uninterrupted run."""
+    import time
+
+    def command(out: Path) -> list[str]:
+        return [sys.executable, "-m", "dora.cli", "train", "--shards", str(real_shards), "--out", str(out), "--quiet",
+                "--arch", "vit_tiny_patch16_224", "-T", "4", "--global-size", "64", "--pre-size", "80",
+                "--local-size", "32", "--local-crops", "2", "--out-dim", "256", "--batch-size", "2",
+                "--num-workers", "0", "--warmup-epochs", "0", "--freeze-last-layer", "0", "--max-steps", "12",
+                "--checkpoint-every", "4"]
+
+    def losses(out: Path) -> list[tuple[int, float]]:
+        return [(r["step"], r["loss"]) for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())]
+
+    assert subprocess.run(command(tmp_path / "full"), capture_output=True, timeout=300).returncode == 0
+    log = tmp_path / "cut" / "log.jsonl"
+    proc = subprocess.Popen(command(tmp_path / "cut"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if log.is_file() and len(log.read_text().splitlines()) >= 6:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["step"] in (4, 8)
+    again = subprocess.run(command(tmp_path / "cut"), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert losses(tmp_path / "cut") == losses(tmp_path / "full")  # every step once, bit for bit

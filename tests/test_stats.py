@@ -181,3 +181,34 @@ def test_results_that_cannot_be_written_name_the_file_and_a_rerun_completes(tmp_
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
     assert pd.read_csv(out / "shots.csv").equals(pd.read_csv(clean / "shots.csv"))
+
+
+@pytest.mark.slow
+def test_a_killed_stats_run_keeps_finished_videos_and_a_rerun_does_only_the_rest(tmp_path, scene_video):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import make_video
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(scene_video, folder / "a_scene.mp4")
+    make_video(folder / "b_long.mp4", 40.0, "640x360", 25, "testsrc2")  # still decoding when a_scene is done
+    out = tmp_path / "s"
+    cmd = [sys.executable, "-m", "wtours.cli", "stats", str(folder), "--out", str(out), "--no-objects", "--json",
+           "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((out / ".cache").glob("a_scene.light.*.parquet")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert list((out / ".cache").glob("a_scene.light.*.parquet")), "a_scene was never cached"
+    assert not list((out / ".cache").glob("b_long.light.*")) and not (out / "videos.csv").exists()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    status = {e["video"]: e["status"] for e in map(json.loads, again.stdout.splitlines()) if e["event"] == "video"}
+    assert status == {"a_scene": "cached", "b_long": "analysed"}
+    assert sorted(pd.read_csv(out / "videos.csv")["video"]) == ["a_scene", "b_long"]
