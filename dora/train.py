@@ -29,7 +29,7 @@ from dora.discover import binary_masks, discover_and_track, merge_heads, pick_he
 from dora.loss import DistillLoss
 from dora.model import DINOModel, patch_grid
 from dora.schedules import cosine, teacher_temperatures
-from wtours.files import atomic_path, cannot_write, write_json_atomic
+from wtours.files import atomic_path, cannot_write, remove_stale_temporaries, write_json_atomic
 
 
 @dataclass
@@ -302,6 +302,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> RunState:
     state = RunState(step=start)
     if main:
         _trim_log(cfg.out / "log.jsonl", start)
+        remove_stale_temporaries(cfg.out, "checkpoint*.pt")  # left by a run killed while saving
     log = open(cfg.out / "log.jsonl", "a", encoding="utf-8") if main else None
     writer = _tensorboard(cfg.out) if main else None
     began = time.monotonic()

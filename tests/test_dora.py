@@ -407,6 +407,8 @@ def test_a_process_killed_with_sigkill_resumes_on_the_same_loss_curve(real_shard
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["step"] in (4, 8)
+    (tmp_path / "cut" / ".checkpoint.pt.k1ll3d.tmp").write_bytes(b"half a checkpoint")  # a kill mid-save
     again = subprocess.run(command(tmp_path / "cut"), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert losses(tmp_path / "cut") == losses(tmp_path / "full")  # every step once, bit for bit
+    assert not list((tmp_path / "cut").glob(".*.tmp"))

@@ -126,8 +126,10 @@ def test_killed_process_resumes_to_the_same_shards(tmp_path):
     assert 10 <= len(visible) < len(list((tmp_path / "full").glob("*.tar")))
     for path in visible:  # every visible shard is complete
         assert path.read_bytes() == (tmp_path / "full" / path.name).read_bytes()
+    (out / ".long-0000-0099.tar.k1ll3d.tmp").write_bytes(b"half a shard")  # as a kill mid-write leaves it
     assert runner.invoke(app, ["shard", str(video), "--out", str(out), *args]).exit_code == 0
     assert _tree_bytes(out) == _tree_bytes(tmp_path / "full")
+    assert not list(out.glob(".*.tmp"))  # the killed writer's leftovers are cleaned up
 
 
 def test_truncated_and_unreadable_videos_are_named_and_the_rest_proceeds(tmp_path, coded_video):

@@ -207,8 +207,10 @@ def test_a_killed_stats_run_keeps_finished_videos_and_a_rerun_does_only_the_rest
     proc.communicate(timeout=60)
     assert list((out / ".cache").glob("a_scene.light.*.parquet")), "a_scene was never cached"
     assert not list((out / ".cache").glob("b_long.light.*")) and not (out / "videos.csv").exists()
+    (out / ".cache" / ".b_long.light.0.parquet.k1ll3d.tmp").write_bytes(b"half a table")  # a kill mid-write
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     status = {e["video"]: e["status"] for e in map(json.loads, again.stdout.splitlines()) if e["event"] == "video"}
     assert status == {"a_scene": "cached", "b_long": "analysed"}
     assert sorted(pd.read_csv(out / "videos.csv")["video"]) == ["a_scene", "b_long"]
+    assert not list(out.rglob("*.tmp"))

@@ -79,6 +79,15 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def remove_stale_temporaries(folder: str | os.PathLike, name_glob: str) -> int:
+    """Delete the temporary files atomic_path left beside outputs matching `name_glob` when a writer
+    was killed. Only the job that owns those outputs may call this (it is their only writer)."""
+    stale = list(Path(folder).glob(f".{name_glob}.*.tmp"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return len(stale)
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write a text file atomically."""
     with atomic_path(path) as tmp:

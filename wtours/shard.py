@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from wtours.dist import resolve_rank, split_for_rank
-from wtours.files import WriteError, read_json, sha256_file, write_json_atomic
+from wtours.files import WriteError, read_json, remove_stale_temporaries, sha256_file, write_json_atomic
 from wtours.inputs import Source, find_sources
 from wtours.report import OutputMode, Reporter
 from wtours.shards import FORMAT, INDEX, ShardWriter, describe_shard, encode_jpeg, existing_shards
@@ -170,6 +170,7 @@ def run_unit(unit: Unit, cfg: ShardConfig, threads: int = 0, progress=None) -> U
         if record["status"] != "error" or record.get("source") == _source_stamp(unit.path):
             return UnitResult(**{**record["result"], "status": "up-to-date" if record["status"] != "error" else "error"})
     k, T, n = cfg.phases, cfg.frames_per_clip, cfg.clips_per_shard
+    remove_stale_temporaries(cfg.out, f"{unit.name}-*.tar")  # left by a writer killed mid-shard
     done = [describe_shard(p, unit.video, unit.name) for p in existing_shards(cfg.out, unit.name)]
     writer = ShardWriter(cfg.out, unit.name, unit.video, n, next_shard=len(done), written=list(done))
     finished = bool(done) and done[-1].clips < n  # a short shard is always a unit's last

@@ -22,7 +22,7 @@ import pandas as pd
 
 from wtours.cuts import CutOptions, content_scores, detect_cuts, hsv
 from wtours.dist import resolve_rank, split_for_rank
-from wtours.files import WriteError, atomic_path, write_json_atomic, write_text_atomic
+from wtours.files import WriteError, atomic_path, remove_stale_temporaries, write_json_atomic, write_text_atomic
 from wtours.inputs import Source, find_sources
 from wtours.lightness import lightness_change_per_minute, mean_lightness
 from wtours.report import OutputMode, Reporter
@@ -110,6 +110,7 @@ def analyse_video(source: Source, cfg: StatsConfig, threads: int = 0) -> VideoRe
     need_objects = cfg.objects and not paths["objects"].is_file()
     if not (need_light or need_objects):
         return VideoResult(source.id, "cached")
+    remove_stale_temporaries(cfg.out / ".cache", f"{source.id}.*")  # left by a run killed while writing
     try:
         info = probe(source.path)
     except VideoError as exc:
