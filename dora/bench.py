@@ -120,8 +120,8 @@ def bench(cfg: TrainConfig, steps: int = 5, warmup: int = 2, loader_batches: int
     dino = time_steps(replace(cfg, objects=0), steps, warmup)
     reference = time_steps(cfg, steps, warmup, step="reference")
     reference_explicit = time_steps(cfg, steps, warmup, step="reference", explicit=True)
-    result = {"dora_step_s": dora, "dino_step_s": dino, "reference_loop_step_s": reference, "reference_loop_explicit_attention_step_s": reference_explicit,
-              "dora_over_dino": dora / dino,
+    result = {"dora_step_s": dora, "dino_step_s": dino, "reference_loop_step_s": reference,
+              "reference_loop_explicit_attention_step_s": reference_explicit, "dora_over_dino": dora / dino,
               "speedup_vs_reference_loop": reference / dora,
               "speedup_vs_reference_loop_explicit_attention": reference_explicit / dora,
               "train_clips_per_s": cfg.batch_size / dora}

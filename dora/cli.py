@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from wtours.files import WriteError
+from wtours.exits import exit_on_errors
 
 app = typer.Typer(
     help="DoRA: learn image encoders from long videos by discovering and tracking objects.",
@@ -95,7 +95,8 @@ def train(
     from dora.data import DataError
     from dora.train import NonFiniteLoss, TrainConfig, train as run_train
 
-    try:
+    with exit_on_errors((DataError, ValueError), failures=(NonFiniteLoss,),
+                        interrupted=f"checkpoint kept in {out / 'checkpoint.pt'}; rerun the same command to resume"):
         cfg = TrainConfig(
             shards=list(shards), out=out, arch=arch, objects=objects, sinkhorn=sinkhorn, mask=mask,
             sinkhorn_iters=sinkhorn_iters, sinkhorn_eps=sinkhorn_eps, frames_per_clip=frames_per_clip,
@@ -111,18 +112,6 @@ def train(
             keep_every=keep_every,
         )
         state = run_train(cfg, progress=not quiet)
-    except (DataError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
-    except WriteError as exc:  # disk full or the like; finished work is kept
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
-    except NonFiniteLoss as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
-    except KeyboardInterrupt:
-        typer.echo(f"interrupted: checkpoint kept in {out / 'checkpoint.pt'}; rerun the same command to resume", err=True)
-        raise typer.Exit(130)
     typer.echo(f"trained to step {state.step}; checkpoint: {out / 'checkpoint.pt'}, log: {out / 'log.jsonl'}", err=True)
 
 
@@ -154,11 +143,8 @@ def bench(
                       batch_size=batch_size, global_size=global_size, pre_size=max(global_size, int(global_size * 300 / 224)),
                       local_size=local_size, local_crops=local_crops, out_dim=out_dim, precision=precision,
                       num_workers=num_workers)
-    try:
+    with exit_on_errors():
         result = run_bench(cfg, steps=steps)
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
     for key, value in result.items():
         typer.echo(f"{key:>30}: {value:.3f}")
     typer.echo("JSON " + json.dumps(result))
@@ -191,18 +177,12 @@ def _features(spec, train_dir: Path, val_dir: Path, kind: str, resize: int, crop
     """(train features, labels, val features, labels, classes); a clear error and exit 2 if unusable."""
     from dora.encoder import EvalError, cached_features
 
-    try:
+    with exit_on_errors((EvalError, ValueError)):
         tr, tr_y, classes = cached_features(spec, train_dir, kind, resize, crop, out / "features", num_workers=num_workers)
         va, va_y, val_classes = cached_features(spec, val_dir, kind, resize, crop, out / "features",
                                                 num_workers=num_workers)
         if classes != val_classes:
             raise EvalError(f"{train_dir} and {val_dir} have different classes: {classes} vs {val_classes}")
-    except (EvalError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
-    except WriteError as exc:  # disk full or the like; finished work is kept
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
     return tr, tr_y, va, va_y, classes
 
 
@@ -301,15 +281,9 @@ def attn(
     from dora.attn import attention_pictures
     from dora.encoder import EvalError
 
-    try:
+    with exit_on_errors((EvalError, ValueError)):
         paths = attention_pictures(_spec(checkpoint, model, weights, which), source, out, size, objects, frames, fps,
                                    start, seed)
-    except (EvalError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
-    except WriteError as exc:  # disk full or the like; finished work is kept
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
     for path in paths:
         typer.echo(str(path))
 
@@ -327,14 +301,8 @@ def export(
     from dora.encoder import EvalError
     from dora.export import export as run_export
 
-    try:
+    with exit_on_errors((EvalError, ValueError)):
         path = run_export(checkpoint, out, which)
-    except (EvalError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
-    except WriteError as exc:  # disk full or the like; finished work is kept
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
     typer.echo(f"{path}  (load: timm.create_model(arch, pretrained=True, "
                f"pretrained_cfg_overlay=dict(file='{path}', num_classes=0)))")
 

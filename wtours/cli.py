@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from wtours.files import WriteError
+from wtours.exits import exit_on_errors
 
 from wtours.manifest import DEFAULT_MANIFEST, ManifestError
 from wtours.report import OutputMode
@@ -54,17 +54,9 @@ def fetch(
         attempts=attempts, retry_wait=retry_wait, cookies=cookies, cookies_from_browser=cookies_from_browser,
         verify=verify, rank=rank, world_size=world_size, mode=_mode(quiet, json_lines),
     )
-    try:
+    with exit_on_errors((ManifestError, ValueError),
+                        interrupted="partial downloads are kept in DIR/.partial; rerun the same command to resume"):
         results = run_fetch(cfg)
-    except (ManifestError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
-    except WriteError as exc:  # disk full or the like; finished work is kept
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
-    except KeyboardInterrupt:
-        typer.echo("interrupted: partial downloads are kept in DIR/.partial; rerun the same command to resume", err=True)
-        raise typer.Exit(130)
     if any(r.status in ("failed", "refused") for r in results):
         raise typer.Exit(1)
 
@@ -102,17 +94,9 @@ def shard(
         quality=quality, clips_per_shard=clips_per_shard, segment_seconds=segment_seconds, start=start, end=end,
         skip_nonref=skip_nonref, shots=shots, workers=workers, rank=rank, world_size=world_size, mode=_mode(quiet, json_lines),
     )
-    try:
+    with exit_on_errors((InputError, ValueError),
+                        interrupted="complete shards are kept; rerun the same command to resume"):
         results, errors = run_shard(cfg)
-    except (InputError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
-    except WriteError as exc:  # disk full or the like; finished work is kept
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
-    except KeyboardInterrupt:
-        typer.echo("interrupted: complete shards are kept; rerun the same command to resume", err=True)
-        raise typer.Exit(130)
     if errors or any(r.status == "error" for r in results):
         raise typer.Exit(1)
 
@@ -176,17 +160,9 @@ def stats(
         min_shot_s=min_shot, skip_nonref=skip_nonref, name=name, workers=workers, rank=rank, world_size=world_size,
         mode=_mode(quiet, json_lines),
     )
-    try:
+    with exit_on_errors((InputError, DetectorError, ValueError),
+                        interrupted="finished videos are cached; rerun the same command to continue"):
         results, written = run_stats(cfg)
-    except (InputError, DetectorError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
-    except WriteError as exc:  # disk full or the like; finished work is kept
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
-    except KeyboardInterrupt:
-        typer.echo("interrupted: finished videos are cached; rerun the same command to continue", err=True)
-        raise typer.Exit(130)
     if written and not json_lines:
         typer.echo((out / "table.md").read_text(), err=True)
     if any(r.status == "error" for r in results):
@@ -234,20 +210,11 @@ def demo(
 
     cfg = DemoConfig(out=out, full=full, videos=list(videos), train_steps=train_steps, time_budget=time_budget,
                      mode=_mode(quiet, False))
-    try:
+    with exit_on_errors(interrupted="rerun the same command to continue"):
         if plan:
-            typer.echo(json.dumps(plan_demo(cfg).as_dict(), indent=2))
+            typer.echo(json.dumps(plan_demo(cfg).as_dict(), indent=2, default=str))
             raise typer.Exit(0)
         code = run_demo(cfg)
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
-    except WriteError as exc:  # disk full or the like; finished work is kept
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
-    except KeyboardInterrupt:
-        typer.echo("interrupted: rerun the same command to continue", err=True)
-        raise typer.Exit(130)
     typer.echo((out / "summary.md").read_text())
     typer.echo(f"(written to {out / 'summary.md'})")
     raise typer.Exit(code)

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from wtours.demo_assets import PHOTOS, make_photo_classes, make_walk
-from wtours.files import read_json, write_text_atomic
+from wtours.files import read_json, write_json_atomic, write_text_atomic
 from wtours.report import OutputMode, Reporter
 
 
@@ -52,18 +52,8 @@ class DemoPlan:
     eval_crop: int
 
     def as_dict(self) -> dict:
-        def plain(value):
-            if isinstance(value, Path):
-                return str(value)
-            if isinstance(value, OutputMode):
-                return value.value
-            if isinstance(value, (list, tuple)):
-                return [plain(v) for v in value]
-            if isinstance(value, dict):
-                return {k: plain(v) for k, v in value.items()}
-            return value
-
-        steps = {name: plain(asdict(getattr(self, name))) for name in ("fetch", "shard", "stats", "train")}
+        """Every step's options (paths as Path: dump with default=str, as write_json_atomic does)."""
+        steps = {name: asdict(getattr(self, name)) for name in ("fetch", "shard", "stats", "train")}
         return {**steps, "eval": {"resize": self.eval_resize, "crop": self.eval_crop}}
 
 
@@ -166,7 +156,7 @@ def run_demo(cfg: DemoConfig) -> int:
     out, mode = cfg.out, cfg.mode
     reporter = Reporter(mode)
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "demo_plan.json", json.dumps(plan.as_dict(), indent=2) + "\n")
+    write_json_atomic(out / "demo_plan.json", plan.as_dict())
     timings: dict[str, float] = {}
     problems: list[str] = []
 

@@ -105,14 +105,13 @@ def describe_error(exc: BaseException, url: str, staging: Path | None = None) ->
     """A FetchError with a one-line reason: unreachable site, bot check, gone, a failed write, or yt-dlp's words."""
     text = re.sub(r"^ERROR:\s*", "", str(exc)).strip()
     lowered = text.lower()
-    for cause in _causes(exc):
-        if isinstance(cause, OSError) and cause.errno in WRITE_ERRNOS:
-            return FetchError(str(cannot_write(staging or url, cause, "the partial download stays there and a rerun "
-                                               "resumes it once there is room")), transient=False)
-    if any(h in lowered for h in ("no space left on device", "file too large", "disk quota exceeded")):
-        reason = text.split("]")[-1].strip() if "]" in text else text
-        return FetchError(str(cannot_write(staging or url, OSError(0, reason), "the partial download stays there and "
-                                           "a rerun resumes it once there is room")), transient=False)
+    write_failure = next((c for c in _causes(exc) if isinstance(c, OSError) and c.errno in WRITE_ERRNOS), None)
+    if write_failure is None and any(h in lowered for h in ("no space left on device", "file too large",
+                                                            "disk quota exceeded")):
+        write_failure = OSError(0, text.split("]")[-1].strip())  # yt-dlp often keeps only the message
+    if write_failure is not None:  # retrying will not make room
+        return FetchError(str(cannot_write(staging or url, write_failure, "the partial download stays there and a "
+                                           "rerun resumes it once there is room")), transient=False)
     parsed = urlparse(url)
     if parsed.scheme == "file":  # a local file is there or not: nothing to retry
         if any(isinstance(c, FileNotFoundError) for c in _causes(exc)) or "no such file" in lowered:
