@@ -12,7 +12,8 @@ import torch
 
 from dora.data import ClipStream, expand_shards, make_loader, normalize
 from dora.loss import DistillLoss
-from dora.train import TrainConfig, build, object_views, train_step
+from dora.loss import view_weights
+from dora.train import TrainConfig, autocast, build, object_views, resolve_precision, train_step
 
 
 def fake_batch(cfg: TrainConfig, gen: torch.Generator) -> dict:
@@ -24,7 +25,7 @@ def fake_batch(cfg: TrainConfig, gen: torch.Generator) -> dict:
     return batch
 
 
-def reference_step(student, teacher, loss_fn, batch, cfg, temp, device, gen) -> torch.Tensor:
+def reference_step(student, teacher, loss_fn, batch, cfg, temp, device, gen) -> tuple[torch.Tensor, dict]:
     """The reference code's step structure (shashankvkt/DoRA_ICLR24, utils.MultiCropWrapper and main.py):
     the teacher runs once per frame index; the student once per (object, frame) on the masked frames
     and once per frame on that frame's local crops. Same networks, maths and loss as ours, so the
@@ -33,9 +34,7 @@ def reference_step(student, teacher, loss_fn, batch, cfg, temp, device, gen) -> 
     k = cfg.objects
     images = normalize(batch["globals"].to(device))  # [B, T, 3, G, G]
     local = normalize(batch["locals"].to(device))  # [B, T, L, 3, S, S]
-    amp = torch.autocast(device.type, dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16,
-                         enabled=cfg.precision != "fp32")
-    with amp:
+    with autocast(resolve_precision(cfg.precision, device), device):
         with torch.no_grad():
             teacher_out, tokens, qkv = [], [], []
             for t in range(frames):
@@ -46,16 +45,16 @@ def reference_step(student, teacher, loss_fn, batch, cfg, temp, device, gen) -> 
             teacher_out = torch.stack(teacher_out, 1).flatten(0, 1)  # clip-major, as ours
             teacher.backbone._qkv = torch.stack(qkv, 1).flatten(0, 1)
             flat = images.flatten(0, 1)
-            views = object_views(teacher, torch.stack(tokens, 1).flatten(0, 1), flat, clips, cfg, gen)
+            views, fraction = object_views(teacher, torch.stack(tokens, 1).flatten(0, 1), flat, clips, cfg, gen)
             views = views.reshape(clips, frames, k, *flat.shape[1:])
         object_out = torch.stack([torch.stack([student(views[:, t, i]) for i in range(k)], 1)
                                   for t in range(frames)], 1)  # [B, T, k, K]
         local_out = torch.stack([student(local[:, t].flatten(0, 1)).reshape(clips, cfg.local_crops, -1)
                                  for t in range(frames)], 1)  # [B, T, L, K]
     student_out = torch.cat([object_out, local_out], dim=2).flatten(0, 1)
-    loss = loss_fn(student_out, teacher_out, temp)
+    loss = loss_fn(student_out, teacher_out, temp, view_weights(k, cfg.local_crops, cfg.loss_weighting))
     loss_fn.update_center(teacher_out)
-    return loss
+    return loss, {"mask_fraction": fraction}
 
 
 def explicit_attention(*models: torch.nn.Module) -> None:
@@ -87,7 +86,7 @@ def time_steps(cfg: TrainConfig, steps: int, warmup: int, step: str = "batched",
         if device.type == "cuda":
             torch.cuda.synchronize()
         tick = time.perf_counter()
-        loss = step_fn(student, teacher, loss_fn, batch, cfg, 0.04, device, torch.Generator().manual_seed(i))
+        loss, _ = step_fn(student, teacher, loss_fn, batch, cfg, 0.04, device, torch.Generator().manual_seed(i))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

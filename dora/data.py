@@ -35,7 +35,7 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """The recipe's augmentation (REFERENCE.md section 4); sizes shrink for CPU runs."""
+    """The recipe's augmentation (the authors' main.py `DataAugmentationDINO`); sizes shrink for CPU runs."""
 
     global_size: int = 224
     pre_size: int = 300  # RandomResizedCrop(300, scale 0.2-1) first, then (224, scale 0.4-1)
@@ -45,7 +45,8 @@ class AugmentConfig:
     local_scale: tuple[float, float] = (0.05, 0.4)
     local_crops: int = 6
     global_crops: int = 1  # DoRA: 1 (the teacher's frame); DINO (k = 0): 2, as Caron et al.
-    solarize_p: float = 0.2  # on the second global crop only, as DINO's
+    solarize_p: float = 0.2  # DINO's second global crop only
+    dino_first_blur_p: float = 1.0  # DINO's first global crop
     jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)
     jitter_p: float = 0.8
     gray_p: float = 0.2
@@ -157,47 +158,91 @@ def photometric(image: torch.Tensor, cfg: AugmentConfig, blur_p: float, gen: tor
     return image
 
 
+Box = tuple[float, float, float, float]  # top, left, height, width in source pixels
+
+
+def _inside(outer: Box, size: int, scale: tuple[float, float], gen: torch.Generator) -> Box:
+    """A RandomResizedCrop of `outer` after it is resized to size x size (the recipe's 300 px pre-crop),
+    in source pixels: a crop of a crop is a crop, so the frame is resized once, not twice."""
+    t1, l1, h1, w1 = outer
+    t2, l2, h2, w2 = crop_params(size, size, scale, gen)
+    sy, sx = h1 / size, w1 / size
+    return t1 + t2 * sy, l1 + l2 * sx, h2 * sy, w2 * sx
+
+
+def clip_boxes(height: int, width: int, frames: int, cfg: AugmentConfig, gen: torch.Generator) -> dict:
+    """Where every view of a clip comes from: {"pre": box, "globals": [box per global view],
+    "locals": [[box per local crop] per frame]}.
+
+    DoRA (cfg.global_crops == 1, the authors' main.py `DataAugmentationDINO`): one pre-crop per clip
+    (RandomResizedCrop 300, scale 0.2-1), the global view a crop of it (224, scale 0.4-1) with the same
+    geometry on every frame, and each frame's local crops (112, scale 0.05-0.4) cut from the pre-crop.
+    DINO (global_crops == 2, Caron et al.): each frame is an image; two independent global crops and the
+    local crops are cut from the whole frame.
+    """
+    if cfg.global_crops == 1:
+        pre = crop_params(height, width, cfg.pre_scale, gen)
+        globals_ = [_inside(pre, cfg.pre_size, cfg.global_scale, gen)]
+        locals_ = [[_inside(pre, cfg.pre_size, cfg.local_scale, gen) for _ in range(cfg.local_crops)]
+                   for _ in range(frames)]
+    else:
+        pre = (0.0, 0.0, float(height), float(width))
+        globals_ = [crop_params(height, width, cfg.global_scale, gen) for _ in range(cfg.global_crops)]
+        locals_ = [[crop_params(height, width, cfg.local_scale, gen) for _ in range(cfg.local_crops)]
+                   for _ in range(frames)]
+    return {"pre": pre, "globals": globals_, "locals": locals_}
+
+
+def _resized(images: torch.Tensor, box: Box, size: int) -> torch.Tensor:
+    top, left, h, w = box
+    return TF.resized_crop(images, round(top), round(left), max(1, round(h)), max(1, round(w)), [size, size],
+                           antialias=True)
+
+
 def augment_clip(frames: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> dict[str, torch.Tensor]:
     """{"globals": [T, 3, G, G] (one geometry for the clip), "locals": [T, L, 3, S, S]} as uint8,
-    plus "globals2" (a second, independent clip crop, DINO's second global view) if cfg.global_crops == 2.
+    plus "globals2" (DINO's second global view) if cfg.global_crops == 2. Boxes from `clip_boxes`.
 
-    The two RandomResizedCrops of the recipe are composed into one crop of the source frame,
-    resized once (a crop of a crop is a crop), which saves a resize and a copy.
+    Photometric augmentation per frame: DoRA's global view is blurred with p 0.1 (the authors'
+    `global_transfo1`); DINO's first global view with p 1.0, its second with p 0.1 and solarised with
+    p 0.2, as DINO's. Local crops are flipped with p 0.5 (the authors commented their flip out; DINO flips).
     """
     _, _, height, width = frames.shape
-    pre = crop_params(height, width, cfg.pre_scale, gen)
-    out = {"globals": _global_crop(frames, pre, cfg, gen)}
+    boxes = clip_boxes(height, width, frames.shape[0], cfg, gen)
+    dino = cfg.global_crops == 2
+    blur = (cfg.dino_first_blur_p, cfg.global_blur_p) if dino else (cfg.global_blur_p,)
+    out = {}
+    for i, box in enumerate(boxes["globals"]):
+        crop = _resized(frames, box, cfg.global_size)
+        if _chance(0.5, gen):
+            crop = TF.horizontal_flip(crop)
+        views = [photometric(f, cfg, blur[i], gen) for f in crop]
+        if i == 1:
+            views = [TF.solarize(v, 128) if _chance(cfg.solarize_p, gen) else v for v in views]
+        out["globals" if i == 0 else "globals2"] = torch.stack(views)
     locals_ = []
-    for frame in frames:
+    for frame, frame_boxes in zip(frames, boxes["locals"]):
         views = []
-        for _ in range(cfg.local_crops):
-            t, l, h, w = crop_params(height, width, cfg.local_scale, gen)
-            view = TF.resized_crop(frame, round(t), round(l), max(1, round(h)), max(1, round(w)),
-                                   [cfg.local_size, cfg.local_size], antialias=True)
+        for box in frame_boxes:
+            view = _resized(frame, box, cfg.local_size)
             if _chance(0.5, gen):
                 view = TF.horizontal_flip(view)
             views.append(photometric(view, cfg, cfg.local_blur_p, gen))
         locals_.append(torch.stack(views) if views else torch.zeros(0, 3, cfg.local_size, cfg.local_size, dtype=torch.uint8))
     out["locals"] = torch.stack(locals_)
-    if cfg.global_crops == 2:  # drawn last, so DoRA's views do not depend on this setting
-        second = _global_crop(frames, pre, cfg, gen)
-        out["globals2"] = torch.stack([TF.solarize(f, 128) if _chance(cfg.solarize_p, gen) else f for f in second])
     return out
 
 
-def _global_crop(frames: torch.Tensor, pre: tuple[float, float, float, float], cfg: AugmentConfig,
-                 gen: torch.Generator) -> torch.Tensor:
-    """RandomResizedCrop(global_size) of the clip's pre-crop `pre`, flip, per-frame photometric: [T, 3, G, G]."""
-    t1, l1, h1, w1 = pre
-    t2, l2, h2, w2 = crop_params(cfg.pre_size, cfg.pre_size, cfg.global_scale, gen)
-    sy, sx = h1 / cfg.pre_size, w1 / cfg.pre_size
-    top, left, h, w = t1 + t2 * sy, l1 + l2 * sx, h2 * sy, w2 * sx
-    flip = _chance(0.5, gen)
-    crop = TF.resized_crop(frames, round(top), round(left), max(1, round(h)), max(1, round(w)),
-                           [cfg.global_size, cfg.global_size], antialias=True)
-    if flip:
-        crop = TF.horizontal_flip(crop)
-    return torch.stack([photometric(f, cfg, cfg.global_blur_p, gen) for f in crop])
+def crop_sides(height: int, width: int, cfg: AugmentConfig, samples: int = 2000, seed: int = 0) -> torch.Tensor:
+    """Side (sqrt of the area, in source pixels) of `samples` first global crops of a height x width frame:
+    how many source pixels a --global-size view is made from."""
+    gen = torch.Generator().manual_seed(seed)
+    sides = [math.sqrt(b[2] * b[3]) for b in (clip_boxes(height, width, 0, cfg, gen)["globals"][0] for _ in range(samples))]
+    return torch.tensor(sides)
+
+
+def median_crop_side(height: int, width: int, cfg: AugmentConfig) -> float:
+    return float(crop_sides(height, width, cfg, samples=1000).median())
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
@@ -285,6 +330,19 @@ def shards_have_shots(urls: list[str]) -> bool:
                 if member.name.endswith(".json"):
                     return json.loads(tar.extractfile(member).read()).get("cuts_inside") is not None
     return True  # remote shards only: checked clip by clip as they stream
+
+
+def first_clip_size(urls: list[str]) -> tuple[int, int] | None:
+    """[width, height] of the stored frames, from the first clip's json of the first local shard."""
+    for url in urls:
+        if "://" in url or url.startswith("pipe:"):
+            continue
+        with tarfile.open(url) as tar:
+            for member in tar:
+                if member.name.endswith(".json"):
+                    size = json.loads(tar.extractfile(member).read()).get("size")
+                    return tuple(size) if size else None
+    return None
 
 
 def clip_seed(seed: int, epoch: int, key: str) -> int:

@@ -4,10 +4,16 @@ All functions are pure tensor maths on the teacher's last-block queries, keys an
 
   A^I = [CLS] attention of k random heads on frame t0          [B, k, n]
   P   = A^I Q~                                                  [B, k, d]  prototypes
-  M*  = SinkhornKnopp(exp(P Z~^T / eps))                        [B, k, n]  object-patch plan
-  P'  = M* Z~        (rows of M* rescaled to sum to 1)          [B, k, d]  refined prototypes
+  Z^  = Z~ / |Z~| (each output patch token L2-normalised)       [B, n, d]
+  M*  = SinkhornKnopp(exp(P Z^T / eps)) x n                     [B, k, n]  object-patch plan
+  P'  = M* Z^                                                   [B, k, d]  refined prototypes
   T'_t = softmax(P' K~_t^T / sqrt(d))                           [B, T, k, n] tracks
-  mask = upsample(T'_t) > mean of that map                      [B, T, k, H, W]
+  mask = T'_t > mean of that map, upsampled (nearest) to pixels [B, T, k, H, W]
+
+As the authors' code computes them (shashankvkt/DoRA_ICLR24, utils.py `MOT` and
+sinkhorn_knopp.py): the tokens are normalised both in the Sinkhorn-Knopp scores and in P', and
+the plan is scaled so that each patch's assignments sum to 1 (`Q *= B`), so each object's row sums
+to about n / k. Q~ and K~ are the last block's queries and keys, not normalised.
 """
 
 from __future__ import annotations
@@ -54,10 +60,11 @@ def prototypes(cls_attention: torch.Tensor, queries: torch.Tensor, heads: torch.
 
 
 def refine(protos: torch.Tensor, tokens: torch.Tensor, eps: float, iters: int) -> torch.Tensor:
-    """P' = M* Z~ with M* the Sinkhorn-Knopp plan of P Z~^T, rows rescaled to sum to 1."""
-    plan = sinkhorn_knopp(protos @ tokens.transpose(-2, -1), eps, iters)
-    plan = plan / plan.sum(dim=-1, keepdim=True)
-    return plan.to(tokens.dtype) @ tokens
+    """P' = M* Z^: Z^ the L2-normalised tokens, M* the Sinkhorn-Knopp plan of P Z^T with each patch's
+    column summing to 1 (the authors' `Q *= B`)."""
+    unit = F.normalize(tokens, dim=-1)
+    plan = sinkhorn_knopp(protos @ unit.transpose(-2, -1), eps, iters) * tokens.shape[-2]
+    return plan.to(tokens.dtype) @ unit
 
 
 def track(protos: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -67,15 +74,16 @@ def track(protos: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
 
 
 def binary_masks(maps: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-    """Upsample each [.., n] map to the image and keep pixels above that map's own mean: [.., H, W] bool.
+    """Keep the patches above their map's own mean, upsampled (nearest) to the image: [.., n] -> [.., H, W] bool.
 
-    The threshold is per map (the reference code took one mean over the whole batch tensor).
+    As the authors' code, patches are thresholded and the mask upsampled by nearest neighbour (whole
+    patches in or out); unlike it, the threshold is each map's own mean (theirs: one mean over the
+    whole batch tensor, so one image's masks depended on the other images of the batch).
     """
     lead = maps.shape[:-1]
-    flat = maps.reshape(-1, 1, *grid).float()
-    up = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
-    keep = up > up.mean(dim=(-2, -1), keepdim=True)
-    return keep.reshape(*lead, *size)
+    keep = (maps > maps.mean(dim=-1, keepdim=True)).reshape(-1, 1, *grid).float()
+    up = F.interpolate(keep, size=size, mode="nearest")
+    return up.bool().reshape(*lead, *size)
 
 
 def random_maps(batch: int, k: int, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

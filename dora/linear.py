@@ -18,7 +18,7 @@ from wtours.files import atomic_path
 @dataclass
 class LinearConfig:
     epochs: int = 100
-    lr: float = 0.001  # x batch / 256, as DINO's eval_linear
+    lr: float = 0.01  # x batch / 256; the authors' README runs eval_linear.py with --lr 0.01
     batch_size: int = 256
     momentum: float = 0.9
     seed: int = 0

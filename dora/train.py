@@ -13,6 +13,7 @@ import math
 import os
 import random
 import signal
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,10 +24,10 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from dora.data import (AugmentConfig, ClipStream, DataError, check_shards, expand_shards, make_loader, normalize,
-                       shards_have_shots)
+from dora.data import (AugmentConfig, ClipStream, DataError, check_shards, expand_shards, first_clip_size, make_loader,
+                       median_crop_side, normalize, shards_have_shots)
 from dora.discover import binary_masks, discover_and_track, merge_heads, pick_heads, random_maps
-from dora.loss import DistillLoss
+from dora.loss import DistillLoss, view_weights
 from dora.model import DINOModel, patch_grid
 from dora.schedules import cosine, teacher_temperatures
 from wtours.files import atomic_path, cannot_write, remove_stale_temporaries, write_json_atomic
@@ -44,6 +45,7 @@ class TrainConfig:
     mask: str = "object"  # object | random
     sinkhorn_iters: int = 30
     sinkhorn_eps: float = 0.05
+    loss_weighting: str = "half"  # half: 0.5 x object views + 0.5 x local views (the authors'); mean: all views alike
     frames_per_clip: int = 8
     batch_size: int = 16  # clips per rank
     epochs: int = 100
@@ -55,7 +57,7 @@ class TrainConfig:
     warmup_epochs: float = 10
     weight_decay: float = 0.04
     weight_decay_end: float = 0.4
-    clip_grad: float = 3.0
+    clip_grad: float = 3.0  # per parameter tensor, as DINO's clip_gradients (0: off)
     drop_path: float = 0.1
     freeze_last_layer: float = 1  # epochs
     momentum_teacher: float = 0.996
@@ -72,7 +74,7 @@ class TrainConfig:
     pre_size: int = 300
     local_size: int = 112
     local_crops: int = 6
-    precision: str = "fp32"  # fp32 | bf16 | fp16
+    precision: str = "auto"  # auto (fp16 on CUDA as the recipe, bf16 on CPUs with native bf16, else fp32) | fp32 | bf16 | fp16
     num_workers: int = 4
     shuffle_buffer: int = 256
     skip_cut_clips: bool = False  # leave out clips whose frames span a shot cut (needs `wtours shard --shots`)
@@ -87,8 +89,10 @@ class TrainConfig:
         self.out = Path(self.out)
         if self.mask not in ("object", "random"):
             raise ValueError(f"--mask must be object or random, not {self.mask!r}")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"--precision must be fp32, bf16 or fp16, not {self.precision!r}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"--precision must be auto, fp32, bf16 or fp16, not {self.precision!r}")
+        if self.loss_weighting not in ("half", "mean"):
+            raise ValueError(f"--loss-weighting must be half or mean, not {self.loss_weighting!r}")
         if self.objects < 0 or self.batch_size < 1 or self.frames_per_clip < 1:
             raise ValueError("--objects must be >= 0, --batch-size and --frames-per-clip >= 1")
 
@@ -96,6 +100,32 @@ class TrainConfig:
     def augment(self) -> AugmentConfig:
         return AugmentConfig(global_size=self.global_size, pre_size=self.pre_size, local_size=self.local_size,
                              local_crops=self.local_crops, global_crops=1 if self.objects else 2)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto`: fp16 (with a gradient scaler) on CUDA as the authors' recipe; bf16 on a CPU that computes
+    it natively (AVX512-BF16 / AMX: about 1.9x fp32's speed at the recipe's sizes, see `dora bench`); else fp32."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "fp16"
+    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+
+
+def autocast(precision: str, device: torch.device):
+    """The autocast context of a resolved precision (disabled for fp32)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16,
+                          enabled=precision != "fp32")
+
+
+def clip_gradients(model: torch.nn.Module, clip: float) -> torch.Tensor:
+    """DINO's `clip_gradients` (facebookresearch/dino utils.py): each parameter tensor's gradient is
+    scaled to norm <= clip on its own. Returns the global gradient norm before clipping (for the log)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    norms = torch._foreach_norm(grads)
+    for grad, norm in zip(grads, norms):
+        grad.mul_(torch.clamp(clip / (norm + 1e-6), max=1.0))
+    return torch.linalg.vector_norm(torch.stack(norms))
 
 
 class NonFiniteLoss(RuntimeError):
@@ -157,8 +187,9 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[DINOModel, DINOModel]
 
 
 def object_views(teacher: DINOModel, tokens: torch.Tensor, images: torch.Tensor, clips: int, cfg: TrainConfig,
-                 step_gen: torch.Generator) -> torch.Tensor:
-    """The k masked copies of every global frame, [B*T*k, 3, G, G], from the teacher's last block."""
+                 step_gen: torch.Generator) -> tuple[torch.Tensor, float]:
+    """The k masked copies of every global frame, [B*T*k, 3, G, G], from the teacher's last block, and
+    the mean fraction of pixels the masks keep."""
     backbone = teacher.backbone
     q, k = backbone.last_queries_keys()  # [B*T, h, N, hd]
     prefix = backbone.num_prefix
@@ -177,12 +208,14 @@ def object_views(teacher: DINOModel, tokens: torch.Tensor, images: torch.Tensor,
         maps = discover_and_track(attention.float(), queries.float(), keys.float(), tokens[first, prefix:].float(),
                                   heads, cfg.sinkhorn, cfg.sinkhorn_eps, cfg.sinkhorn_iters)
     masks = binary_masks(maps, grid, size).reshape(clips * frames, cfg.objects, 1, *size)
-    return (images[:, None] * masks.to(images.dtype)).reshape(-1, *images.shape[1:])
+    views = (images[:, None] * masks.to(images.dtype)).reshape(-1, *images.shape[1:])
+    return views, float(masks.float().mean())
 
 
 def train_step(student, teacher: DINOModel, loss_fn: DistillLoss, batch: dict, cfg: TrainConfig,
-               teacher_temp: float, device: torch.device, step_gen: torch.Generator) -> torch.Tensor:
-    """The loss of one batch: teacher on the global frames, student on the k masked frames and the locals.
+               teacher_temp: float, device: torch.device, step_gen: torch.Generator) -> tuple[torch.Tensor, dict]:
+    """The loss of one batch and what to log of it ({"mask_fraction": ...} with k > 0): teacher on the
+    global frames, student on the k masked frames and the locals, weighted by `cfg.loss_weighting`.
 
     With k = 0 it is plain DINO (Caron et al.) on the same frames: two global crops of each frame
     (batch["globals2"] is the second), the teacher on both, the student on both and the locals,
@@ -195,13 +228,15 @@ def train_step(student, teacher: DINOModel, loss_fn: DistillLoss, batch: dict, c
     if not cfg.objects:
         second = normalize(batch["globals2"].to(device, non_blocking=True)).flatten(0, 1)
         images = torch.cat([images, second])  # [2*B*T, ...]: view 1 of every frame, then view 2
-    amp = torch.autocast(device.type, dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16,
-                         enabled=cfg.precision != "fp32")
-    with amp:
+    info = {}
+    with autocast(resolve_precision(cfg.precision, device), device):
         with torch.no_grad():
             tokens = teacher.backbone(images)
             teacher_out = teacher.head(tokens[:, 0])
-            views = object_views(teacher, tokens, images, clips, cfg, step_gen) if cfg.objects else images
+            if cfg.objects:
+                views, info["mask_fraction"] = object_views(teacher, tokens, images, clips, cfg, step_gen)
+            else:
+                views = images
         student_out = student([views, local])
     dim = teacher_out.shape[-1]
     if cfg.objects:
@@ -214,9 +249,10 @@ def train_step(student, teacher: DINOModel, loss_fn: DistillLoss, batch: dict, c
         local_out = student_out[2 * frames:].reshape(1, frames, cfg.local_crops, dim).expand(2, -1, -1, -1)
         # Teacher view 1 against the student's view 2 and the locals; teacher view 2 against view 1.
         student_views = torch.cat([global_out.flip(0), local_out], dim=2).flatten(0, 1)  # [2F, 1 + L, K]
-    loss = loss_fn(student_views, teacher_out, teacher_temp)
+    weights = view_weights(cfg.objects, cfg.local_crops, cfg.loss_weighting)
+    loss = loss_fn(student_views, teacher_out, teacher_temp, weights)
     loss_fn.update_center(teacher_out)
-    return loss
+    return loss, info
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,7 +303,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> RunState:
     student, teacher = build(cfg, device)
     model = DistributedDataParallel(student) if world > 1 else student
     optimizer = torch.optim.AdamW(param_groups(student))
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+    precision = resolve_precision(cfg.precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     loss_fn = DistillLoss(cfg.out_dim, cfg.student_temp, cfg.center_momentum).to(device)
 
     lr = cosine(cfg.lr * cfg.batch_size * world / 256, cfg.min_lr, total_steps, int(cfg.warmup_epochs * steps_per_epoch))
@@ -295,7 +332,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> RunState:
     if main:
         write_json_atomic(cfg.out / "config.json", {**asdict(cfg), "out": str(cfg.out), "world_size": world,
                                                     "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-                                                    "clips_in_shards": clips_total, "shard_count": len(urls)})
+                                                    "clips_in_shards": clips_total, "shard_count": len(urls),
+                                                    "precision_used": precision})
+        for warning in resolution_warnings(urls, cfg):
+            _warn(warning)
 
     stream = ClipStream(urls, cfg.frames_per_clip, cfg.augment, cfg.batch_size, cfg.seed, rank, world, cfg.shuffle_buffer,
                         cfg.skip_cut_clips)
@@ -306,6 +346,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> RunState:
     log = open(cfg.out / "log.jsonl", "a", encoding="utf-8") if main else None
     writer = _tensorboard(cfg.out) if main else None
     began = time.monotonic()
+    watch = CollapseWatch(cfg.out_dim, cfg.objects, total_steps)
 
     def checkpoint(path: Path) -> None:
         rngs = [None] * world
@@ -339,14 +380,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> RunState:
                         group["weight_decay"] = wd[step]
                 step_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
                 tick = time.perf_counter()
-                loss = train_step(model, teacher, loss_fn, batch, cfg, float(temps[step]), device, step_gen)
+                loss, info = train_step(model, teacher, loss_fn, batch, cfg, float(temps[step]), device, step_gen)
                 if not torch.isfinite(loss):
                     raise NonFiniteLoss(f"loss is {loss.item()} at step {step}; stopped, "
                                         f"the last good checkpoint is {latest if latest.exists() else 'none yet'}")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.clip_grad) if cfg.clip_grad else None
+                grad_norm = clip_gradients(student, cfg.clip_grad) if cfg.clip_grad else None
                 if step < freeze_steps:
                     for p in student.head.last_layer.parameters():
                         p.grad = None
@@ -360,13 +401,18 @@ def train(cfg: TrainConfig, progress: bool = True) -> RunState:
                 value = loss.item()
                 state.losses.append(value)
                 seconds = time.perf_counter() - tick
+                warning = watch.check(state.step, value, info.get("mask_fraction"))
+                if warning and main:
+                    _warn(warning)
                 bar.set_postfix(loss=f"{value:.4f}", clips_s=f"{cfg.batch_size * world / seconds:.1f}")
                 bar.update(1)
                 if log and state.step % cfg.log_every == 0:
                     record = {"step": state.step, "epoch": epoch, "loss": value, "lr": float(lr[step]),
                               "wd": float(wd[step]), "momentum": m, "teacher_temp": float(temps[step]),
                               "grad_norm": None if grad_norm is None else float(grad_norm),
-                              "clips_per_s": cfg.batch_size * world / seconds, "time": time.time()}
+                              "clips_per_s": cfg.batch_size * world / seconds, "time": time.time(), **info}
+                    if warning:
+                        record["warning"] = warning
                     try:
                         log.write(json.dumps(record) + "\n")
                         log.flush()
@@ -375,6 +421,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> RunState:
                     if writer:
                         writer.add_scalar("loss", value, state.step)
                         writer.add_scalar("lr", float(lr[step]), state.step)
+                        for name, number in info.items():
+                            writer.add_scalar(name, number, state.step)
                 if state.step % cfg.checkpoint_every == 0:
                     checkpoint(latest)
                 if cfg.keep_every and state.step % (cfg.keep_every * steps_per_epoch) == 0:
@@ -398,6 +446,60 @@ def train(cfg: TrainConfig, progress: bool = True) -> RunState:
         if writer:
             writer.close()
     return state
+
+
+class CollapseWatch:
+    """Warns once when training has collapsed: the loss stays within 2 % of ln(out_dim) (the teacher's
+    output is uniform) or the object masks keep under 2 % or over 98 % of the pixels. Judged on the mean
+    of the last `window` steps, from a fifth of the run on (the loss starts near ln(out_dim))."""
+
+    def __init__(self, out_dim: int, objects: int, total_steps: int, window: int = 50):
+        self.uniform, self.objects, self.window = math.log(out_dim), objects, window
+        self.after = max(window, total_steps // 5)
+        self.losses: list[float] = []
+        self.fractions: list[float] = []
+        self.warned = False
+
+    def check(self, step: int, loss: float, mask_fraction: float | None) -> str | None:
+        """A warning (once) naming the step, or None."""
+        self.losses = (self.losses + [loss])[-self.window:]
+        if mask_fraction is not None:
+            self.fractions = (self.fractions + [mask_fraction])[-self.window:]
+        if self.warned or step < self.after:
+            return None
+        mean_loss = sum(self.losses) / len(self.losses)
+        problem = None
+        if mean_loss > 0.98 * self.uniform:
+            problem = (f"the loss has stayed at {mean_loss:.3f}, near ln(out_dim) = {self.uniform:.3f} "
+                       "(uniform outputs)")
+        elif self.fractions:
+            kept = sum(self.fractions) / len(self.fractions)
+            if not 0.02 <= kept <= 0.98:
+                problem = f"the object masks keep {100 * kept:.1f} % of the pixels ({'nothing' if kept < 0.02 else 'everything'})"
+        if problem is None:
+            return None
+        self.warned = True
+        return f"training may have collapsed at step {step}: {problem} over the last {len(self.losses)} steps"
+
+
+def resolution_warnings(urls: list[str], cfg: TrainConfig) -> list[str]:
+    """A warning when the shards' frames are too small for --global-size: most global crops would then
+    be blown up from fewer source pixels than they show (blurry training images)."""
+    size = first_clip_size(urls)
+    if size is None:
+        return []
+    side = median_crop_side(*size[::-1], cfg.augment)
+    if side >= cfg.global_size:
+        return []
+    need = math.ceil(min(size) * cfg.global_size / side)
+    return [f"{urls[0]}: frames of {size[0]}x{size[1]} give global crops of {side:.0f} source pixels (median) "
+            f"blown up to --global-size {cfg.global_size}; shard with --short-side {need} or more for sharp crops"]
+
+
+def _warn(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
 def _trim_log(path: Path, step: int) -> None:

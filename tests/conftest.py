@@ -267,7 +267,7 @@ def gray_ramp_video(tmp_path_factory) -> Path:
 
 TINY = dict(arch="vit_tiny_patch16_224", global_size=64, pre_size=80, local_size=32, local_crops=2, out_dim=256,
             head_hidden_dim=128, head_bottleneck_dim=64, frames_per_clip=4, batch_size=2, num_workers=0,
-            warmup_epochs=0, freeze_last_layer=0, checkpoint_every=1000)
+            warmup_epochs=0, freeze_last_layer=0, checkpoint_every=1000, precision="fp32")
 
 
 @pytest.fixture(scope="session")

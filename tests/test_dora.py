@@ -137,8 +137,9 @@ def test_zero_objects_step_equals_dinos_loss_written_out(real_shards, tmp_path):
     assert batch["globals2"].shape == batch["globals"].shape and not torch.equal(batch["globals2"], batch["globals"])
     torch.manual_seed(0)
     student, teacher = build(cfg, torch.device("cpu"))
-    loss = train_step(student, teacher, DistillLoss(cfg.out_dim), batch, cfg, 0.04, torch.device("cpu"),
-                      torch.Generator().manual_seed(0))
+    loss, info = train_step(student, teacher, DistillLoss(cfg.out_dim), batch, cfg, 0.04, torch.device("cpu"),
+                            torch.Generator().manual_seed(0))
+    assert info == {}  # no masks in DINO
     with torch.no_grad():
         g1, g2 = (normalize(batch[k]).flatten(0, 1) for k in ("globals", "globals2"))
         local = normalize(batch["locals"]).flatten(0, 1)  # [F, L, 3, S, S]
@@ -156,11 +157,52 @@ def test_zero_objects_step_equals_dinos_loss_written_out(real_shards, tmp_path):
     assert torch.allclose(loss, total / terms, atol=1e-4)
 
 
-def test_dinos_second_global_crop_leaves_the_dora_views_unchanged(real_shards, tmp_path):
-    dora = _one_batch(real_shards, _cfg(real_shards, tmp_path, objects=3))
-    dino = _one_batch(real_shards, _cfg(real_shards, tmp_path, objects=0))
-    assert "globals2" not in dora
-    assert torch.equal(dora["globals"], dino["globals"]) and torch.equal(dora["locals"], dino["locals"])
+def _inside(box, outer, slack=1e-6) -> bool:
+    top, left, h, w = box
+    otop, oleft, oh, ow = outer
+    return otop - slack <= top and oleft - slack <= left and top + h <= otop + oh + slack and left + w <= oleft + ow + slack
+
+
+def test_dora_views_come_from_the_clip_precrop_and_dinos_from_the_whole_frame():
+    """The authors cut the global view and every local crop from the clip's 300 px pre-crop; DINO treats
+    each frame as an image (two independent global crops and the locals from the whole frame)."""
+    from dora.data import AugmentConfig, clip_boxes
+
+    gen = torch.Generator().manual_seed(0)
+    frame = (0.0, 0.0, 360.0, 640.0)
+    dora_cfg = AugmentConfig(local_crops=6)
+    sizes = []
+    for _ in range(200):
+        boxes = clip_boxes(360, 640, 8, dora_cfg, gen)
+        pre = boxes["pre"]
+        assert _inside(pre, frame) and len(boxes["globals"]) == 1 and _inside(boxes["globals"][0], pre)
+        assert len(boxes["locals"]) == 8 and all(len(b) == 6 and all(_inside(x, pre) for x in b) for b in boxes["locals"])
+        sizes.append(pre[2] * pre[3])
+    assert min(sizes) < 0.5 * 360 * 640  # the pre-crops are real crops, so "inside" says something
+    outside = 0
+    for _ in range(200):
+        boxes = clip_boxes(360, 640, 2, AugmentConfig(global_crops=2, local_crops=4), gen)
+        assert boxes["pre"] == frame and len(boxes["globals"]) == 2
+        g1, g2 = boxes["globals"]
+        outside += not _inside(g2, g1) and not _inside(g1, g2)
+    # Independent crops of the frame, not one inside the other (both can be torchvision's fallback centre crop).
+    assert outside > 50
+
+
+def test_dino_blurs_its_first_global_view_always_and_solarises_only_the_second():
+    from dora.data import AugmentConfig, augment_clip
+
+    frames = torch.zeros(2, 3, 96, 96, dtype=torch.uint8)
+    frames[:, :, :, 48:] = 200  # a sharp vertical edge
+    cfg = AugmentConfig(global_size=64, local_size=32, local_crops=1, global_crops=2, jitter_p=0.0, gray_p=0.0,
+                        pre_scale=(1.0, 1.0), global_scale=(1.0, 1.0), solarize_p=1.0)
+    out = augment_clip(frames, cfg, torch.Generator().manual_seed(0))
+    first, second = out["globals"].int(), out["globals2"].int()
+    # View 1: blurred (p 1.0), so the edge spreads over several columns; never solarised (dark stays dark).
+    row = first[0, 0, 32]
+    assert ((row > 20) & (row < 180)).sum() >= 2 and row.min() < 20
+    # View 2: solarised (p 1.0 here): pixels >= 128 inverted, so the bright half becomes dark.
+    assert second[0, 0, 32].max() <= 128 and second[0, 0, 32].min() == 0
 
 
 def test_bench_reference_loop_computes_the_same_loss_as_the_batched_step(real_shards, tmp_path):
@@ -176,8 +218,9 @@ def test_bench_reference_loop_computes_the_same_loss_as_the_batched_step(real_sh
         student, teacher = build(cfg, torch.device("cpu"))
         if explicit:
             explicit_attention(student, teacher)
-        losses[name, explicit] = STEPS[name](student, teacher, DistillLoss(cfg.out_dim), batch, cfg, 0.04,
-                                             torch.device("cpu"), torch.Generator().manual_seed(3))
+        losses[name, explicit], info = STEPS[name](student, teacher, DistillLoss(cfg.out_dim), batch, cfg, 0.04,
+                                                   torch.device("cpu"), torch.Generator().manual_seed(3))
+        assert 0 < info["mask_fraction"] < 1
     expected = losses["batched", False]
     assert torch.isfinite(expected)
     for key, value in losses.items():
@@ -260,8 +303,8 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(real
 
     def nan_at_step_3(*args, **kwargs):
         calls["n"] += 1
-        loss = real_step(*args, **kwargs)
-        return loss * float("nan") if calls["n"] == 3 else loss
+        loss, info = real_step(*args, **kwargs)
+        return (loss * float("nan") if calls["n"] == 3 else loss), info
 
     monkeypatch.setattr(train_module, "train_step", nan_at_step_3)
     with pytest.raises(NonFiniteLoss, match="at step 2"):

@@ -68,7 +68,7 @@ def shard(
     fps: float = typer.Option(1.0, help="Sampled frames per second inside a clip (the authors': 1, frames 1 s apart)."),
     frames_per_clip: int = typer.Option(8, "--frames-per-clip", "-T", help="Frames per clip (T)."),
     phases: int = typer.Option(1, help="Clips per window start: 2 also cuts clips starting 1/(2 fps) s later (2x clips, 2x storage, no frame stored twice)."),
-    short_side: int = typer.Option(320, help="Short side of stored frames in pixels (aspect kept); 320 fits crops of 300 then 224."),
+    short_side: int = typer.Option(448, help="Short side of stored frames in pixels (aspect kept); 448: 9 in 10 of the recipe's 224 px views come from 224 or more source pixels."),
     quality: int = typer.Option(90, min=1, max=100, help="JPEG quality."),
     clips_per_shard: int = typer.Option(256, help="Clips per shard (a unit's last shard may hold fewer)."),
     segment_seconds: float = typer.Option(600.0, help="Videos are cut into segments this long: the unit of resuming and of splitting over workers and ranks."),
