@@ -315,3 +315,32 @@ def main() -> None:
 
 if __name__ == "__main__":
     app()
+
+
+@app.command()
+def study(
+    out: Path = typer.Option(Path("runs/study"), "--out", "-o", help="Folder for the data, the runs, study.md/json and curves.png."),
+    methods: str = typer.Option("dora,dino,random_mask", help="Comma-separated: dora (k = 3), dino (k = 0), random_mask."),
+    seeds: str = typer.Option("0,1,2", help="Comma-separated seeds (each method trains once per seed)."),
+    steps: int = typer.Option(600, help="Training steps per run."),
+    eval_every: int = typer.Option(150, help="Steps between scored checkpoints (learning curves)."),
+    video_seconds: float = typer.Option(120.0, help="Length of the training video made for the study."),
+    per_class: int = typer.Option(30, help="Labelled images per class and split."),
+    linear_epochs: int = typer.Option(100, help="Epochs of the linear probe on the first and last checkpoint (0: none)."),
+    recipe: str = typer.Option("{}", help="JSON overrides of the CPU recipe, e.g. '{\"global_size\": 96}'."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Train DoRA, DINO and the random-mask ablation over seeds and score them against their untrained networks.
+
+    Example: dora study --out runs/study --seeds 0,1,2 --steps 600
+    """
+    import json
+
+    from dora.study import StudyConfig, report, run_study
+
+    with exit_on_errors((ValueError,)):
+        cfg = StudyConfig(out=out, methods=methods.split(","), seeds=[int(s) for s in seeds.split(",")], steps=steps,
+                          eval_every=eval_every, video_seconds=video_seconds, per_class=per_class,
+                          recipe=json.loads(recipe), linear_epochs=linear_epochs)
+        summary = run_study(cfg, progress=not quiet)
+    typer.echo(report(summary))

@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import shutil
 import signal
@@ -77,10 +78,119 @@ def test_masks_follow_a_moving_object_across_frames():
             assert (masks[0, t, 1] & truth(t)).sum() < 0.1 * truth(t).sum()  # the background track avoids it
 
 
+def _authors_sinkhorn(logits: torch.Tensor, eps: float = 0.05, iters: int = 30) -> torch.Tensor:
+    """shashankvkt/DoRA_ICLR24 sinkhorn_knopp.py, written out: logits [B, n, k] -> assignments [B, n, k]."""
+    q = logits / eps
+    q = q - q.max(-1).values.max(-1).values[:, None, None]
+    q = torch.exp(q).transpose(-2, -1)  # [B, k, n]
+    q = q / q.sum(-1).sum(-1)[:, None, None]
+    k, n = q.shape[1], q.shape[2]
+    for _ in range(iters):
+        q = q / q.sum(dim=2, keepdim=True) / k
+        q = q / q.sum(dim=1, keepdim=True) / n
+    return (q * n).transpose(-2, -1)
+
+
+def test_refined_prototypes_and_tracks_equal_the_authors_code():
+    """utils.py MOT of the authors: prototypes from un-normalised queries, SK on L2-normalised output
+    tokens, P' = M*^T Z^ with each patch's assignments summing to 1, tracks softmax(P' K^T / sqrt(d))."""
+    from dora.discover import refine
+
+    torch.manual_seed(0)
+    b, h, n, d, frames = 3, 4, 16, 32, 2
+    attention = torch.softmax(torch.randn(b, h, n), dim=-1).double()
+    queries, tokens = torch.randn(b, n, d).double(), torch.randn(b, n, d).double() * 3
+    keys = torch.randn(b, frames, n, d).double()
+    heads = torch.tensor([2, 0, 3])
+    protos = torch.einsum("bkn,bnd->bkd", attention[:, heads], queries)
+    unit = tokens / tokens.norm(dim=-1, keepdim=True)
+    assignment = _authors_sinkhorn(unit @ protos.transpose(-2, -1))
+    assert torch.allclose(assignment.sum(-1), torch.ones(b, n, dtype=torch.float64))  # each patch sums to 1
+    refined = assignment.transpose(-2, -1) @ unit
+    assert torch.allclose(refine(protos, tokens, 0.05, 30), refined, atol=1e-8)
+    theirs = torch.stack([torch.softmax(refined @ keys[:, t].transpose(-2, -1) * d ** -0.5, dim=-1) for t in range(frames)], 1)
+    ours = discover_and_track(attention, queries, keys, tokens, heads, True, 0.05, 30)
+    assert ours.shape == (b, frames, 3, n) and torch.allclose(ours, theirs, atol=1e-8)
+
+
+def test_loss_weights_half_on_the_object_views_and_half_on_the_locals():
+    from dora.loss import view_weights
+
+    student, teacher = torch.randn(4, 3 + 6, 16), torch.randn(4, 16)
+    loss_fn = DistillLoss(16)
+    p = F.softmax(teacher / 0.04, dim=-1)
+    ce = -(p[:, None] * F.log_softmax(student / 0.1, dim=-1)).sum(-1)  # [F, V]
+    expected = 0.5 * ce[:, :3].mean() + 0.5 * ce[:, 3:].mean()  # the authors' (mask + local) * 0.5
+    assert torch.allclose(loss_fn(student, teacher, 0.04, view_weights(3, 6, "half")), expected, atol=1e-5)
+    assert torch.allclose(loss_fn(student, teacher, 0.04, view_weights(3, 6, "mean")), ce.mean(), atol=1e-5)
+    assert not torch.allclose(expected, ce.mean(), atol=1e-3)  # the two weightings differ here
+    assert view_weights(0, 6, "half") is None and view_weights(3, 0, "half") is None
+
+
+def test_gradient_clipping_is_dinos_per_tensor_clip():
+    from dora.train import clip_gradients
+
+    torch.manual_seed(0)
+    ours, dinos = (torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2)) for _ in range(2))
+    dinos.load_state_dict(ours.state_dict())
+    x = torch.randn(4, 8) * 50
+    for model in (ours, dinos):
+        (model(x).sum() * 10).backward()
+        last = list(model.parameters())[-1].grad
+        last.mul_(0.5 / last.norm())  # one tensor under the limit: left as it is
+    norms_before = [p.grad.norm().item() for p in dinos.parameters()]
+    for p in dinos.parameters():  # facebookresearch/dino utils.clip_gradients, written out
+        coef = 3.0 / (p.grad.data.norm(2) + 1e-6)
+        if coef < 1:
+            p.grad.data.mul_(coef)
+    total = clip_gradients(ours, 3.0)
+    assert any(n > 3 for n in norms_before) and any(n < 3 for n in norms_before)  # some clipped, some not
+    for a, b in zip(ours.parameters(), dinos.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6)
+    assert abs(total.item() - torch.tensor(norms_before).norm().item()) < 1e-3
+
+
+def test_collapse_is_warned_about_once_naming_the_step():
+    from dora.train import CollapseWatch
+
+    uniform = math.log(256)
+    watch = CollapseWatch(256, objects=3, total_steps=200, window=10)
+    messages = [watch.check(step, uniform - 0.01, 0.4) for step in range(1, 201)]
+    warned = [m for m in messages if m]
+    assert len(warned) == 1 and "step 40" in warned[0] and "ln(out_dim)" in warned[0]
+    watch = CollapseWatch(256, objects=3, total_steps=200, window=10)
+    warned = [m for m in (watch.check(step, 2.0, 0.0) for step in range(1, 201)) if m]
+    assert len(warned) == 1 and "keep 0.0 %" in warned[0]
+    healthy = CollapseWatch(256, objects=3, total_steps=200, window=10)
+    assert not any(healthy.check(step, 3.0, 0.4) for step in range(1, 201))
+
+
+def test_shards_too_small_for_the_global_size_are_warned_about(real_shards):
+    from dora.data import expand_shards
+    from dora.train import TrainConfig, resolution_warnings
+
+    urls = expand_shards([str(real_shards)])  # 188 x 80 frames
+    warnings = resolution_warnings(urls, TrainConfig(shards=[], out=Path("x"), global_size=224))
+    assert len(warnings) == 1 and urls[0] in warnings[0] and "--short-side" in warnings[0] and "188x80" in warnings[0]
+    assert resolution_warnings(urls, TrainConfig(shards=[], out=Path("x"), global_size=32, pre_size=40)) == []
+
+
+def test_precision_auto_is_the_recipes_fp16_on_cuda_and_bf16_on_a_cpu_that_has_it():
+    from dora.train import resolve_precision
+
+    assert resolve_precision("auto", torch.device("cuda", 0)) == "fp16"
+    cpu = resolve_precision("auto", torch.device("cpu"))
+    assert cpu == ("bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32")
+    assert resolve_precision("fp32", torch.device("cuda", 0)) == "fp32"
+
+
 def test_binary_masks_threshold_each_map_at_its_own_mean():
     maps = torch.tensor([[[1.0, 0.0, 0.0, 0.0], [0.3, 0.3, 0.2, 0.2]]])
     masks = binary_masks(maps, (2, 2), (2, 2))
     assert masks[0, 0].sum() == 1 and masks[0, 1].sum() == 2
+    # Whole patches are kept or dropped (nearest upsampling of the thresholded patches, as the authors').
+    up = binary_masks(maps, (2, 2), (8, 8))
+    assert torch.equal(up[0, 1], torch.tensor([[1, 1], [0, 0]]).bool().repeat_interleave(4, 0).repeat_interleave(4, 1))
 
 
 def test_distill_loss_is_dino_cross_entropy_with_centering():
@@ -243,6 +353,7 @@ def test_loss_is_finite_and_decreases_on_shards_of_a_real_clip(real_shards, tmp_
     assert torch.isfinite(torch.tensor(state.losses)).all()
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, 21)) and log[0]["clips_per_s"] > 0
+    assert all(0 < r["mask_fraction"] < 1 for r in log)  # every line says how much the object masks keep
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["objects"] == 3 and config["clips_in_shards"] == 10 and config["total_steps"] == 20
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)

@@ -1,4 +1,5 @@
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -206,3 +207,105 @@ def test_a_download_that_cannot_be_written_says_where_and_a_rerun_fetches_it(tmp
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr
     assert (out / "noise.mp4").read_bytes() == noise.read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------
+# YouTube today: a JavaScript runtime and the EJS solver; codecs; mirrors and checksums; doctor.
+
+
+def test_yt_dlp_as_fetch_configures_it_sees_a_js_runtime_and_the_ejs_scripts():
+    """Offline: yt-dlp itself reports the runtime the project installs and accepts its EJS scripts."""
+    from wtours import solver
+    from wtours.fetch import _ydl_options
+    from wtours.report import Reporter
+
+    status = solver.check()
+    assert status.ok, status.problems
+    assert status.runtime.startswith("deno ") and status.ejs.split(".")[:2] == status.ejs_wanted.split(".")[:2]
+    opts = _ydl_options(FetchConfig(out=Path("x")), Path("x"), "v", Reporter(OutputMode.quiet), lambda d: None,
+                        solver.require())
+    with yt_dlp.YoutubeDL({**opts, "logger": None}) as ydl:
+        runtime = ydl._js_runtimes["deno"]
+        assert runtime.info is not None and runtime.info.supported and runtime.info.path == status.runtime_path
+
+
+def test_a_missing_js_runtime_fails_before_any_download_with_one_line(tmp_path, video_dir):
+    rows = [{"id": "venice", "url": "https://www.youtube.com/watch?v=fGX0Te6pFvk", "license": "CC-BY-3.0"}]
+    manifest = write_manifest(tmp_path / "m.csv", rows)
+    result = runner.invoke(app, ["fetch", "--manifest", str(manifest), "--out", str(tmp_path / "out"), "--quiet",
+                                 "--js-runtime", "/nonexistent/deno"])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "YouTube needs a JavaScript runtime" in lines[0]
+    assert "/nonexistent/deno" in lines[0] and "pip install deno" in lines[0]
+    assert not (tmp_path / "out").exists()  # nothing was started
+    # Local files need no runtime: the same bad option does not stop them.
+    local = _manifest(tmp_path, video_dir, names=("pattern",))
+    assert fetch(_cfg(tmp_path, local, js_runtime="/nonexistent/deno"))[0].status == "downloaded"
+
+
+@pytest.mark.parametrize("codec, offered, expected", [
+    ("auto", ["av1-1080", "vp9-1080", "h264-1080", "av1-2160"], "vp9-1080"),
+    ("auto", ["av1-1080", "h264-1080", "h264-720"], "h264-1080"),  # no VP9: H.264 before AV1
+    ("auto", ["av1-1080", "h264-720"], "av1-1080"),  # the height comes first
+    ("h264", ["av1-1080", "vp9-1080", "h264-1080"], "h264-1080"),
+    ("av1", ["av1-1080", "vp9-1080", "h264-1080"], "av1-1080"),
+    ("vp9", ["av1-1080", "vp9-720", "h264-1080"], "vp9-720"),
+])
+def test_codec_choice_picks_the_format_yt_dlp_is_offered(codec, offered, expected):
+    from wtours.fetch import format_options
+
+    codecs = {"av1": "av01.0.08M.08", "vp9": "vp9", "h264": "avc1.640028"}
+    formats = [{"format_id": f, "url": f"file:///{f}", "vcodec": codecs[f.split("-")[0]], "acodec": "none",
+                "height": int(f.split("-")[1]), "width": int(f.split("-")[1]) * 16 // 9, "ext": "mp4"} for f in offered]
+    info = {"id": "x", "title": "x", "extractor": "generic", "extractor_key": "Generic", "webpage_url": "file:///x",
+            "formats": formats}
+    with yt_dlp.YoutubeDL({"quiet": True, "simulate": True, **format_options(1080, codec)}) as ydl:
+        assert ydl.process_ie_result(info, download=False)["format_id"] == expected
+
+
+def test_a_mirror_is_used_when_the_first_source_is_gone(tmp_path, http_videos):
+    rows = [{"id": "pattern", "url": f"{http_videos.url}/gone.mp4", "license": "CC-BY-4.0",
+             "mirrors": f"{http_videos.url}/missing-too.mp4|{http_videos.url}/pattern.mp4"}]
+    manifest = write_manifest(tmp_path / "m.csv", rows, columns=("id", "url", "license", "mirrors"))
+    result = fetch(_cfg(tmp_path, manifest))[0]
+    assert result.status == "downloaded" and result.source == f"{http_videos.url}/pattern.mp4"
+    out = tmp_path / "out"
+    assert (out / "pattern.mp4").read_bytes() == (http_videos.root / "pattern.mp4").read_bytes()
+    meta = json.loads((out / "pattern.json").read_text())
+    assert meta["source_url"] == f"{http_videos.url}/gone.mp4"  # attribution keeps the original source
+    assert meta["fetched_from"] == f"{http_videos.url}/pattern.mp4"
+    attribution = (out / "ATTRIBUTION.md").read_text()
+    assert f"{http_videos.url}/gone.mp4" in attribution and f"{http_videos.url}/pattern.mp4" in attribution
+    assert not (out / ".partial").exists()
+
+
+def test_a_download_whose_sha256_differs_is_refused_and_the_next_source_used(tmp_path, video_dir):
+    wanted = sha256_file(video_dir / "smpte.mp4")
+    rows = [{"id": "clip", "url": (video_dir / "pattern.mp4").as_uri(), "license": "CC-BY-4.0",
+             "mirrors": (video_dir / "smpte.mp4").as_uri(), "sha256": wanted}]
+    manifest = write_manifest(tmp_path / "m.csv", rows, columns=("id", "url", "license", "mirrors", "sha256"))
+    result = fetch(_cfg(tmp_path, manifest))[0]
+    assert result.status == "downloaded" and result.source == (video_dir / "smpte.mp4").as_uri()
+    assert sha256_file(tmp_path / "out" / "clip.mp4") == wanted
+    # With no other source the mismatch is the failure, named, and nothing lands under a final name.
+    rows[0].pop("mirrors")
+    manifest = write_manifest(tmp_path / "m2.csv", rows, columns=("id", "url", "license", "sha256"))
+    result = fetch(_cfg(tmp_path / "b", manifest))[0]
+    assert result.status == "failed" and "sha256" in result.message and "differs from the manifest" in result.message
+    assert not list((tmp_path / "b" / "out").glob("clip.*"))
+
+
+def test_doctor_lists_every_check_and_fails_without_ffmpeg(tmp_path):
+    env = {**os.environ, "WTOURS_FFMPEG": str(tmp_path / "no-ffmpeg")}
+    cmd = [sys.executable, "-m", "wtours.cli", "doctor", "--json", "--no-network", "--out", str(tmp_path)]
+    broken = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    checks = {c["name"]: c for c in map(json.loads, broken.stdout.splitlines())}
+    assert {"ffmpeg", "pyav", "yt-dlp", "js-runtime", "cookies", "disk", "torch", "detector"} <= set(checks)
+    assert all(c["status"] in ("ok", "warn", "fail") and c["detail"] for c in checks.values())
+    assert checks["ffmpeg"]["status"] == "fail" and "no-ffmpeg" in checks["ffmpeg"]["detail"]
+    assert broken.returncode == 1
+    healthy = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    checks = {c["name"]: c for c in map(json.loads, healthy.stdout.splitlines())}
+    assert healthy.returncode == 0 and checks["ffmpeg"]["status"] == "ok" and checks["js-runtime"]["status"] == "ok"
+    assert checks["pyav"]["status"] == "ok" and "h264" in checks["pyav"]["detail"]

@@ -38,6 +38,9 @@ def fetch(
     cookies: Optional[Path] = typer.Option(None, help="Netscape cookies file for sites that ask for a sign-in."),
     cookies_from_browser: Optional[str] = typer.Option(None, help="Read cookies from this browser (e.g. firefox)."),
     verify: bool = typer.Option(True, help="Re-hash complete videos on rerun (off: trust size only)."),
+    codec: str = typer.Option("auto", help="auto: VP9, else H.264, else AV1 (GPU decoders on A100/H100 have no AV1); vp9, h264 or av1: only that codec; any: yt-dlp's own order."),
+    sleep_interval: float = typer.Option(0.0, help="Seconds to wait before each download (politeness on long lists)."),
+    js_runtime: Optional[str] = typer.Option(None, help="deno, node or bun binary for YouTube's JavaScript challenges (default: the deno installed with the project)."),
     rank: Optional[int] = typer.Option(None, help="This job's rank (default: $RANK or Slurm's)."),
     world_size: Optional[int] = typer.Option(None, help="Number of jobs splitting the manifest."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -48,16 +51,46 @@ def fetch(
     Example: wtours fetch venice zurich --max-height 1080 --out data/videos
     """
     from wtours.fetch import FetchConfig, fetch as run_fetch
+    from wtours.solver import SolverMissing
 
-    cfg = FetchConfig(
-        out=out, manifest=manifest, ids=list(ids or []), max_height=max_height, allow_any_license=allow_any_license,
-        attempts=attempts, retry_wait=retry_wait, cookies=cookies, cookies_from_browser=cookies_from_browser,
-        verify=verify, rank=rank, world_size=world_size, mode=_mode(quiet, json_lines),
-    )
-    with exit_on_errors((ManifestError, ValueError),
+    with exit_on_errors((ManifestError, ValueError), failures=(SolverMissing,),
                         interrupted="partial downloads are kept in DIR/.partial; rerun the same command to resume"):
+        cfg = FetchConfig(
+            out=out, manifest=manifest, ids=list(ids or []), max_height=max_height, allow_any_license=allow_any_license,
+            attempts=attempts, retry_wait=retry_wait, cookies=cookies, cookies_from_browser=cookies_from_browser,
+            verify=verify, codec=codec, sleep_interval=sleep_interval, js_runtime=js_runtime, rank=rank,
+            world_size=world_size, mode=_mode(quiet, json_lines),
+        )
         results = run_fetch(cfg)
     if any(r.status in ("failed", "refused") for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def doctor(
+    out: Path = typer.Option(Path("data"), "--out", "-o", help="Where data will go (free disk is checked there)."),
+    cookies: Optional[Path] = typer.Option(None, help="The cookies file you pass to fetch, if any."),
+    js_runtime: Optional[str] = typer.Option(None, help="The --js-runtime you pass to fetch, if any."),
+    network: bool = typer.Option(True, help="Check that www.youtube.com is reachable (--no-network: skip)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only problems."),
+    json_lines: bool = typer.Option(False, "--json", help="One JSON object per check on stdout."),
+) -> None:
+    """Check what the commands need: ffmpeg, decoders, yt-dlp and its JavaScript runtime, network, disk, GPUs, weights.
+
+    Exit code 1 if something a command needs is missing (a `fail` line).
+    Example: wtours doctor --out data
+    """
+    import json
+
+    from wtours.doctor import run_checks
+
+    checks = run_checks(out, cookies, js_runtime, network)
+    for c in checks:
+        if json_lines:
+            typer.echo(json.dumps(c.as_dict()))
+        elif not quiet or c.status != "ok":
+            typer.echo(f"{c.status:>4}  {c.name:<10} {c.detail}" + (f"  [{c.needed_by}]" if c.needed_by else ""))
+    if any(c.status == "fail" for c in checks):
         raise typer.Exit(1)
 
 

@@ -19,6 +19,7 @@ from wtours.dist import resolve_rank, split_for_rank
 from wtours.files import WRITE_ERRNOS, cannot_write, read_json_of_kind, sha256_file, write_json_atomic, write_text_atomic
 from wtours.manifest import DEFAULT_MANIFEST, ManifestEntry, is_creative_commons, load_manifest, select
 from wtours.report import OutputMode, Reporter
+from wtours import solver
 from wtours.tools import ffmpeg_exe, tool_versions
 from wtours.video import VideoError, probe
 
@@ -42,9 +43,37 @@ class FetchConfig:
     cookies: Path | None = None
     cookies_from_browser: str | None = None
     verify: bool = True  # re-hash complete files on rerun instead of trusting size alone
+    codec: str = "auto"  # auto: VP9, else H.264, else AV1 (NVDEC on A100/H100 has no AV1) | vp9 | h264 | av1 | any
+    sleep_interval: float = 0.0  # seconds yt-dlp waits before each download (politeness on long lists)
+    js_runtime: str | None = None  # deno/node/bun binary for YouTube's challenges; None: the project's deno
     rank: int | None = None
     world_size: int | None = None
     mode: OutputMode = OutputMode.human
+
+    def __post_init__(self) -> None:
+        if self.codec not in CODECS:
+            raise ValueError(f"--codec must be one of {', '.join(CODECS)}, not {self.codec!r}")
+
+
+# yt-dlp vcodec prefixes of each --codec choice
+CODECS = {"auto": None, "any": None, "vp9": "vp09|vp9", "h264": "avc1|h264", "av1": "av01"}
+
+
+def format_options(max_height: int, codec: str) -> dict:
+    """yt-dlp's `format` and `format_sort` for --max-height and --codec: the tallest video-only stream
+    up to max_height (a merged file where a site has none), then the codec preference."""
+    h = max_height
+    if codec in ("auto", "any"):
+        opts = {"format": f"bv[height<=?{h}]/b[height<=?{h}]"}
+        # vcodec:vp9 ranks VP9 first, then the codecs below it (H.265, H.264, ...), then AV1 last.
+        opts["format_sort"] = ["res", "vcodec:vp9"] if codec == "auto" else ["res"]
+        return opts
+    only = "".join(f"[vcodec^={prefix}]" for prefix in CODECS[codec].split("|")[:1])
+    alt = "".join(f"[vcodec^={prefix}]" for prefix in CODECS[codec].split("|")[1:])
+    choices = [f"bv[height<=?{h}]{only}", f"b[height<=?{h}]{only}"]
+    if alt:
+        choices += [f"bv[height<=?{h}]{alt}", f"b[height<=?{h}]{alt}"]
+    return {"format": "/".join(choices), "format_sort": ["res"]}
 
 
 @dataclass
@@ -55,6 +84,7 @@ class FetchResult:
     bytes: int | None = None
     seconds: float = 0.0
     message: str = ""
+    source: str = ""  # the URL the bytes came from (the manifest's url or a mirror)
 
 
 class FetchError(RuntimeError):
@@ -176,12 +206,12 @@ def complete_video(out: Path, video_id: str, verify: bool = True) -> Path | None
     return video
 
 
-def _ydl_options(cfg: FetchConfig, staging: Path, video_id: str, reporter: Reporter, hook) -> dict:
-    h = cfg.max_height
+def _ydl_options(cfg: FetchConfig, staging: Path, video_id: str, reporter: Reporter, hook, js_runtimes: dict) -> dict:
     backoff = lambda n: min(cfg.retry_wait * (2**n), 120.0)  # noqa: E731 (yt-dlp wants a callable)
     opts = {
         # Video only (training never uses sound); merged mp4 where the site has no video-only stream.
-        "format": f"bv[height<=?{h}]/b[height<=?{h}]",
+        **format_options(cfg.max_height, cfg.codec),
+        "js_runtimes": js_runtimes,
         "merge_output_format": "mp4",
         "outtmpl": str(staging / f"{video_id}.%(ext)s"),
         "continuedl": True,
@@ -201,6 +231,8 @@ def _ydl_options(cfg: FetchConfig, staging: Path, video_id: str, reporter: Repor
         "logger": _YtdlpLogger(reporter, video_id),
         "progress_hooks": [hook],
     }
+    if cfg.sleep_interval > 0:
+        opts["sleep_interval"] = cfg.sleep_interval
     if cfg.cookies:
         opts["cookiefile"] = str(cfg.cookies)
     if cfg.cookies_from_browser:
@@ -208,9 +240,16 @@ def _ydl_options(cfg: FetchConfig, staging: Path, video_id: str, reporter: Repor
     return opts
 
 
-def _download(entry: ManifestEntry, cfg: FetchConfig, reporter: Reporter) -> tuple[Path, dict]:
-    """One attempt: check the licence before any byte is fetched, then download into staging."""
-    staging = cfg.out / STAGING / entry.id
+def staging_dir(out: Path, video_id: str, source: int) -> Path:
+    """Where the download of one source of a video waits until it is complete (one folder per source,
+    so a mirror never resumes another source's partial bytes)."""
+    base = out / STAGING / video_id
+    return base if source == 0 else base / f"mirror{source}"
+
+
+def _download(entry: ManifestEntry, url: str, staging: Path, cfg: FetchConfig, reporter: Reporter,
+              js_runtimes: dict) -> tuple[Path, dict]:
+    """One attempt at one source: check the licence before any byte is fetched, then download into staging."""
     staging.mkdir(parents=True, exist_ok=True)
     bar = reporter.bar(desc=entry.id, unit="B", unit_scale=True, unit_divisor=1024)
     last_event = [0.0]
@@ -228,8 +267,8 @@ def _download(entry: ManifestEntry, cfg: FetchConfig, reporter: Reporter) -> tup
             reporter.event("progress", id=entry.id, bytes=done, total=total, speed=d.get("speed"), eta=d.get("eta"))
 
     try:
-        with yt_dlp.YoutubeDL(_ydl_options(cfg, staging, entry.id, reporter, hook)) as ydl:
-            info = ydl.extract_info(entry.url, download=False)
+        with yt_dlp.YoutubeDL(_ydl_options(cfg, staging, entry.id, reporter, hook, js_runtimes)) as ydl:
+            info = ydl.extract_info(url, download=False)
             license_, source, is_cc = effective_license(info.get("license"), entry.license)
             if not is_cc and not cfg.allow_any_license:
                 raise LicenseRefused(
@@ -240,7 +279,7 @@ def _download(entry: ManifestEntry, cfg: FetchConfig, reporter: Reporter) -> tup
     except FetchError:
         raise
     except yt_dlp.utils.DownloadError as exc:
-        raise describe_error(exc, entry.url, staging) from exc
+        raise describe_error(exc, url, staging) from exc
     finally:
         bar.close()
     downloads = info.get("requested_downloads") or []
@@ -251,14 +290,15 @@ def _download(entry: ManifestEntry, cfg: FetchConfig, reporter: Reporter) -> tup
     return path, info
 
 
-def _sidecar(entry: ManifestEntry, video: Path, staged: Path, info: dict) -> dict:
+def _sidecar(entry: ManifestEntry, url: str, video: Path, staged: Path, sha256: str, info: dict) -> dict:
     facts = probe(staged)  # the file's own truth, whatever the site claimed
     return {
         "kind": SIDECAR_KIND,
         "id": entry.id,
         "file": video.name,
-        "source_url": entry.url,
-        "webpage_url": info.get("webpage_url") or entry.url,
+        "source_url": entry.url,  # the original source (attribution), whichever source the bytes came from
+        "fetched_from": url,
+        "webpage_url": info.get("webpage_url") or url,
         "title": info.get("title"),
         "uploader": info.get("uploader") or info.get("channel"),
         "uploader_url": info.get("uploader_url") or info.get("channel_url"),
@@ -274,19 +314,36 @@ def _sidecar(entry: ManifestEntry, video: Path, staged: Path, info: dict) -> dic
         "fps": facts.fps,
         "codec": facts.codec,
         "bytes": staged.stat().st_size,
-        "sha256": sha256_file(staged),
+        "sha256": sha256,
         "format_id": info.get("format_id"),
         "fetched_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "tool_versions": tool_versions("yt-dlp", "av"),
     }
 
 
-def fetch_one(entry: ManifestEntry, cfg: FetchConfig, reporter: Reporter) -> FetchResult:
-    """Fetch one video, retrying transient failures with exponential backoff; never raises FetchError."""
+def fetch_one(entry: ManifestEntry, cfg: FetchConfig, reporter: Reporter, js_runtimes: dict | None = None) -> FetchResult:
+    """Fetch one video from its first source that works, retrying transient failures with exponential
+    backoff, then the next source (mirror) after a permanent failure, exhausted retries or a sha256
+    that differs from the manifest's; never raises FetchError."""
     start = time.monotonic()
     done = complete_video(cfg.out, entry.id, cfg.verify)
     if done is not None:
         return FetchResult(entry.id, "up-to-date", done.name, done.stat().st_size, time.monotonic() - start)
+    failures = []
+    for index, url in enumerate(entry.sources):
+        result = _fetch_source(entry, index, url, cfg, reporter, js_runtimes or {}, start)
+        if isinstance(result, FetchResult):
+            return result
+        failures.append(f"{url}: {result}" if len(entry.sources) > 1 else str(result))
+        if index + 1 < len(entry.sources):
+            reporter.warn(f"{entry.id}: {url} failed ({result}); trying {entry.sources[index + 1]}", id=entry.id)
+    return FetchResult(entry.id, "failed", seconds=time.monotonic() - start, message="; ".join(failures))
+
+
+def _fetch_source(entry: ManifestEntry, index: int, url: str, cfg: FetchConfig, reporter: Reporter,
+                  js_runtimes: dict, start: float) -> FetchResult | FetchError:
+    """The result of fetching one source (retried while its failures are transient), or its last error."""
+    staging = staging_dir(cfg.out, entry.id, index)
     error: FetchError | None = None
     for attempt in range(max(1, cfg.attempts)):
         if attempt:
@@ -294,25 +351,29 @@ def fetch_one(entry: ManifestEntry, cfg: FetchConfig, reporter: Reporter) -> Fet
             reporter.warn(f"{entry.id}: attempt {attempt} failed ({error}); retrying in {wait:.0f} s", id=entry.id)
             time.sleep(wait)
         try:
-            staged, info = _download(entry, cfg, reporter)
+            staged, info = _download(entry, url, staging, cfg, reporter, js_runtimes)
+            digest = sha256_file(staged)
+            if entry.sha256 and digest != entry.sha256:
+                staged.unlink(missing_ok=True)  # wrong bytes: never resume them
+                raise FetchError(f"sha256 {digest[:12]}... differs from the manifest's {entry.sha256[:12]}...; refused")
             video = cfg.out / f"{entry.id}{staged.suffix}"
             try:
-                meta = _sidecar(entry, video, staged, info)
+                meta = _sidecar(entry, url, video, staged, digest, info)
             except VideoError as exc:
                 staged.unlink(missing_ok=True)  # not a video (an error page, a broken file): do not resume it
                 raise FetchError(f"downloaded file is not a readable video: {exc}") from exc
             # Sidecar first, video second: a video under its final name always has its sidecar.
             write_json_atomic(sidecar_path(cfg.out, entry.id), meta)
             staged.replace(video)
-            shutil.rmtree(staged.parent, ignore_errors=True)
-            return FetchResult(entry.id, "downloaded", video.name, meta["bytes"], time.monotonic() - start)
+            shutil.rmtree(cfg.out / STAGING / entry.id, ignore_errors=True)
+            return FetchResult(entry.id, "downloaded", video.name, meta["bytes"], time.monotonic() - start, source=url)
         except LicenseRefused as exc:
-            return FetchResult(entry.id, "refused", seconds=time.monotonic() - start, message=str(exc))
+            return FetchResult(entry.id, "refused", seconds=time.monotonic() - start, message=str(exc), source=url)
         except FetchError as exc:
             error = exc
             if not exc.transient:
                 break
-    return FetchResult(entry.id, "failed", seconds=time.monotonic() - start, message=str(error))
+    return error
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,15 +389,17 @@ def write_attribution(out: Path) -> Path:
         "Creative Commons licences require this attribution wherever the videos or works derived from",
         "them (frames, shards, trained models' figures) are shared.",
         "",
-        "| id | title | uploader | source | licence | notes |",
-        "|---|---|---|---|---|---|",
+        "| id | title | uploader | source | licence | bytes fetched from | notes |",
+        "|---|---|---|---|---|---|---|",
     ]
     for side in sorted(out.glob("*.json")):
         meta = read_json_of_kind(side, SIDECAR_KIND)
         if meta is None or not (out / meta.get("file", "")).is_file():
             continue
-        cells = [meta["id"], meta.get("title") or "", meta.get("uploader") or "unknown", meta.get("webpage_url") or "",
-                 meta.get("license_effective") or "", meta.get("notes") or ""]
+        source = meta.get("source_url") or meta.get("webpage_url") or ""
+        fetched = meta.get("fetched_from") or source
+        cells = [meta["id"], meta.get("title") or "", meta.get("uploader") or "unknown", source,
+                 meta.get("license_effective") or "", "the source" if fetched == source else fetched, meta.get("notes") or ""]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     path = out / "ATTRIBUTION.md"
     write_text_atomic(path, "\n".join(lines) + "\n")
@@ -349,12 +412,17 @@ def fetch(cfg: FetchConfig, reporter: Reporter | None = None) -> list[FetchResul
     entries = select(load_manifest(cfg.manifest), cfg.ids)  # bad manifests fail here, before any download
     rank, world = resolve_rank(cfg.rank, cfg.world_size)
     entries = split_for_rank(entries, rank, world)
+    # YouTube needs a JavaScript runtime and the EJS solver: say so before any download, not after each.
+    if any(solver.is_youtube(url) for entry in entries for url in entry.sources):
+        js_runtimes = solver.require(cfg.js_runtime)
+    else:
+        js_runtimes = solver.runtime_option(cfg.js_runtime or solver.default_runtime())
     cfg.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(cfg.out / "fetch_config.json", {**asdict(cfg), "rank": rank, "world_size": world})
     results = []
     for entry in entries:
         reporter.event("start", id=entry.id, url=entry.url)
-        result = fetch_one(entry, cfg, reporter)
+        result = fetch_one(entry, cfg, reporter, js_runtimes)
         results.append(result)
         reporter.event("done", **asdict(result))
         if result.status in ("failed", "refused"):

@@ -9,12 +9,13 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 REQUIRED_COLUMNS = ("id", "url", "license")
-OPTIONAL_COLUMNS = ("city", "width", "height", "fps", "notes")
+OPTIONAL_COLUMNS = ("city", "width", "height", "fps", "notes", "mirrors", "sha256")
 DEFAULT_MANIFEST = Path(__file__).resolve().parent.parent / "manifests" / "walking_tours.csv"
 
 # Ids become file names and WebDataset key prefixes, so no dots, slashes or spaces.
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # SPDX-style Creative Commons identifiers (CC-BY-4.0, CC-BY-SA-3.0, CC0-1.0, CC-BY, ...).
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _CC_RE = re.compile(r"^(CC0-1\.0|CC-BY(-NC)?(-SA|-ND)?(-[1-4]\.0)?)$", re.IGNORECASE)
 NON_CC_LICENSES = ("public-domain", "BSD-3-Clause", "MIT", "youtube-standard", "proprietary", "unknown")
 
@@ -25,7 +26,9 @@ class ManifestError(ValueError):
 
 @dataclass(frozen=True)
 class ManifestEntry:
-    """One video of a manifest. `url` is ready for yt-dlp (local paths become file:// URLs)."""
+    """One video of a manifest. `url` is ready for yt-dlp (local paths become file:// URLs); `mirrors`
+    are other sources of the same video, tried in order when `url` fails for good; `sha256`, if
+    given, is what the downloaded bytes must hash to."""
 
     id: str
     url: str
@@ -36,6 +39,12 @@ class ManifestEntry:
     fps: float | None = None
     notes: str = ""
     line: int = 0
+    mirrors: tuple[str, ...] = ()
+    sha256: str = ""
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return (self.url, *self.mirrors)
 
 
 def is_creative_commons(license_id: str) -> bool:
@@ -117,7 +126,12 @@ def load_manifest(path: str | Path) -> list[ManifestEntry]:
             fps = _number(row.get("fps", ""), float, where, "fps", problems)
             if url:
                 url = _resolve_url(url, path.parent)
-            entries.append(ManifestEntry(vid, url, lic, row.get("city", ""), width, height, fps, row.get("notes", ""), line))
+            mirrors = tuple(_resolve_url(m.strip(), path.parent) for m in row.get("mirrors", "").split("|") if m.strip())
+            sha256 = row.get("sha256", "").lower()
+            if sha256 and not _SHA256_RE.match(sha256):
+                problems.append(f"{where}: sha256 must be 64 hex digits, got {row.get('sha256')!r}")
+            entries.append(ManifestEntry(vid, url, lic, row.get("city", ""), width, height, fps, row.get("notes", ""), line,
+                                         mirrors, sha256))
     if problems:
         raise ManifestError("\n".join(problems))
     if not entries:

