@@ -110,6 +110,7 @@ def attention_pictures(spec: EncoderSpec, source: Path, out: Path, size: int | N
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(source).stem
     written = []
+    fractions = None
     if kind == "image":
         attention = backbone.cls_attention(q, k)[0]  # [h, n]
         maps = F.interpolate(attention.reshape(1, -1, *grid), size=(size, size), mode="nearest")[0].numpy()
@@ -138,6 +139,9 @@ def attention_pictures(spec: EncoderSpec, source: Path, out: Path, size: int | N
         # Rows: the frames, then one row per object: what its mask keeps in every frame.
         rows = [list(images)] + [[_object_view(images[i], masks[i, j], COLOURS[j % len(COLOURS)]) for i in range(t)]
                                  for j in range(masks.shape[1])]
+        fractions = [float(f) for f in masks.mean(axis=(0, 2, 3))]  # share of pixels each object's mask keeps
+        for j, fraction in enumerate(fractions):
+            rows[j + 1][0] = _label(rows[j + 1][0], f"{100 * fraction:.0f}% kept")
         strip = np.concatenate([np.concatenate(row, axis=1) for row in rows], axis=0)
         path = out / f"{stem}_tracks.png"
         with atomic_path(path) as tmp:
@@ -147,5 +151,18 @@ def attention_pictures(spec: EncoderSpec, source: Path, out: Path, size: int | N
         written += [path, video]
     meta = out / f"{stem}_attn.json"
     write_json_atomic(meta, {**info, "input": str(source), "kind": kind, "size": size, "frames": len(images),
-                             "objects": objects if kind != "image" else None, "files": [p.name for p in written]})
+                             "objects": objects if kind != "image" else None,
+                             "mask_fraction": fractions if kind != "image" else None, "files": [p.name for p in written]})
     return written + [meta]
+
+
+def _label(image: np.ndarray, text: str) -> np.ndarray:
+    """`text` in white on a black band at the top left of a copy of `image`."""
+    from PIL import ImageDraw
+
+    picture = Image.fromarray(np.ascontiguousarray(image))
+    draw = ImageDraw.Draw(picture)
+    box = draw.textbbox((2, 1), text)
+    draw.rectangle((0, 0, box[2] + 2, box[3] + 2), fill=(0, 0, 0))
+    draw.text((2, 1), text, fill=(255, 255, 255))
+    return np.asarray(picture)

@@ -162,8 +162,24 @@ def _validation_backgrounds(size: int) -> list[np.ndarray]:
     return clips + textures
 
 
-def make_labelled_set(root: Path, per_class: int, size: int = 96, seed: int = 1) -> Path:
-    """ImageFolders root/train (street backgrounds) and root/val (unseen backgrounds), size x size."""
+def recolour(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random hue rotation, saturation and brightness change (and grayscale 1 in 4) of a whole image."""
+    import torch
+    import torchvision.transforms.v2.functional as TF
+
+    x = torch.from_numpy(np.array(image)).permute(2, 0, 1)
+    x = TF.adjust_hue(x, float(rng.uniform(-0.5, 0.5)))
+    x = TF.adjust_saturation(x, float(rng.uniform(0.3, 1.7)))
+    x = TF.adjust_brightness(x, float(rng.uniform(0.6, 1.4)))
+    if rng.random() < 0.25:
+        x = TF.rgb_to_grayscale(x, 3)
+    return x.permute(1, 2, 0).numpy()
+
+
+def make_labelled_set(root: Path, per_class: int, size: int = 96, seed: int = 1, recoloured: bool = False) -> Path:
+    """ImageFolders root/train (street backgrounds) and root/val (unseen backgrounds), size x size.
+    `recoloured`: every image's colours are changed at random (see `recolour`), so only shape tells the
+    classes apart (an untrained network is then near chance)."""
     if (root / "val").is_dir():
         return root
     from wtours.demo_assets import packaged_clip_dir
@@ -183,7 +199,10 @@ def make_labelled_set(root: Path, per_class: int, size: int = 96, seed: int = 1)
                 square = np.asarray(Image.fromarray(bg[top:top + side, left:left + side]).resize((size, size)))
                 height = int(rng.uniform(0.25, 0.6) * size)
                 centre = tuple(rng.uniform(0.3, 0.7, 2) * size)
-                Image.fromarray(paste(square, obj, centre, height, rng.random() < 0.5)).save(folder / f"{i:03d}.png")
+                image = paste(square, obj, centre, height, rng.random() < 0.5)
+                if recoloured:
+                    image = recolour(image, rng)
+                Image.fromarray(image).save(folder / f"{i:03d}.png")
     return root
 
 
@@ -191,8 +210,11 @@ def make_labelled_set(root: Path, per_class: int, size: int = 96, seed: int = 1)
 # Runs
 
 
-def prepare_data(cfg: StudyConfig) -> tuple[Path, Path]:
-    """(shard folder, labelled set root), made once and reused by reruns."""
+LABELLED_SETS = {"objects": False, "objects_recoloured": True}  # name: colours randomised
+
+
+def prepare_data(cfg: StudyConfig) -> tuple[Path, dict[str, Path]]:
+    """(shard folder, {labelled set name: root}), made once and reused by reruns."""
     from wtours.report import OutputMode
     from wtours.shard import ShardConfig, shard
 
@@ -200,7 +222,9 @@ def prepare_data(cfg: StudyConfig) -> tuple[Path, Path]:
     shards = cfg.out / "data" / "shards"
     shard(ShardConfig(inputs=[video], out=shards, fps=4.0, frames_per_clip=4, phases=2, short_side=128,
                       clips_per_shard=32, workers=1, mode=OutputMode.quiet))
-    return shards, make_labelled_set(cfg.out / "data" / "labelled", cfg.per_class)
+    sets = {name: make_labelled_set(cfg.out / "data" / name, cfg.per_class, recoloured=recoloured)
+            for name, recoloured in LABELLED_SETS.items()}
+    return shards, sets
 
 
 def train_config(cfg: StudyConfig, shards: Path, method: str, seed: int):
@@ -239,24 +263,30 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
     from dora.train import train
 
     shards, labelled = prepare_data(cfg)
-    results: dict = {"config": {**asdict(cfg), "out": str(cfg.out), "recipe": {**CPU_RECIPE, **cfg.recipe}},
-                     "runs": {}}
+    results: dict = {"config": {**asdict(cfg), "out": str(cfg.out), "recipe": {**CPU_RECIPE, **cfg.recipe}}}
     for seed in cfg.seeds:
         for method in cfg.methods:
             tcfg = train_config(cfg, shards, method, seed)
+            done = tcfg.out / "result.json"
+            if done.is_file() and json.loads(done.read_text())["steps"] == cfg.steps:
+                continue  # finished by an earlier invocation
             began = time.monotonic()
             train(tcfg, progress=progress)
             seconds = time.monotonic() - began
             points = {0: tcfg.out / "checkpoint_init.pt"}
             points.update({e * cfg.eval_every: tcfg.out / f"checkpoint_e{e:04d}.pt"
                            for e in range(1, cfg.steps // cfg.eval_every + 1)})
-            scores = {step: score(path, labelled, tcfg.global_size, cfg.linear_epochs if step in (0, cfg.steps) else 0,
-                                  cfg.out / "features") for step, path in points.items()}
+            scores = {str(step): {name: score(path, root, tcfg.global_size,
+                                              cfg.linear_epochs if step in (0, cfg.steps) else 0, cfg.out / "features")
+                                  for name, root in labelled.items()} for step, path in points.items()}
             log = [json.loads(line) for line in (tcfg.out / "log.jsonl").read_text().splitlines()]
-            results["runs"][f"{method}-s{seed}"] = {
-                "method": method, "seed": seed, "train_seconds": seconds, "scores": scores,
-                "loss": [r["loss"] for r in log], "mask_fraction": [r.get("mask_fraction") for r in log]}
-            write_json_atomic(cfg.out / "study.json", summarise(results))
+            write_json_atomic(done, {"method": method, "seed": seed, "steps": cfg.steps, "train_seconds": seconds,
+                                     "scores": scores, "loss": [r["loss"] for r in log],
+                                     "mask_fraction": [r.get("mask_fraction") for r in log]})
+    # Every finished run in the folder, whichever invocation made it: several `dora study` processes
+    # (other seeds or methods, e.g. a Slurm array) may share one --out.
+    results["runs"] = {path.parent.name: json.loads(path.read_text())
+                       for path in sorted((cfg.out / "runs").glob("*/result.json"))}
     summary = summarise(results)
     write_json_atomic(cfg.out / "study.json", summary)
     write_text_atomic(cfg.out / "study.md", report(summary))
@@ -265,79 +295,104 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
 
 
 def _mean_std(values: list[float]) -> dict:
+    """Mean, sample standard deviation, count and the values."""
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "n": len(values), "values": values}
 
 
 def summarise(results: dict) -> dict:
-    """Mean +- std per method of every score, trained and untrained, and of trained minus untrained."""
+    """Per method and labelled set: mean +- std over seeds of every score, trained (last step), untrained
+    (step 0) and their difference, and the k-NN 20 curve over steps."""
     by_method: dict = {}
     for run in results["runs"].values():
         by_method.setdefault(run["method"], []).append(run)
-    table = {}
+    table: dict = {}
     for method, runs in by_method.items():
-        steps = sorted(runs[0]["scores"], key=int)
-        final, first = steps[-1], steps[0]
-        metrics = [m for m in ("knn10", "knn20", "linear") if m in runs[0]["scores"][final]]
-        table[method] = {
-            "curve": {str(s): _mean_std([r["scores"][s]["knn20"] for r in runs]) for s in steps},
-            **{f"{m}_trained": _mean_std([r["scores"][final][m] for r in runs]) for m in metrics},
-            **{f"{m}_untrained": _mean_std([r["scores"][first][m] for r in runs]) for m in metrics},
-            **{f"{m}_gain": _mean_std([r["scores"][final][m] - r["scores"][first][m] for r in runs]) for m in metrics},
-            "trained_beats_untrained_every_seed": all(r["scores"][final]["knn20"] > r["scores"][first]["knn20"]
-                                                      for r in runs),
-        }
+        steps = sorted(set.intersection(*(set(r["scores"]) for r in runs)), key=int)
+        first, final = steps[0], steps[-1]
+        table[method] = {"seeds": [r["seed"] for r in runs], "steps": int(final)}
+        for name in runs[0]["scores"][first]:
+            metrics = [m for m in ("knn10", "knn20", "linear")
+                       if all(m in r["scores"][step][name] for r in runs for step in (first, final))]
+
+            def values(step: str, metric: str) -> list[float]:
+                return [r["scores"][step][name][metric] for r in runs]
+
+            table[method][name] = {
+                "curve": {s: _mean_std(values(s, "knn20")) for s in steps},
+                **{f"{m}_trained": _mean_std(values(final, m)) for m in metrics},
+                **{f"{m}_untrained": _mean_std(values(first, m)) for m in metrics},
+                **{f"{m}_gain": _mean_std([a - b for a, b in zip(values(final, m), values(first, m))]) for m in metrics},
+                "trained_beats_untrained_every_seed": all(a > b for a, b in zip(values(final, "knn20"),
+                                                                                  values(first, "knn20"))),
+            }
     return {**results, "summary": table}
 
 
+def _ms(d: dict | None) -> str:
+    return "n/a" if d is None else f"{d['mean']:.1f} +- {d['std']:.1f}"
+
+
 def report(summary: dict) -> str:
-    cfg = summary["config"]
-    lines = [f"# dora study: {len(cfg['seeds'])} seeds, {cfg['steps']} steps", "",
-             "Top-1 (%) on unseen backgrounds (6 object classes, chance 16.7), mean +- std over seeds; "
-             "untrained = the same network at step 0 (same seed).", "",
-             "| method | k-NN 20 trained | untrained | gain | k-NN 10 gain | linear trained | untrained | gain | every seed gains (k-NN 20) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-
-    def ms(d: dict | None) -> str:
-        return "n/a" if d is None else f"{d['mean']:.1f} +- {d['std']:.1f}"
-
-    for method, row in summary["summary"].items():
-        lines.append(f"| {method} | {ms(row['knn20_trained'])} | {ms(row['knn20_untrained'])} | {ms(row['knn20_gain'])} | "
-                     f"{ms(row['knn10_gain'])} | {ms(row.get('linear_trained'))} | {ms(row.get('linear_untrained'))} | "
-                     f"{ms(row.get('linear_gain'))} | {'yes' if row['trained_beats_untrained_every_seed'] else 'no'} |")
-    lines += ["", "k-NN 20 top-1 over training steps (mean +- std):", "",
-              "| method | " + " | ".join(next(iter(summary["summary"].values()))["curve"]) + " |",
-              "|---|" + "---|" * len(next(iter(summary["summary"].values()))["curve"])]
-    for method, row in summary["summary"].items():
-        lines.append(f"| {method} | " + " | ".join(ms(v) for v in row["curve"].values()) + " |")
-    lines += ["", f"Recipe: `{json.dumps(cfg['recipe'])}`", ""]
+    """study.md: the tables of `summarise`."""
+    recipe = summary["config"]["recipe"]
+    lines = ["# dora study", "",
+             "Top-1 (%) on validation images with backgrounds the training video never shows (6 object classes, "
+             "chance 16.7), mean +- std over seeds; untrained = the same network at step 0 (same seed). "
+             "`objects_recoloured`: every image's colours changed at random, so only shape tells the classes apart.",
+             ""]
+    for name in LABELLED_SETS:
+        lines += [f"## {name}", "",
+                  "| method | seeds | steps | k-NN 20 trained | untrained | gain | k-NN 10 gain | linear trained | untrained "
+                  "| gain | every seed gains (k-NN 20) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for method, row in summary["summary"].items():
+            r = row.get(name)
+            if r is None:
+                continue
+            lines.append(f"| {method} | {len(row['seeds'])} | {row['steps']} | {_ms(r['knn20_trained'])} | "
+                         f"{_ms(r['knn20_untrained'])} | {_ms(r['knn20_gain'])} | {_ms(r['knn10_gain'])} | "
+                         f"{_ms(r.get('linear_trained'))} | {_ms(r.get('linear_untrained'))} | {_ms(r.get('linear_gain'))} | "
+                         f"{'yes' if r['trained_beats_untrained_every_seed'] else 'no'} |")
+        lines += ["", "k-NN 20 top-1 over training steps (mean +- std):", ""]
+        for method, row in summary["summary"].items():
+            if name in row:
+                lines.append(f"- {method}: " + ", ".join(f"{s}: {_ms(v)}" for s, v in row[name]["curve"].items()))
+        lines.append("")
+    lines += [f"Recipe: `{json.dumps(recipe)}`", ""]
     return "\n".join(lines)
 
 
 def draw_curves(summary: dict, path: Path) -> None:
+    """Loss per run (20-step mean) and k-NN 20 per method and labelled set over steps (mean +- std band)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax_knn) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 1 + len(LABELLED_SETS), figsize=(5 * (1 + len(LABELLED_SETS)), 4))
     colours = dict(zip(METHODS, ("tab:red", "tab:blue", "tab:gray")))
+    seen = set()
     for run in summary["runs"].values():
         loss = np.asarray(run["loss"])
         smooth = np.convolve(loss, np.ones(20) / 20, mode="valid") if len(loss) >= 20 else loss
-        ax_loss.plot(smooth, color=colours[run["method"]], alpha=0.6,
-                     label=run["method"] if run["seed"] == summary["config"]["seeds"][0] else None)
-    for method, row in summary["summary"].items():
-        steps = [int(s) for s in row["curve"]]
-        mean = np.array([v["mean"] for v in row["curve"].values()])
-        std = np.array([v["std"] for v in row["curve"].values()])
-        ax_knn.plot(steps, mean, marker="o", color=colours[method], label=method)
-        ax_knn.fill_between(steps, mean - std, mean + std, color=colours[method], alpha=0.15)
-    ax_knn.axhline(100 / len(OBJECTS), color="k", linestyle=":", label="chance")
-    ax_loss.set(xlabel="step", ylabel="loss (20-step mean)", title="training loss")
-    ax_knn.set(xlabel="step", ylabel="k-NN top-1 (%), k = 20", title="unseen backgrounds")
-    ax_loss.legend()
-    ax_knn.legend()
+        axes[0].plot(smooth, color=colours[run["method"]], alpha=0.6,
+                     label=None if run["method"] in seen else run["method"])
+        seen.add(run["method"])
+    axes[0].set(xlabel="step", ylabel="loss (20-step mean)", title="training loss")
+    axes[0].legend()
+    for ax, name in zip(axes[1:], LABELLED_SETS):
+        for method, row in summary["summary"].items():
+            if name not in row:
+                continue
+            curve = row[name]["curve"]
+            steps = [int(s) for s in curve]
+            mean = np.array([v["mean"] for v in curve.values()])
+            std = np.array([v["std"] for v in curve.values()])
+            ax.plot(steps, mean, marker="o", color=colours[method], label=method)
+            ax.fill_between(steps, mean - std, mean + std, color=colours[method], alpha=0.15)
+        ax.axhline(100 / len(OBJECTS), color="k", linestyle=":", label="chance")
+        ax.set(xlabel="step", ylabel="k-NN top-1 (%), k = 20", title=name)
+        ax.legend()
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

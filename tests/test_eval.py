@@ -119,6 +119,11 @@ def test_attention_pictures_for_an_image_a_video_and_a_shard(tiny_checkpoint, re
     with Image.open(out / "bikes_tracks.png") as im:
         assert im.size == (5 * 64, 4 * 64)  # frames in a row, then a row per tracked object (k = 3)
     assert probe(out / "bikes_tracks.mp4").frames == 5
+    meta = json.loads((out / "bikes_attn.json").read_text())
+    assert len(meta["mask_fraction"]) == 3 and all(0 < f < 1 for f in meta["mask_fraction"])
+    with Image.open(out / "bikes_tracks.png") as im:  # each object row's first frame is labelled on a black band
+        band = np.asarray(im.convert("L"))[64:72, :8]
+        assert band.min() == 0 and band.max() > 200
     shard = sorted(real_shards.glob("*.tar"))[0]
     result = runner.invoke(app, ["attn", str(shard), "--checkpoint", str(tiny_checkpoint), "--out", str(out)])
     assert result.exit_code == 0, result.output

@@ -255,6 +255,9 @@ def _summary(cfg, index, out, steps, results, timings, pictures, loss_png, probl
     ]
     for name, r in results.items():
         lines.append(f"| {name} | {r[10]['top1']:.1f} | {r[20]['top1']:.1f} |")
+    lines += ["", "One run, one seed: a difference of a few points here is within the spread between seeds. Whether "
+              "training at a CPU budget beats the untrained network, over seeds and on images the walk does not "
+              "contain, is what `dora study` measures (README, \"Does it learn?\")."]
     lines += ["", "## Attention: objects discovered in a clip's first frame and tracked", ""]
     lines += [f"![tracks]({rel(p)})" for p in pictures if p.suffix == ".png"]
     lines += ["", "## Time per step (s)", "| " + " | ".join(timings) + " |", "|" + "---|" * len(timings),
