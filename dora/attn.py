@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import subprocess
 import tarfile
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -49,9 +50,16 @@ def load_frames(path: Path, size: int, frames: int, fps: float, start: float) ->
             members = sorted((m for m in tar if m.name.endswith(".jpg")), key=lambda m: m.name)
             if not members:
                 raise EvalError(f"{path}: no clip in this shard")
-            key = members[0].name.split(".")[0]
-            images = [np.asarray(Image.open(io.BytesIO(tar.extractfile(m).read())).convert("RGB"))
-                      for m in members if m.name.split(".")[0] == key]
+            keys = list(dict.fromkeys(m.name.split(".")[0] for m in members))
+            for key in keys:  # the first clip whose frames decode; a bad one is named and passed over
+                try:
+                    images = [np.asarray(Image.open(io.BytesIO(tar.extractfile(m).read())).convert("RGB"))
+                              for m in members if m.name.split(".")[0] == key]
+                    break
+                except OSError as exc:
+                    warnings.warn(f"{path} {key}: skipped a clip whose frames do not decode ({exc})", stacklevel=2)
+            else:
+                raise EvalError(f"{path}: none of its {len(keys)} clips decodes")
         return np.stack([_square(im, size) for im in images[:frames]]), "shard"
     if suffix in VIDEO_SUFFIXES:
         info = probe(path)

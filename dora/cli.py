@@ -81,6 +81,7 @@ def train(
     loss_weighting: str = typer.Option("half", help="half: 0.5 x object views + 0.5 x local views (the authors'); mean: every view alike."),
     num_workers: int = typer.Option(4, help="DataLoader workers per process."),
     skip_cut_clips: bool = typer.Option(False, help="Leave out clips whose frames span a shot cut (shards made with `wtours shard --shots`)."),
+    max_bad_fraction: float = typer.Option(0.01, help="Clips that cannot be decoded are skipped with a warning (and counted in log.jsonl) until they exceed this share of the clips read."),
     seed: int = typer.Option(0, help="Seed of data order, augmentation, heads and initialisation."),
     resume: bool = typer.Option(True, help="Resume from DIR/checkpoint.pt if it exists."),
     checkpoint_every: int = typer.Option(500, help="Steps between checkpoint.pt updates."),
@@ -108,12 +109,14 @@ def train(
             warmup_teacher_temp=warmup_teacher_temp, warmup_teacher_temp_epochs=warmup_teacher_temp_epochs,
             student_temp=student_temp, out_dim=out_dim, norm_last_layer=norm_last_layer, global_size=global_size,
             pre_size=pre_size, local_size=local_size, local_crops=local_crops, precision=precision,
-            loss_weighting=loss_weighting, skip_cut_clips=skip_cut_clips,
+            loss_weighting=loss_weighting, skip_cut_clips=skip_cut_clips, max_bad_fraction=max_bad_fraction,
             num_workers=num_workers, seed=seed, resume=resume, checkpoint_every=checkpoint_every,
             keep_every=keep_every,
         )
         state = run_train(cfg, progress=not quiet)
-    typer.echo(f"trained to step {state.step}; checkpoint: {out / 'checkpoint.pt'}, log: {out / 'log.jsonl'}", err=True)
+    skipped = f"; {len(state.skipped)} bad clip(s) skipped (see the warnings and log.jsonl)" if state.skipped else ""
+    typer.echo(f"trained to step {state.step}; checkpoint: {out / 'checkpoint.pt'}, log: {out / 'log.jsonl'}{skipped}",
+               err=True)
 
 
 @app.command()

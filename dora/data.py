@@ -30,7 +30,17 @@ STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
 class DataError(ValueError):
-    """Shards that cannot be trained on; raised before training starts."""
+    """Shards that cannot be trained on (raised before training starts), or too many bad clips in them."""
+
+
+class BadClip(ValueError):
+    """One clip that cannot be used (a JPEG that does not decode, missing frames, bad json)."""
+
+
+def too_many_bad(bad: int, read: int, max_bad_fraction: float) -> bool:
+    """More bad clips than `max_bad_fraction` of the clips read, with a floor: one bad clip is always
+    tolerated per 1 / max_bad_fraction clips (so a single bad JPEG early on does not stop a run)."""
+    return bad > max_bad_fraction * max(read, 1.0 / max_bad_fraction) if max_bad_fraction < 1 else False
 
 
 @dataclass(frozen=True)
@@ -261,8 +271,10 @@ class ClipStream(IterableDataset):
     """Augmented clips of one epoch for one rank; DataLoader workers split the rank's shards."""
 
     def __init__(self, urls: list[str], frames_per_clip: int, augment: AugmentConfig, batch_size: int, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, shuffle_buffer: int = 256, skip_cut_clips: bool = False):
+                 rank: int = 0, world_size: int = 1, shuffle_buffer: int = 256, skip_cut_clips: bool = False,
+                 max_bad_fraction: float = 0.01):
         super().__init__()
+        self.max_bad_fraction = max_bad_fraction
         self.urls, self.frames_per_clip, self.augment = urls, frames_per_clip, augment
         self.skip_cut_clips = skip_cut_clips
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
@@ -281,6 +293,10 @@ class ClipStream(IterableDataset):
         # The DataLoader takes whole batches from workers in turn: this worker's share of the skip.
         skip = (self.skip_batches // workers + (1 if worker < self.skip_batches % workers else 0)) * self.batch_size
         stream_rng = random.Random(f"{self.seed}-{self.epoch}-{reader}")
+        # A bad clip is stood in for by the reader's previous good clip (or the next one), so every sample
+        # read still gives one clip: batches, and the resume skip (which counts samples before decoding),
+        # stay exactly those of a run without the fault. Each stand-in carries the bad clip's name.
+        last_good, waiting, read, bad = None, [], 0, 0
         while True:  # an epoch is a number of steps; the stream repeats its shards as needed
             pipeline = wds.DataPipeline(
                 wds.SimpleShardList(shards),
@@ -295,19 +311,45 @@ class ClipStream(IterableDataset):
                 if skip:
                     skip -= 1
                     continue
-                yield self._clip(sample)
+                read += 1
+                try:
+                    clip = self._clip(sample)
+                except BadClip as exc:
+                    bad += 1
+                    problem = {"shard": sample.get("__url__", "?"), "key": sample.get("__key__", "?"), "error": str(exc)}
+                    if too_many_bad(bad, read, self.max_bad_fraction):
+                        raise DataError(f"{bad} of {read} clips read could not be used, more than --max-bad-fraction "
+                                        f"{self.max_bad_fraction}; the last: {problem['shard']} {problem['key']}: "
+                                        f"{problem['error']}") from exc
+                    if last_good is None:
+                        waiting.append(problem)
+                        continue
+                    yield {**last_good, "bad": [problem]}
+                    continue
+                last_good = clip
+                for problem in waiting:  # bad clips before the first good one: stood in for by it
+                    yield {**clip, "bad": [problem]}
+                waiting = []
+                yield {**clip, "bad": []}
             if count == 0:
                 what = "clips without a shot cut" if self.skip_cut_clips else "clips"
                 raise DataError(f"shards {shards[:3]}... hold no {what}")
 
     def _clip(self, sample: dict) -> dict:
+        """The augmented clip, or BadClip saying what is wrong with it."""
         names = sorted(k for k in sample if k.endswith("jpg"))
         if len(names) < self.frames_per_clip:
-            raise DataError(f"clip {sample['__key__']} holds {len(names)} frames, fewer than {self.frames_per_clip}")
+            raise BadClip(f"holds {len(names)} frames, fewer than {self.frames_per_clip}")
+        try:
+            meta = json.loads(sample["json"])
+        except (KeyError, ValueError, UnicodeDecodeError) as exc:
+            raise BadClip(f"no readable json ({exc.__class__.__name__}: {exc})") from exc
         # Clips are stored with T frames; a longer stored clip gives its first T.
         data = [torch.frombuffer(bytearray(sample[n]), dtype=torch.uint8) for n in names[:self.frames_per_clip]]
-        frames = torch.stack(decode_jpeg(data, mode=ImageReadMode.RGB))
-        meta = json.loads(sample["json"])
+        try:
+            frames = torch.stack(decode_jpeg(data, mode=ImageReadMode.RGB))
+        except RuntimeError as exc:  # torchvision's decoder names no file; we do
+            raise BadClip(f"its frames do not decode ({str(exc).splitlines()[0]})") from exc
         gen = torch.Generator().manual_seed(clip_seed(self.seed, self.epoch, sample["__key__"]))
         return {**augment_clip(frames, self.augment, gen), "key": sample["__key__"], "video": meta.get("video", "")}
 
@@ -364,4 +406,4 @@ def make_loader(stream: ClipStream, num_workers: int) -> DataLoader:
 
 def _collate(samples: list[dict]) -> dict:
     batch = {name: torch.stack([s[name] for s in samples]) for name in ("globals", "locals", "globals2") if name in samples[0]}
-    return {**batch, "keys": [s["key"] for s in samples]}
+    return {**batch, "keys": [s["key"] for s in samples], "bad": [p for s in samples for p in s.get("bad", [])]}

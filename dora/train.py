@@ -78,6 +78,7 @@ class TrainConfig:
     num_workers: int = 4
     shuffle_buffer: int = 256
     skip_cut_clips: bool = False  # leave out clips whose frames span a shot cut (needs `wtours shard --shots`)
+    max_bad_fraction: float = 0.01  # clips that cannot be decoded are skipped (and counted) up to this share
     seed: int = 0
     resume: bool = True
     checkpoint_every: int = 500  # steps between updates of DIR/checkpoint.pt
@@ -136,6 +137,7 @@ class NonFiniteLoss(RuntimeError):
 class RunState:
     step: int = 0
     losses: list[float] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)  # bad clips met by this process: shard, key, error
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,7 +340,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> RunState:
             _warn(warning)
 
     stream = ClipStream(urls, cfg.frames_per_clip, cfg.augment, cfg.batch_size, cfg.seed, rank, world, cfg.shuffle_buffer,
-                        cfg.skip_cut_clips)
+                        cfg.skip_cut_clips, cfg.max_bad_fraction)
     state = RunState(step=start)
     if main:
         _trim_log(cfg.out / "log.jsonl", start)
@@ -370,7 +372,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> RunState:
     try:
         for epoch in range(start // steps_per_epoch, epochs):
             stream.set_epoch(epoch, skip_batches=max(0, state.step - epoch * steps_per_epoch))
-            for batch in make_loader(stream, cfg.num_workers):
+            for batch in _batches(make_loader(stream, cfg.num_workers)):
                 step = state.step
                 if step >= total_steps or step >= (epoch + 1) * steps_per_epoch:
                     break
@@ -401,6 +403,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> RunState:
                 value = loss.item()
                 state.losses.append(value)
                 seconds = time.perf_counter() - tick
+                for problem in batch["bad"]:  # stood in for by another clip of the same reader; counted
+                    state.skipped.append(problem)
+                    if main:
+                        _warn(f"skipped a bad clip: {problem['shard']} {problem['key']}: {problem['error']}")
                 warning = watch.check(state.step, value, info.get("mask_fraction"))
                 if warning and main:
                     _warn(warning)
@@ -410,7 +416,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> RunState:
                     record = {"step": state.step, "epoch": epoch, "loss": value, "lr": float(lr[step]),
                               "wd": float(wd[step]), "momentum": m, "teacher_temp": float(temps[step]),
                               "grad_norm": None if grad_norm is None else float(grad_norm),
-                              "clips_per_s": cfg.batch_size * world / seconds, "time": time.time(), **info}
+                              "clips_per_s": cfg.batch_size * world / seconds, "time": time.time(),
+                              "skipped": len(state.skipped), **info}
                     if warning:
                         record["warning"] = warning
                     try:
@@ -500,6 +507,21 @@ def _warn(message: str) -> None:
     from tqdm import tqdm
 
     tqdm.write(f"warning: {message}", file=sys.stderr)
+
+
+def _batches(loader):
+    """The loader's batches; a DataError raised in a worker comes out with its own message only."""
+    iterator = iter(loader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except DataError as exc:
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            original = next((line.split("DataError: ", 1)[1] for line in reversed(lines) if "DataError: " in line), None)
+            raise DataError(original or str(exc)) from None
+        yield batch
 
 
 def _trim_log(path: Path, step: int) -> None:

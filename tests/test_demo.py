@@ -53,7 +53,7 @@ def test_full_demo_plan_is_the_papers_recipe_and_runs_nothing(tmp_path):
     plan = json.loads(result.output)
     assert plan["fetch"]["ids"] == ["venice"] and plan["fetch"]["manifest"].endswith("walking_tours.csv")
     assert not plan["fetch"]["allow_any_license"]
-    assert (plan["shard"]["fps"], plan["shard"]["frames_per_clip"], plan["shard"]["short_side"]) == (1.0, 8, 320)
+    assert (plan["shard"]["fps"], plan["shard"]["frames_per_clip"], plan["shard"]["short_side"]) == (1.0, 8, 448)
     assert plan["stats"]["objects"] and plan["stats"]["detector"] == "yolo11n.pt" and plan["stats"]["fps"] is None
     train = plan["train"]
     recipe = {"arch": "vit_small_patch16_224", "objects": 3, "epochs": 100, "max_steps": None, "time_budget": None,

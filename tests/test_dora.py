@@ -1,3 +1,4 @@
+import io
 import json
 import math
 import os
@@ -566,3 +567,56 @@ def test_a_process_killed_with_sigkill_resumes_on_the_same_loss_curve(real_shard
     assert again.returncode == 0, again.stderr
     assert losses(tmp_path / "cut") == losses(tmp_path / "full")  # every step once, bit for bit
     assert not list((tmp_path / "cut").glob(".*.tmp"))
+
+
+def _corrupt_copy(real_shards: Path, out: Path, which=lambda shard_index, name: shard_index == 0 and name.endswith("1.jpg")
+                  ) -> list[tuple[str, str]]:
+    """A copy of the shards with some JPEG members overwritten mid-file (as bit-rot or a torn copy would);
+    returns (shard, key) of each clip hit."""
+    out.mkdir()
+    hit = []
+    for index, shard in enumerate(sorted(real_shards.glob("*.tar"))):
+        with tarfile.open(shard) as src, tarfile.open(out / shard.name, "w", format=tarfile.USTAR_FORMAT) as dst:
+            for member in src:
+                data = src.extractfile(member).read()
+                if which(index, member.name) and member.name.endswith(".jpg"):
+                    data = data[:len(data) // 2] + b"\xff\x91" * 64 + data[len(data) // 2 + 128:]
+                    key = member.name.split(".")[0]
+                    if (str(out / shard.name), key) not in hit:
+                        hit.append((str(out / shard.name), key))
+                info = tarfile.TarInfo(member.name)
+                info.size = len(data)
+                dst.addfile(info, io.BytesIO(data))
+    return hit
+
+
+def test_a_clip_with_a_corrupt_jpeg_is_skipped_named_and_counted(real_shards, tmp_path):
+    hit = _corrupt_copy(real_shards, tmp_path / "shards", lambda i, name: i == 0 and name.split(".")[0].endswith("1")
+                        and name.endswith("1.jpg"))
+    assert len(hit) == 1
+    out = tmp_path / "run"
+    # 10 clips of 2 a step: 5 steps are one epoch, so the bad clip is met exactly once.
+    result = runner.invoke(app, ["train", "--shards", str(tmp_path / "shards"), "--out", str(out), "--max-steps", "5",
+                                 "--arch", "vit_tiny_patch16_224", "-T", "4", "--batch-size", "2", "--global-size", "64",
+                                 "--pre-size", "80", "--local-size", "32", "--local-crops", "2", "--out-dim", "64",
+                                 "--num-workers", "1", "--precision", "fp32", "--max-bad-fraction", "0.2", "-q"])
+    assert result.exit_code == 0, result.output
+    shard, key = hit[0]
+    warning = [line for line in result.output.splitlines() if "skipped a bad clip" in line]
+    assert len(warning) == 1 and shard in warning[0] and key in warning[0] and "do not decode" in warning[0]
+    assert "1 bad clip(s) skipped" in result.output
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5] and log[-1]["skipped"] == 1
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 5
+
+
+def test_shards_that_are_all_bad_stop_with_the_fraction_error(real_shards, tmp_path):
+    _corrupt_copy(real_shards, tmp_path / "shards", lambda i, name: name.endswith(".jpg"))
+    result = runner.invoke(app, ["train", "--shards", str(tmp_path / "shards"), "--out", str(tmp_path / "run"),
+                                 "--max-steps", "3", "--arch", "vit_tiny_patch16_224", "-T", "4", "--batch-size", "2",
+                                 "--global-size", "64", "--local-size", "32", "--out-dim", "64", "--num-workers", "1",
+                                 "-q"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "more than --max-bad-fraction 0.01" in lines[0] and "do not decode" in lines[0]
+    assert "Traceback" not in result.output and not (tmp_path / "run" / "checkpoint.pt").exists()

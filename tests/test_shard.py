@@ -203,7 +203,7 @@ def test_real_footage_shards_and_verifies(tmp_path):
                                  "-q"])
     assert result.exit_code == 0, result.output
     clips = _clips(out)
-    assert len(clips) == 5 and clips[0][0].shape == (4, 320, 752, 3)
+    assert len(clips) == 5 and clips[0][0].shape == (4, 448, 1054, 3)  # the default 448 px short side
     assert clips[0][0].std() > 20  # real, textured pixels
     assert runner.invoke(app, ["verify", str(out)]).exit_code == 0
 
