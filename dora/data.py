@@ -9,10 +9,13 @@ exactly the batches an uninterrupted run would.
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
+import itertools
 import json
 import math
+import os
 import random
 import tarfile
 from dataclasses import dataclass
@@ -297,7 +300,7 @@ class ClipStream(IterableDataset):
         # read still gives one clip: batches, and the resume skip (which counts samples before decoding),
         # stay exactly those of a run without the fault. Each stand-in carries the bad clip's name.
         last_good, waiting, read, bad = None, [], 0, 0
-        while True:  # an epoch is a number of steps; the stream repeats its shards as needed
+        for repeat in itertools.count():  # an epoch is a number of steps; the stream repeats its shards as needed
             pipeline = wds.DataPipeline(
                 wds.SimpleShardList(shards),
                 wds.tarfile_to_samples(handler=wds.reraise_exception),
@@ -313,7 +316,7 @@ class ClipStream(IterableDataset):
                     continue
                 read += 1
                 try:
-                    clip = self._clip(sample)
+                    clip = self._clip(sample, repeat)
                 except BadClip as exc:
                     bad += 1
                     problem = {"shard": sample.get("__url__", "?"), "key": sample.get("__key__", "?"), "error": str(exc)}
@@ -335,8 +338,9 @@ class ClipStream(IterableDataset):
                 what = "clips without a shot cut" if self.skip_cut_clips else "clips"
                 raise DataError(f"shards {shards[:3]}... hold no {what}")
 
-    def _clip(self, sample: dict) -> dict:
-        """The augmented clip, or BadClip saying what is wrong with it."""
+    def _clip(self, sample: dict, repeat: int = 0) -> dict:
+        """The augmented clip, or BadClip saying what is wrong with it. `repeat`: how many times this reader
+        has already gone through its shards this epoch (a clip read again gets new views)."""
         names = sorted(k for k in sample if k.endswith("jpg"))
         if len(names) < self.frames_per_clip:
             raise BadClip(f"holds {len(names)} frames, fewer than {self.frames_per_clip}")
@@ -350,7 +354,7 @@ class ClipStream(IterableDataset):
             frames = torch.stack(decode_jpeg(data, mode=ImageReadMode.RGB))
         except RuntimeError as exc:  # torchvision's decoder names no file; we do
             raise BadClip(f"its frames do not decode ({str(exc).splitlines()[0]})") from exc
-        gen = torch.Generator().manual_seed(clip_seed(self.seed, self.epoch, sample["__key__"]))
+        gen = torch.Generator().manual_seed(clip_seed(self.seed, self.epoch, sample["__key__"], repeat))
         return {**augment_clip(frames, self.augment, gen), "key": sample["__key__"], "video": meta.get("video", "")}
 
 
@@ -387,9 +391,11 @@ def first_clip_size(urls: list[str]) -> tuple[int, int] | None:
     return None
 
 
-def clip_seed(seed: int, epoch: int, key: str) -> int:
-    """The augmentation seed of one clip in one epoch (stable across processes, unlike hash())."""
-    return int.from_bytes(hashlib.sha256(f"{seed}-{epoch}-{key}".encode()).digest()[:8], "little") & (2**63 - 1)
+def clip_seed(seed: int, epoch: int, key: str, repeat: int = 0) -> int:
+    """The augmentation seed of one clip in one epoch and pass over the reader's shards (stable across
+    processes, unlike hash())."""
+    text = f"{seed}-{epoch}-{key}" + (f"-{repeat}" if repeat else "")
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**63 - 1)
 
 
 def make_loader(stream: ClipStream, num_workers: int) -> DataLoader:
@@ -401,7 +407,14 @@ def make_loader(stream: ClipStream, num_workers: int) -> DataLoader:
     generator = torch.Generator().manual_seed(stream.seed * 1_000_003 + stream.epoch)
     return DataLoader(stream, batch_size=stream.batch_size, num_workers=num_workers, persistent_workers=False,
                       collate_fn=_collate, pin_memory=torch.cuda.is_available(), generator=generator,
-                      prefetch_factor=4 if num_workers else None)
+                      prefetch_factor=4 if num_workers else None,
+                      worker_init_fn=functools.partial(_worker_dies_with, os.getpid()) if num_workers else None)
+
+
+def _worker_dies_with(parent: int, worker_id: int) -> None:
+    from wtours.children import die_with_parent
+
+    die_with_parent(parent)
 
 
 def _collate(samples: list[dict]) -> dict:

@@ -199,8 +199,10 @@ def object_views(teacher: DINOModel, tokens: torch.Tensor, images: torch.Tensor,
     grid = patch_grid(backbone, *images.shape[-2:])
     n = grid[0] * grid[1]
     size = tuple(images.shape[-2:])
-    if cfg.mask == "random":
-        maps = random_maps(clips, cfg.objects, n, step_gen).to(images.device)[:, None].expand(-1, frames, -1, -1)
+    if cfg.mask == "random":  # each rank draws its own masks (its own clips)
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        rank_gen = torch.Generator().manual_seed(step_gen.initial_seed() * 65_537 + rank)
+        maps = random_maps(clips, cfg.objects, n, rank_gen).to(images.device)[:, None].expand(-1, frames, -1, -1)
     else:
         first = torch.arange(clips, device=images.device) * frames  # frame t0 of each clip
         attention = backbone.cls_attention(q[first], k[first])  # [B, h, n]

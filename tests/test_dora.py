@@ -620,3 +620,39 @@ def test_shards_that_are_all_bad_stop_with_the_fraction_error(real_shards, tmp_p
     lines = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "more than --max-bad-fraction 0.01" in lines[0] and "do not decode" in lines[0]
     assert "Traceback" not in result.output and not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_a_clip_read_again_in_the_same_epoch_gets_new_views(real_shards, tmp_path):
+    from dora.data import ClipStream, expand_shards
+
+    cfg = _cfg(real_shards, tmp_path)
+    stream = ClipStream(expand_shards(cfg.shards), cfg.frames_per_clip, cfg.augment, cfg.batch_size, cfg.seed,
+                        shuffle_buffer=1)
+    clips = [c for _, c in zip(range(20), iter(stream))]  # 10 clips in the shards: two passes
+    first = {c["key"]: c["globals"] for c in clips[:10]}
+    again = {c["key"]: c["globals"] for c in clips[10:]}
+    assert set(first) == set(again)
+    assert all(not torch.equal(first[k], again[k]) for k in first)
+
+
+def test_random_masks_differ_between_ranks(real_shards, tmp_path, monkeypatch):
+    import dora.train as train_module
+    from dora.data import normalize
+    from dora.train import build, object_views
+
+    cfg = _cfg(real_shards, tmp_path, mask="random")
+    batch = _one_batch(real_shards, cfg)
+    student, teacher = build(cfg, torch.device("cpu"))
+    images = normalize(batch["globals"]).flatten(0, 1)
+    views = {}
+    monkeypatch.setattr(train_module.dist, "is_initialized", lambda: True)
+    for rank in (0, 1):
+        monkeypatch.setattr(train_module.dist, "get_rank", lambda rank=rank: rank)
+        with torch.no_grad():
+            tokens = teacher.backbone(images)
+            views[rank], _ = object_views(teacher, tokens, images, cfg.batch_size, cfg, torch.Generator().manual_seed(7))
+    assert not torch.equal(views[0], views[1])
+    with torch.no_grad():  # and a rank draws the same masks again for the same step (resume stays exact)
+        again, _ = object_views(teacher, teacher.backbone(images), images, cfg.batch_size, cfg,
+                                torch.Generator().manual_seed(7))
+    assert torch.equal(again, views[1])

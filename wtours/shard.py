@@ -17,11 +17,11 @@ import multiprocessing as mp
 import os
 import queue as queue_mod
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wtours import children
 from wtours.dist import resolve_rank, split_for_rank
 from wtours.files import WriteError, read_json, remove_stale_temporaries, sha256_file, write_json_atomic
 from wtours.inputs import Source, find_sources
@@ -330,7 +330,7 @@ def shard(cfg: ShardConfig, reporter: Reporter | None = None) -> tuple[list[Unit
                 finish(run_unit(unit, cfg, threads, _Inline()))
         else:
             ctx = mp.get_context("spawn")
-            with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            with children.manager(ctx) as manager, children.process_pool(workers, ctx) as pool:
                 progress = manager.Queue()
                 futures = [pool.submit(_worker, u, cfg, threads, progress) for u in mine]
                 pending = set(futures)

@@ -13,13 +13,13 @@ import json
 import math
 import multiprocessing as mp
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from wtours import children
 from wtours.cuts import CutOptions, content_scores, detect_cuts, hsv
 from wtours.dist import resolve_rank, split_for_rank
 from wtours.files import WriteError, atomic_path, remove_stale_temporaries, write_json_atomic, write_text_atomic
@@ -311,7 +311,7 @@ def stats(cfg: StatsConfig, reporter: Reporter | None = None) -> tuple[list[Vide
                 bar.update(1)
         else:
             ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            with children.process_pool(workers, ctx) as pool:
                 futures = [pool.submit(_worker, s, cfg, max(1, cores // workers)) for s in mine]
                 for fut in futures:
                     results.append(fut.result())

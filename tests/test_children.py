@@ -1,0 +1,105 @@
+"""No process started by `wtours` or `dora` outlives its parent, even when the parent is killed with SIGKILL."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY, make_coded_video
+
+pytestmark = pytest.mark.slow
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting to be reaped counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _kill_when(cmd: list[str], ready, workers: int, timeout: float = 240) -> set[int]:
+    """Start `cmd`, wait until `ready()` and it has at least `workers` descendants, SIGKILL it; return them."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    family: set[int] = set()
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            family = {p for p in _descendants(proc.pid) if _alive(p)}
+            if len(family) >= workers and ready():
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the command ended before it could be killed"
+        assert len(family) >= workers, family
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return family
+
+
+def _gone_soon(pids: set[int], seconds: float = 10.0) -> set[int]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+    left = {p for p in pids if _alive(p)}
+    for p in left:  # do not leave them to the other tests
+        os.kill(p, signal.SIGKILL)
+    return left
+
+
+def test_shard_workers_die_with_a_killed_parent_and_a_rerun_completes(tmp_path):
+    videos = [make_coded_video(tmp_path / "in" / f"v{i}.mp4", 1500, fps=25, size=(640, 360), preset="ultrafast")
+              for i in range(2)]
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "wtours.cli", "shard", *map(str, videos), "--out", str(out), "--fps", "5", "-T", "2",
+           "--clips-per-shard", "5", "--short-side", "64", "--workers", "2", "-q"]
+    family = _kill_when(cmd, lambda: len(list(out.glob("*.tar"))) >= 2, workers=3)  # 2 workers + the queue manager
+    assert _gone_soon(family) == set()
+    shards_then = sorted(p.name for p in out.glob("*.tar"))
+    time.sleep(2)  # nothing keeps writing after the parent is gone
+    assert sorted(p.name for p in out.glob("*.tar")) == shards_then
+    assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
+
+
+def test_stats_workers_die_with_a_killed_parent(tmp_path):
+    folder = tmp_path / "in"
+    for i in range(2):
+        make_coded_video(folder / f"v{i}.mp4", 1500, fps=25, size=(640, 360), preset="ultrafast")
+    cmd = [sys.executable, "-m", "wtours.cli", "stats", str(folder), "--out", str(tmp_path / "s"), "--no-objects",
+           "--workers", "2", "-q"]
+    family = _kill_when(cmd, lambda: True, workers=2)
+    assert _gone_soon(family) == set()
+
+
+def test_training_data_workers_die_with_a_killed_parent(real_shards, tmp_path):
+    log = tmp_path / "run" / "log.jsonl"
+    cmd = [sys.executable, "-m", "dora.cli", "train", "--shards", str(real_shards), "--out", str(tmp_path / "run"),
+           "--arch", TINY["arch"], "-T", "4", "--global-size", "64", "--pre-size", "80", "--local-size", "32",
+           "--local-crops", "2", "--out-dim", "256", "--batch-size", "2", "--num-workers", "2", "--max-steps", "500",
+           "--precision", "fp32", "-q"]
+    family = _kill_when(cmd, lambda: log.is_file() and log.read_text().count("\n") >= 2, workers=2)
+    assert _gone_soon(family) == set()
