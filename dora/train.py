@@ -351,6 +351,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> RunState:
     writer = _tensorboard(cfg.out) if main else None
     began = time.monotonic()
     watch = CollapseWatch(cfg.out_dim, cfg.objects, total_steps)
+    out_of_time = False
 
     def checkpoint(path: Path) -> None:
         rngs = [None] * world
@@ -374,10 +375,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> RunState:
     try:
         for epoch in range(start // steps_per_epoch, epochs):
             stream.set_epoch(epoch, skip_batches=max(0, state.step - epoch * steps_per_epoch))
-            for batch in _batches(make_loader(stream, cfg.num_workers)):
+            for batch, data_error in _batches(make_loader(stream, cfg.num_workers)):
                 step = state.step
                 if step >= total_steps or step >= (epoch + 1) * steps_per_epoch:
                     break
+                # Every stop decision is every rank's (one tiny all-reduce), so no rank waits in a collective
+                # that another has left: a data error here, a non-finite loss, Ctrl-C or the time budget below.
+                if agree([data_error is not None], world, device)[0]:
+                    raise data_error or DataError(f"stopped at step {step}: another rank could not read its shards")
                 for i, group in enumerate(optimizer.param_groups):
                     group["lr"] = lr[step]
                     if i == 0:
@@ -385,8 +390,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> RunState:
                 step_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
                 tick = time.perf_counter()
                 loss, info = train_step(model, teacher, loss_fn, batch, cfg, float(temps[step]), device, step_gen)
-                if not torch.isfinite(loss):
-                    raise NonFiniteLoss(f"loss is {loss.item()} at step {step}; stopped, "
+                finite = bool(torch.isfinite(loss))
+                out_of_time = bool(cfg.time_budget) and time.monotonic() - began > cfg.time_budget
+                not_finite, stop_now, out_of_time = agree([not finite, stop.requested, out_of_time], world, device)
+                if not_finite:
+                    where = f"loss is {loss.item()}" if not finite else "the loss of another rank is not finite"
+                    raise NonFiniteLoss(f"{where} at step {step}; stopped, "
                                         f"the last good checkpoint is {latest if latest.exists() else 'none yet'}")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -436,12 +445,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> RunState:
                     checkpoint(latest)
                 if cfg.keep_every and state.step % (cfg.keep_every * steps_per_epoch) == 0:
                     checkpoint(cfg.out / f"checkpoint_e{state.step // steps_per_epoch:04d}.pt")
-                if stop.requested:  # Ctrl-C: finish the step, keep it, then stop
+                if stop_now:  # Ctrl-C (on any rank): finish the step, keep it, then stop
                     checkpoint(latest)
                     raise KeyboardInterrupt
-                if cfg.time_budget and time.monotonic() - began > cfg.time_budget:
+                if out_of_time:
                     break
-            if state.step >= total_steps or (cfg.time_budget and time.monotonic() - began > cfg.time_budget):
+            if state.step >= total_steps or out_of_time:
                 break
         checkpoint(latest)
     finally:
@@ -511,8 +520,18 @@ def _warn(message: str) -> None:
     tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
+def agree(flags: list[bool], world: int, device: torch.device) -> list[bool]:
+    """Each flag raised on any rank, for every rank (one all-reduce of a few numbers; as is with one process)."""
+    if world == 1:
+        return list(flags)
+    values = torch.tensor([float(f) for f in flags], device=device)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in values.tolist()]
+
+
 def _batches(loader):
-    """The loader's batches; a DataError raised in a worker comes out with its own message only."""
+    """(batch, None) per batch, then (None, DataError) if the data fails: a DataError raised in a worker
+    comes out with its own message only, and the caller decides with the other ranks when to stop."""
     iterator = iter(loader)
     while True:
         try:
@@ -522,8 +541,9 @@ def _batches(loader):
         except DataError as exc:
             lines = [line for line in str(exc).splitlines() if line.strip()]
             original = next((line.split("DataError: ", 1)[1] for line in reversed(lines) if "DataError: " in line), None)
-            raise DataError(original or str(exc)) from None
-        yield batch
+            yield None, DataError(original or str(exc))
+            return
+        yield batch, None
 
 
 def _trim_log(path: Path, step: int) -> None:

@@ -462,10 +462,55 @@ def test_bad_input_is_a_clear_error_before_training(real_shards, tmp_path, probl
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+DDP_TINY = ["-q", "--arch", "vit_tiny_patch16_224", "-T", "4", "--global-size", "64", "--pre-size", "80", "--local-size",
+            "32", "--local-crops", "2", "--out-dim", "256", "--batch-size", "1", "--num-workers", "1", "--warmup-epochs",
+            "0", "--precision", "fp32"]
+
+
+def _ddp_with_fault(real_shards: Path, out: Path, fault: str, *args: str) -> subprocess.CompletedProcess:
+    entry = Path(__file__).with_name("ddp_faults.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           str(entry), "train", "--shards", str(real_shards), "--out", str(out), *DDP_TINY, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=400,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "DDP_FAULT": fault})
+
+
+@pytest.mark.slow
+def test_ranks_stop_together_when_one_rank_runs_out_of_time(real_shards, tmp_path):
+    """Rank 1 alone sees the time budget spent: both ranks stop at the same step, with one checkpoint."""
+    out = tmp_path / "ddp"
+    done = _ddp_with_fault(real_shards, out, "clock", "--max-steps", "5000", "--time-budget", "500")
+    assert done.returncode == 0, done.stderr[-3000:]
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, len(steps) + 1)) and 1 <= len(steps) < 5000
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == steps[-1]
+
+
+@pytest.mark.slow
+def test_a_nan_on_one_rank_stops_every_rank_cleanly(real_shards, tmp_path):
+    out = tmp_path / "ddp"
+    done = _ddp_with_fault(real_shards, out, "nan", "--max-steps", "8", "--checkpoint-every", "1")
+    assert done.returncode != 0
+    assert "loss is nan at step 2" in done.stderr  # rank 1, its own
+    assert "the loss of another rank is not finite at step 2" in done.stderr  # rank 0, told
+    # Both ranks exit 1 with our one-line error (torchrun then prints its own summary of the failed ranks).
+    assert "exitcode  : 1" in done.stderr and done.stderr.count("exitcode  : 1") == 2
+    assert done.stderr.count("Traceback") == 1 and "ChildFailedError" in done.stderr  # torchrun's, not a rank's
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 2
+
+
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu(real_shards, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", "-m",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m",
            "dora.cli", "train", "--shards", str(real_shards), "--out", str(out), "--max-steps", "3", "-q",
            "--arch", "vit_tiny_patch16_224", "-T", "4", "--global-size", "64", "--pre-size", "80", "--local-size", "32",
            "--local-crops", "2", "--out-dim", "256", "--batch-size", "1", "--num-workers", "1", "--warmup-epochs", "0"]
