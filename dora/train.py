@@ -31,6 +31,7 @@ from dora.loss import DistillLoss, view_weights
 from dora.model import DINOModel, patch_grid
 from dora.schedules import cosine, teacher_temperatures
 from wtours.files import atomic_path, cannot_write, remove_stale_temporaries, write_json_atomic
+from wtours.shards import clips_from_index, is_url
 
 
 @dataclass
@@ -296,7 +297,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> RunState:
     rank, world, device = distributed()
     main = rank == 0
     urls = expand_shards(cfg.shards)
-    clips_total = check_shards(urls, cfg.frames_per_clip)
+    clips_total = check_shards(urls, cfg.frames_per_clip)  # local shards: opened and counted
+    remote = [url for url in urls if is_url(url)]
+    if remote:  # URL shards count from the index.json beside them, so that epochs have the right length
+        counted = clips_from_index(remote)
+        if counted is None and not cfg.steps_per_epoch:
+            raise DataError(f"{remote[0]}: cannot count the clips of URL shards without an index.json beside them "
+                            "(as `wtours shard` writes); pass --steps-per-epoch")
+        clips_total += counted or 0
     if cfg.skip_cut_clips and not shards_have_shots(urls):
         raise DataError(f"{urls[0]}: no shot information in the clips; make the shards with "
                         "`wtours shard --shots STATS_DIR` to use --skip-cut-clips")

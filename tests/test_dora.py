@@ -20,6 +20,7 @@ from conftest import TINY
 from dora.cli import app
 from dora.discover import binary_masks, discover_and_track, sinkhorn_knopp
 from dora.loss import DistillLoss
+from dora.data import DataError
 from dora.train import NonFiniteLoss, TrainConfig, train
 
 runner = CliRunner()
@@ -701,3 +702,29 @@ def test_random_masks_differ_between_ranks(real_shards, tmp_path, monkeypatch):
         again, _ = object_views(teacher, teacher.backbone(images), images, cfg.batch_size, cfg,
                                 torch.Generator().manual_seed(7))
     assert torch.equal(again, views[1])
+
+
+def test_url_shards_have_the_epoch_length_of_local_ones(real_shards, tmp_path):
+    from conftest import RangeServer
+
+    names = sorted(p.name for p in real_shards.glob("*.tar"))
+    local = train(_cfg(real_shards, tmp_path / "local", max_steps=1), progress=False)
+    with RangeServer(real_shards) as server:
+        urls = [f"{server.url}/{name}" for name in names]
+        remote = train(TrainConfig(shards=urls, out=tmp_path / "remote", **{**TINY, "max_steps": 1}), progress=False)
+        assert remote.step == 1 and torch.isfinite(torch.tensor(remote.losses)).all()  # streamed over HTTP
+        configs = [json.loads((tmp_path / name / "config.json").read_text()) for name in ("local", "remote")]
+        assert configs[0]["clips_in_shards"] == configs[1]["clips_in_shards"] == 10
+        assert configs[0]["steps_per_epoch"] == configs[1]["steps_per_epoch"] == 5
+        # Without an index beside them, the epoch length must be given.
+        bare = tmp_path / "bare"
+        bare.mkdir()
+        for name in names:
+            shutil.copy(real_shards / name, bare / name)
+    with RangeServer(bare) as server:
+        urls = [f"{server.url}/{name}" for name in names]
+        with pytest.raises(DataError, match="index.json.*--steps-per-epoch"):
+            train(TrainConfig(shards=urls, out=tmp_path / "bare-run", **{**TINY, "max_steps": 1}), progress=False)
+        ok = train(TrainConfig(shards=urls, out=tmp_path / "bare-run", **{**TINY, "max_steps": 1, "steps_per_epoch": 7}),
+                   progress=False)
+        assert ok.step == 1 and json.loads((tmp_path / "bare-run" / "config.json").read_text())["steps_per_epoch"] == 7

@@ -154,6 +154,35 @@ def shard_urls(folder_or_pattern: str | Path) -> list[str]:
     return [str(folder_or_pattern)]
 
 
+def is_url(url: str) -> bool:
+    """A shard given as a URL (http, https, s3 via pipe:, ...) rather than a local path."""
+    return "://" in url or url.startswith("pipe:")
+
+
+def clips_from_index(urls: list[str], timeout: float = 30.0) -> int | None:
+    """Clips in shards given as http(s) or file URLs, from the index.json that `wtours shard` writes beside
+    them (read once per folder); None if a folder has no readable index or the index does not list a shard."""
+    import urllib.request
+
+    counts: dict[str, dict[str, int]] = {}
+    total = 0
+    for url in urls:
+        folder, _, name = url.rpartition("/")
+        if folder not in counts:
+            if not folder.startswith(("http://", "https://", "file://")):
+                return None
+            try:
+                with urllib.request.urlopen(f"{folder}/{INDEX}", timeout=timeout) as response:
+                    index = json.loads(response.read())
+                counts[folder] = {s["name"]: int(s["clips"]) for s in index["shards"]}
+            except (OSError, ValueError, KeyError, TypeError):
+                return None
+        if name not in counts[folder]:
+            return None
+        total += counts[folder][name]
+    return total
+
+
 def decode_sample(sample: dict) -> tuple[np.ndarray, dict]:
     """(frames T x H x W x 3 uint8, clip metadata) from a raw WebDataset sample."""
     meta = json.loads(sample["json"])
