@@ -90,12 +90,14 @@ def expand_shards(patterns: list[str]) -> list[str]:
     return urls
 
 
-def check_shards(urls: list[str], frames_per_clip: int) -> int:
-    """Open every local shard, count its clips and check they hold at least T frames; return the clip count."""
+def check_shards(urls: list[str], frames_per_clip: int, skip_cut_clips: bool = False) -> int:
+    """Open every local shard, count its clips and check they hold at least T frames; return the clip count
+    (with `skip_cut_clips`, of the clips that cross no shot cut: the clips an epoch is made of)."""
     clips = 0
     for url in urls:
         if "://" in url or url.startswith("pipe:"):
             continue
+        crossing = 0
         try:
             with tarfile.open(url) as tar:
                 keys: dict[str, int] = {}
@@ -103,6 +105,8 @@ def check_shards(urls: list[str], frames_per_clip: int) -> int:
                     key, _, suffix = member.name.partition(".")
                     if suffix.endswith("jpg"):
                         keys[key] = keys.get(key, 0) + 1
+                    elif skip_cut_clips and suffix == "json":
+                        crossing += _cuts_inside({"json": tar.extractfile(member).read(), "__key__": key}) != 0
         except (OSError, tarfile.TarError, EOFError) as exc:
             raise DataError(f"{url}: unreadable shard ({exc})") from exc
         if not keys:
@@ -110,7 +114,7 @@ def check_shards(urls: list[str], frames_per_clip: int) -> int:
         short = min(keys.values())
         if short < frames_per_clip:
             raise DataError(f"{url}: clips hold {short} frames, fewer than --frames-per-clip {frames_per_clip}")
-        clips += len(keys)
+        clips += len(keys) - crossing
     return clips
 
 

@@ -297,17 +297,18 @@ def train(cfg: TrainConfig, progress: bool = True) -> RunState:
     rank, world, device = distributed()
     main = rank == 0
     urls = expand_shards(cfg.shards)
-    clips_total = check_shards(urls, cfg.frames_per_clip)  # local shards: opened and counted
-    remote = [url for url in urls if is_url(url)]
-    if remote:  # URL shards count from the index.json beside them, so that epochs have the right length
-        counted = clips_from_index(remote)
-        if counted is None and not cfg.steps_per_epoch:
-            raise DataError(f"{remote[0]}: cannot count the clips of URL shards without an index.json beside them "
-                            "(as `wtours shard` writes); pass --steps-per-epoch")
-        clips_total += counted or 0
     if cfg.skip_cut_clips and not shards_have_shots(urls):
         raise DataError(f"{urls[0]}: no shot information in the clips; make the shards with "
                         "`wtours shard --shots STATS_DIR` to use --skip-cut-clips")
+    clips_total = check_shards(urls, cfg.frames_per_clip, cfg.skip_cut_clips)  # local shards: opened and counted
+    remote = [url for url in urls if is_url(url)]
+    if remote:  # URL shards count from the index.json beside them, so that epochs have the right length
+        counted = None if cfg.skip_cut_clips else clips_from_index(remote)  # the index does not count cut clips
+        if counted is None and not cfg.steps_per_epoch:
+            why = ("the clips that cross no cut (--skip-cut-clips)" if cfg.skip_cut_clips else
+                   "the clips of URL shards without an index.json beside them (as `wtours shard` writes)")
+            raise DataError(f"{remote[0]}: cannot count {why}; pass --steps-per-epoch")
+        clips_total += counted or 0
     steps_per_epoch = cfg.steps_per_epoch or max(1, clips_total // (cfg.batch_size * world))
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     epochs = math.ceil(total_steps / steps_per_epoch)

@@ -225,7 +225,7 @@ def test_shots_from_stats_fill_each_clips_shot_and_the_trainer_can_skip_clips_ac
                                                                                            tmp_path):
     import csv
 
-    from dora.data import AugmentConfig, ClipStream, DataError, expand_shards, shards_have_shots
+    from dora.data import AugmentConfig, ClipStream, DataError, check_shards, expand_shards, shards_have_shots
     from wtours.stats import StatsConfig, stats
 
     stats(StatsConfig(inputs=[scene_video], out=tmp_path / "stats", objects=False, mode=OutputMode.quiet))
@@ -261,6 +261,9 @@ def test_shots_from_stats_fill_each_clips_shot_and_the_trainer_can_skip_clips_ac
     keys = {next(stream)["key"] for _ in range(3 * len(metas))}  # the stream repeats its shards
     assert keys == {f"{meta['unit']}-{meta['clip']:06d}" for meta in metas} - {
         f"{meta['unit']}-{meta['clip']:06d}" for meta in metas if meta["clip"] in crossing}
+    # ... and an epoch is counted in the clips it keeps, not in all clips.
+    assert check_shards(urls, 4) == len(metas)
+    assert check_shards(urls, 4, skip_cut_clips=True) == len(metas) - len(crossing) == len(keys)
     with pytest.raises(DataError, match="no shot information"):
         next(iter(ClipStream(expand_shards([str(real_shards)]), 4, augment, batch_size=1, skip_cut_clips=True)))
 
