@@ -51,7 +51,8 @@ def main() -> None:
               f"attention {result['reference_loop_explicit_attention_step_s']:.3f} s -> "
               f"{result['speedup_vs_reference_loop_explicit_attention']:.2f}x")
         print(f"    pipeline {result['loader_clips_per_s']:.1f} clips/s vs step {result['train_clips_per_s']:.2f} clips/s "
-              f"-> {result['loader_over_train']:.1f}x (bar >= 3)")
+              f"-> {result['loader_over_train']:.1f}x (bar >= 3); a batch mixes {result['shards_per_batch']:.1f} "
+              f"shards and {result['videos_per_batch']:.1f} videos on average")
     print("JSON " + json.dumps(report))
 
 

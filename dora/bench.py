@@ -100,15 +100,21 @@ def time_steps(cfg: TrainConfig, steps: int, warmup: int, step: str = "batched",
     return sum(times) / len(times)
 
 
-def loader_rate(cfg: TrainConfig, batches: int) -> float:
-    """Clips per second the shard pipeline delivers with cfg.num_workers workers."""
-    stream = ClipStream(expand_shards(cfg.shards), cfg.frames_per_clip, cfg.augment, cfg.batch_size, cfg.seed)
+def loader_rate(cfg: TrainConfig, batches: int) -> dict[str, float]:
+    """Clips per second the shard pipeline delivers with cfg.num_workers workers, and how mixed its batches
+    are: the mean number of distinct shards and videos in a batch."""
+    stream = ClipStream(expand_shards(cfg.shards), cfg.frames_per_clip, cfg.augment, cfg.batch_size, cfg.seed,
+                        open_shards=cfg.open_shards)
     loader = iter(make_loader(stream, cfg.num_workers))
     next(loader)  # workers started, buffers filled
     tick = time.perf_counter()
+    shards, videos = [], []
     for _ in range(batches):
-        next(loader)
-    return batches * cfg.batch_size / (time.perf_counter() - tick)
+        batch = next(loader)
+        shards.append(len(set(batch["shards"])))
+        videos.append(len(set(batch["videos"])))
+    return {"loader_clips_per_s": batches * cfg.batch_size / (time.perf_counter() - tick),
+            "shards_per_batch": sum(shards) / len(shards), "videos_per_batch": sum(videos) / len(videos)}
 
 
 def bench(cfg: TrainConfig, steps: int = 5, warmup: int = 2, loader_batches: int = 20) -> dict[str, float]:
@@ -125,6 +131,6 @@ def bench(cfg: TrainConfig, steps: int = 5, warmup: int = 2, loader_batches: int
               "speedup_vs_reference_loop_explicit_attention": reference_explicit / dora,
               "train_clips_per_s": cfg.batch_size / dora}
     if cfg.shards:
-        rate = loader_rate(cfg, loader_batches)
-        result.update(loader_clips_per_s=rate, loader_over_train=rate / result["train_clips_per_s"])
+        mixing = loader_rate(cfg, loader_batches)
+        result.update(**mixing, loader_over_train=mixing["loader_clips_per_s"] / result["train_clips_per_s"])
     return result

@@ -279,9 +279,9 @@ class ClipStream(IterableDataset):
 
     def __init__(self, urls: list[str], frames_per_clip: int, augment: AugmentConfig, batch_size: int, seed: int = 0,
                  rank: int = 0, world_size: int = 1, shuffle_buffer: int = 256, skip_cut_clips: bool = False,
-                 max_bad_fraction: float = 0.01):
+                 max_bad_fraction: float = 0.01, open_shards: int = 8):
         super().__init__()
-        self.max_bad_fraction = max_bad_fraction
+        self.max_bad_fraction, self.open_shards = max_bad_fraction, open_shards
         self.urls, self.frames_per_clip, self.augment = urls, frames_per_clip, augment
         self.skip_cut_clips = skip_cut_clips
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
@@ -305,11 +305,10 @@ class ClipStream(IterableDataset):
         # stay exactly those of a run without the fault. Each stand-in carries the bad clip's name.
         last_good, waiting, read, bad = None, [], 0, 0
         for repeat in itertools.count():  # an epoch is a number of steps; the stream repeats its shards as needed
-            pipeline = wds.DataPipeline(
-                wds.SimpleShardList(shards),
-                wds.tarfile_to_samples(handler=wds.reraise_exception),
-                wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 64), rng=stream_rng),
-            )
+            # Several of the reader's shards are read at once, their clips interleaved at random, then
+            # shuffled: a batch mixes clips from many shards (videos, times), not from one or two.
+            pipeline = wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 64),
+                                   rng=stream_rng)(interleave(shards, self.open_shards, stream_rng))
             count = 0
             for sample in pipeline:
                 if self.skip_cut_clips and _cuts_inside(sample) != 0:
@@ -359,7 +358,22 @@ class ClipStream(IterableDataset):
         except RuntimeError as exc:  # torchvision's decoder names no file; we do
             raise BadClip(f"its frames do not decode ({str(exc).splitlines()[0]})") from exc
         gen = torch.Generator().manual_seed(clip_seed(self.seed, self.epoch, sample["__key__"], repeat))
-        return {**augment_clip(frames, self.augment, gen), "key": sample["__key__"], "video": meta.get("video", "")}
+        return {**augment_clip(frames, self.augment, gen), "key": sample["__key__"], "video": meta.get("video", ""),
+                "shard": sample.get("__url__", "")}
+
+
+def interleave(shards: list[str], open_shards: int, rng: random.Random):
+    """Samples of `shards`, read `open_shards` at a time (each stream takes every open_shards-th shard),
+    the next sample drawn from a stream chosen at random."""
+    streams = [iter(wds.DataPipeline(wds.SimpleShardList(shards[i::open_shards]),
+                                     wds.tarfile_to_samples(handler=wds.reraise_exception)))
+               for i in range(max(1, min(open_shards, len(shards))))]
+    while streams:
+        i = rng.randrange(len(streams))
+        try:
+            yield next(streams[i])
+        except StopIteration:
+            streams.pop(i)
 
 
 def _cuts_inside(sample: dict) -> int:
@@ -423,4 +437,5 @@ def _worker_dies_with(parent: int, worker_id: int) -> None:
 
 def _collate(samples: list[dict]) -> dict:
     batch = {name: torch.stack([s[name] for s in samples]) for name in ("globals", "locals", "globals2") if name in samples[0]}
-    return {**batch, "keys": [s["key"] for s in samples], "bad": [p for s in samples for p in s.get("bad", [])]}
+    return {**batch, "keys": [s["key"] for s in samples], "bad": [p for s in samples for p in s.get("bad", [])],
+            "videos": [s["video"] for s in samples], "shards": [s["shard"] for s in samples]}

@@ -80,6 +80,7 @@ class TrainConfig:
     shuffle_buffer: int = 256
     skip_cut_clips: bool = False  # leave out clips whose frames span a shot cut (needs `wtours shard --shots`)
     max_bad_fraction: float = 0.01  # clips that cannot be decoded are skipped (and counted) up to this share
+    open_shards: int = 8  # shards each data reader reads at once, interleaved (batches mix many shards)
     seed: int = 0
     resume: bool = True
     checkpoint_every: int = 500  # steps between updates of DIR/checkpoint.pt
@@ -351,7 +352,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> RunState:
             _warn(warning)
 
     stream = ClipStream(urls, cfg.frames_per_clip, cfg.augment, cfg.batch_size, cfg.seed, rank, world, cfg.shuffle_buffer,
-                        cfg.skip_cut_clips, cfg.max_bad_fraction)
+                        cfg.skip_cut_clips, cfg.max_bad_fraction, cfg.open_shards)
     state = RunState(step=start)
     if main:
         _trim_log(cfg.out / "log.jsonl", start)

@@ -728,3 +728,22 @@ def test_url_shards_have_the_epoch_length_of_local_ones(real_shards, tmp_path):
         ok = train(TrainConfig(shards=urls, out=tmp_path / "bare-run", **{**TINY, "max_steps": 1, "steps_per_epoch": 7}),
                    progress=False)
         assert ok.step == 1 and json.loads((tmp_path / "bare-run" / "config.json").read_text())["steps_per_epoch"] == 7
+
+
+def test_batches_mix_clips_from_several_open_shards(real_shards, tmp_path):
+    """Read one shard at a time, a reader's first clips all come from one shard; with several shards open
+    they come from several (the shuffle buffer is 1 here, so only the interleaving mixes)."""
+    from dora.data import ClipStream, expand_shards
+
+    cfg = _cfg(real_shards, tmp_path)
+    urls = expand_shards(cfg.shards)  # 4 shards of 3, 3, 3 and 1 clips
+
+    def first_shards(open_shards: int) -> set[str]:
+        stream = ClipStream(urls, cfg.frames_per_clip, cfg.augment, 1, cfg.seed, shuffle_buffer=1, open_shards=open_shards)
+        return {c["shard"] for _, c in zip(range(3), iter(stream))}
+
+    assert len(first_shards(1)) == 1
+    assert len(first_shards(4)) >= 2
+    stream = ClipStream(urls, cfg.frames_per_clip, cfg.augment, 1, cfg.seed, shuffle_buffer=1, open_shards=4)
+    assert sorted(c["key"] for _, c in zip(range(10), iter(stream))) == sorted(  # still every clip once a pass
+        c["key"] for _, c in zip(range(10), iter(ClipStream(urls, cfg.frames_per_clip, cfg.augment, 1, cfg.seed))))
