@@ -28,6 +28,8 @@ from braceexpand import braceexpand
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from wtours.shards import is_url
+
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
@@ -76,7 +78,7 @@ def expand_shards(patterns: list[str]) -> list[str]:
     urls: list[str] = []
     for pattern in patterns:
         for item in braceexpand(pattern):
-            if "://" in item or item.startswith("pipe:"):
+            if is_url(item):
                 urls.append(item)
             elif Path(item).is_dir():
                 urls += sorted(glob.glob(str(Path(item) / "*.tar")))
@@ -95,7 +97,7 @@ def check_shards(urls: list[str], frames_per_clip: int, skip_cut_clips: bool = F
     (with `skip_cut_clips`, of the clips that cross no shot cut: the clips an epoch is made of)."""
     clips = 0
     for url in urls:
-        if "://" in url or url.startswith("pipe:"):
+        if is_url(url):
             continue
         crossing = 0
         try:
@@ -384,29 +386,28 @@ def _cuts_inside(sample: dict) -> int:
     return cuts
 
 
-def shards_have_shots(urls: list[str]) -> bool:
-    """Whether the first clip of the first local shard records cuts_inside (`wtours shard --shots`)."""
+def first_clip_meta(urls: list[str]) -> dict | None:
+    """The json of the first clip of the first local shard (None with URL shards only)."""
     for url in urls:
-        if "://" in url or url.startswith("pipe:"):
+        if is_url(url):
             continue
         with tarfile.open(url) as tar:
             for member in tar:
                 if member.name.endswith(".json"):
-                    return json.loads(tar.extractfile(member).read()).get("cuts_inside") is not None
-    return True  # remote shards only: checked clip by clip as they stream
+                    return json.loads(tar.extractfile(member).read())
+    return None
+
+
+def shards_have_shots(urls: list[str]) -> bool:
+    """Whether the first clip of the first local shard records cuts_inside (`wtours shard --shots`)."""
+    meta = first_clip_meta(urls)
+    return meta is None or meta.get("cuts_inside") is not None  # URL shards only: checked clip by clip
 
 
 def first_clip_size(urls: list[str]) -> tuple[int, int] | None:
     """[width, height] of the stored frames, from the first clip's json of the first local shard."""
-    for url in urls:
-        if "://" in url or url.startswith("pipe:"):
-            continue
-        with tarfile.open(url) as tar:
-            for member in tar:
-                if member.name.endswith(".json"):
-                    size = json.loads(tar.extractfile(member).read()).get("size")
-                    return tuple(size) if size else None
-    return None
+    size = (first_clip_meta(urls) or {}).get("size")
+    return tuple(size) if size else None
 
 
 def clip_seed(seed: int, epoch: int, key: str, repeat: int = 0) -> int:
