@@ -1,4 +1,4 @@
-"""The `dora` command line (training and evaluation land here as they are built)."""
+"""The `dora` command line: a thin shell over dora.train, bench, study, eval (knn, linear), attn and export."""
 
 from __future__ import annotations
 

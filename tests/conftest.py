@@ -178,7 +178,7 @@ def packaged_clip(name: str) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# Offline YOLO: no settings or font downloads (REFERENCE.md section 5), set before ultralytics loads.
+# Offline YOLO: no settings or font downloads (ultralytics fetches a font and writes settings on first use), set before ultralytics loads.
 
 prepare_offline(Path(tempfile.mkdtemp(prefix="wtours-yolo-")))
 

@@ -137,6 +137,7 @@ def shard(
 @app.command()
 def verify(
     folder: Path = typer.Argument(..., help="A `wtours shard` output folder (with index.json)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only problems."),
     json_lines: bool = typer.Option(False, "--json", help="JSON lines on stdout for scripts."),
 ) -> None:
     """Read every shard, decode every JPEG, check counts, keys, timestamps and checksums against index.json.
@@ -146,7 +147,7 @@ def verify(
     from wtours.report import Reporter
     from wtours.shards import verify as run_verify
 
-    reporter = Reporter(_mode(False, json_lines))
+    reporter = Reporter(_mode(quiet, json_lines))
     problems = run_verify(folder)
     for problem in problems:
         reporter.error(problem)

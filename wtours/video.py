@@ -1,4 +1,4 @@
-"""The one video reader (PyAV): probing now; frame streaming for shard and stats builds on it."""
+"""The one video reader (PyAV): probing, and frame streaming on a time grid for shard, stats and attn."""
 
 from __future__ import annotations
 
