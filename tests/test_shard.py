@@ -206,6 +206,8 @@ def test_real_footage_shards_and_verifies(tmp_path):
     assert len(clips) == 5 and clips[0][0].shape == (4, 448, 1054, 3)  # the default 448 px short side
     assert clips[0][0].std() > 20  # real, textured pixels
     assert runner.invoke(app, ["verify", str(out)]).exit_code == 0
+    quiet = runner.invoke(app, ["verify", str(out), "--quiet"])
+    assert quiet.exit_code == 0 and quiet.output.strip() == ""  # --quiet prints only problems
 
 
 def test_changed_options_in_an_existing_folder_are_refused(tmp_path, coded_video):
