@@ -230,6 +230,41 @@ def eval_knn(
                                              "results": {str(k): r for k, r in results.items()}})
 
 
+@eval_app.command("davis")
+def eval_davis(
+    root: Path = typer.Option(..., "--root", help="A folder in the DAVIS 2017 layout (JPEGImages/480p, Annotations/480p)."),
+    checkpoint: CheckpointOpt = None,
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    which: WhichOpt = "teacher",
+    out: Path = typer.Option(Path("runs/davis"), "--out", "-o", help="Folder for metrics.json, per_sequence.csv, masks/."),
+    sequences: str = typer.Option("", help="Comma-separated sequences (default: ImageSets/2017/val.txt)."),
+    size: int = typer.Option(480, help="Short side of the frames the encoder sees (DINO: 480)."),
+    n_last_frames: int = typer.Option(7, help="Previous frames whose predicted masks are propagated (DINO: 7)."),
+    topk: int = typer.Option(5, help="Source patches each target patch takes its label from (DINO: 5)."),
+    temperature: float = typer.Option(0.1, help="Affinities exp(cosine / T) (DINO's code: 0.1)."),
+    neighbourhood: int = typer.Option(12, help="Patches a source may be from the target patch (DINO: 12; 0: any)."),
+    save_masks: bool = typer.Option(False, help="Write the predicted palette PNGs in the DAVIS result layout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Video object segmentation by label propagation (DINO's DAVIS protocol), scored with J, F and J&F.
+
+    Example: dora eval davis --checkpoint runs/venice/checkpoint.pt --root data/DAVIS --out runs/davis
+    """
+    from dora.davis import DavisConfig, eval_davis as run_davis
+    from dora.encoder import EvalError
+    from dora.propagate import PropagationConfig
+
+    with exit_on_errors((EvalError, ValueError)):
+        spec = _spec(checkpoint, model, weights, which)
+        cfg = DavisConfig(root=root, out=out, sequences=[s for s in sequences.split(",") if s], size=size,
+                          save_masks=save_masks, propagation=PropagationConfig(n_last_frames, topk, temperature,
+                                                                               neighbourhood))
+        result = run_davis(spec, cfg, progress=not quiet)
+    typer.echo(f"J&F {100 * result['JF_mean']:.1f}  J {100 * result['J_mean']:.1f}  F {100 * result['F_mean']:.1f}  "
+               f"({result['objects']} objects, {result['seconds_per_frame']:.2f} s a frame); {out / 'metrics.json'}")
+
+
 @eval_app.command("linear")
 def eval_linear(
     train_dir: TrainDir,

@@ -1,0 +1,185 @@
+"""`dora eval davis`: semi-supervised video object segmentation on a DAVIS-2017-layout folder, scored
+with J and F: the dense video evaluation of DINO's `eval_video_segmentation.py`.
+
+Layout: ROOT/JPEGImages/480p/<seq>/*.jpg, ROOT/Annotations/480p/<seq>/*.png (palette PNGs, one index
+per object, 0 = background), ROOT/ImageSets/2017/val.txt (the sequences, unless --sequences).
+Frames are resized as DINO does (short side `size`, the long side floored to a multiple of 64), the
+encoder's last-block patch features propagate the first frame's mask (`dora.propagate`), and the
+prediction is resized back to the annotation's size and scored on every annotated frame but the
+first and last (`dora.vos_metrics`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from dora.encoder import EncoderSpec, EvalError, load_encoder
+from dora.propagate import PropagationConfig, propagate, to_label_map
+from dora.vos_metrics import sequence_scores, summary
+from wtours.files import atomic_path, write_json_atomic
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.228, 0.224, 0.225)  # DINO's color_normalize
+
+
+@dataclass
+class DavisConfig:
+    """Options of `dora eval davis`."""
+
+    root: Path
+    out: Path
+    sequences: list[str] = field(default_factory=list)
+    size: int = 480  # short side of the frames given to the encoder (DINO: 480)
+    save_masks: bool = False
+    propagation: PropagationConfig = field(default_factory=PropagationConfig)
+
+
+def sequence_names(root: Path, chosen: list[str]) -> list[str]:
+    """The sequences to evaluate: `chosen`, else ImageSets/2017/val.txt, else every JPEGImages/480p folder."""
+    frames = root / "JPEGImages" / "480p"
+    if not frames.is_dir():
+        raise EvalError(f"{frames}: no such folder (expected the DAVIS 2017 layout: JPEGImages/480p/<sequence>/)")
+    listing = root / "ImageSets" / "2017" / "val.txt"
+    names = chosen or ([s.strip() for s in listing.read_text().splitlines() if s.strip()] if listing.is_file()
+                       else sorted(p.name for p in frames.iterdir() if p.is_dir()))
+    missing = [n for n in names if not (frames / n).is_dir()]
+    if missing:
+        raise EvalError(f"{frames}: no sequence {', '.join(missing)}")
+    return names
+
+
+def encoder_size(height: int, width: int, short: int, patch: int) -> tuple[int, int]:
+    """DINO's frame size: the short side `short`, the long side scaled and floored to a multiple of 64
+    (of 4 patches when the patch size is not 16)."""
+    step = 64 if patch == 16 else 4 * patch
+    if height <= width:
+        return short, max(step, int(short * width / height) // step * step)
+    return max(step, int(short * height / width) // step * step), short
+
+
+def _frame(path: Path, size: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
+    with Image.open(path) as im:
+        image = im.convert("RGB")
+    original = (image.height, image.width)
+    x = torch.from_numpy(np.asarray(image.resize(size[::-1], Image.BILINEAR), dtype=np.float32) / 255).permute(2, 0, 1)
+    return (x - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None], original
+
+
+def _annotation(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("P", "L"):
+                raise EvalError(f"{path}: not a palette PNG with one index per object (mode {im.mode})")
+            return np.asarray(im)
+    except OSError as exc:
+        raise EvalError(f"{path}: unreadable annotation ({exc})") from exc
+
+
+def _palette(path: Path) -> list[int]:
+    with Image.open(path) as im:
+        return im.getpalette() or []
+
+
+@torch.no_grad()
+def evaluate_sequence(model: torch.nn.Module, root: Path, name: str, cfg: DavisConfig) -> tuple[dict, list[np.ndarray]]:
+    """Per-object scores of one sequence, and the predicted label maps of frames 1.. (annotation size)."""
+    frames = sorted((root / "JPEGImages" / "480p" / name).glob("*.jpg"))
+    notes = root / "Annotations" / "480p" / name
+    if not frames:
+        raise EvalError(f"{root / 'JPEGImages' / '480p' / name}: no frames (*.jpg)")
+    first_note = notes / (frames[0].stem + ".png")
+    if not first_note.is_file():
+        raise EvalError(f"{first_note}: no annotation of the first frame")
+    first = _annotation(first_note)
+    patch = model.patch_embed.patch_size[0]
+    with Image.open(frames[0]) as im:
+        original = (im.height, im.width)
+    if first.shape != original:
+        raise EvalError(f"{first_note}: annotation is {first.shape[1]}x{first.shape[0]}, the frame "
+                        f"{original[1]}x{original[0]}")
+    objects = [int(i) for i in np.unique(first) if i != 0]
+    size = encoder_size(*original, cfg.size, patch)
+    grid = (size[0] // patch, size[1] // patch)
+    small = np.asarray(Image.fromarray(first).resize(grid[::-1], Image.NEAREST))
+    labels = F.one_hot(torch.from_numpy(small.astype(np.int64)), int(first.max()) + 1).permute(2, 0, 1).float()
+
+    def features():
+        for path in frames:
+            x, shape = _frame(path, size)
+            if shape != original:
+                raise EvalError(f"{path}: frame is {shape[1]}x{shape[0]}, the first {original[1]}x{original[0]}")
+            tokens = model.forward_features(x[None])[0, model.num_prefix_tokens:]
+            yield tokens.float()
+
+    predictions = [first]
+    for soft in propagate(features(), labels, grid, cfg.propagation):
+        predictions.append(to_label_map(soft, patch, original).numpy().astype(np.uint8))
+    truths = []
+    for path in frames:
+        note = notes / (path.stem + ".png")
+        truth = _annotation(note) if note.is_file() else None
+        if truth is not None:
+            if truth.shape != original:
+                raise EvalError(f"{note}: annotation is {truth.shape[1]}x{truth.shape[0]}, the frames "
+                                f"{original[1]}x{original[0]}")
+            extra = sorted(set(int(i) for i in np.unique(truth)) - set(objects) - {0})
+            if extra:
+                raise EvalError(f"{note}: object id(s) {extra} are not in the first frame's annotation")
+        truths.append(truth)
+    annotated = [t for t, truth in enumerate(truths) if truth is not None]
+    scores = sequence_scores(np.stack([predictions[t] for t in annotated]), np.stack([truths[t] for t in annotated]),
+                             objects)
+    return scores, predictions
+
+
+def eval_davis(spec: EncoderSpec, cfg: DavisConfig, progress: bool = True) -> dict:
+    """Evaluate every sequence; write metrics.json, per_sequence.csv and (--save-masks) the masks."""
+    from tqdm import tqdm
+
+    names = sequence_names(Path(cfg.root), cfg.sequences)
+    model, info = load_encoder(spec)
+    per_sequence, seconds, frame_count = {}, 0.0, 0
+    for name in tqdm(names, desc="davis", unit="sequence", disable=not progress):
+        tick = time.perf_counter()
+        scores, predictions = evaluate_sequence(model, Path(cfg.root), name, cfg)
+        seconds += time.perf_counter() - tick
+        frame_count += len(predictions)
+        per_sequence[name] = scores
+        if cfg.save_masks:
+            _save_masks(Path(cfg.root), name, predictions, Path(cfg.out) / "masks" / name)
+    result = {**summary(per_sequence), "seconds_per_frame": seconds / max(1, frame_count), "encoder": info,
+              "options": {**asdict(cfg), "root": str(cfg.root), "out": str(cfg.out)},
+              "sequences": {n: {str(o): s for o, s in objs.items()} for n, objs in per_sequence.items()}}
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "metrics.json", result)
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    writer.writerow(["sequence", "object", "J", "F"])
+    for name, objs in per_sequence.items():
+        for obj, s in objs.items():
+            writer.writerow([name, obj, f"{s['J']:.4f}", f"{s['F']:.4f}"])
+    with atomic_path(out / "per_sequence.csv") as tmp:
+        tmp.write_text(rows.getvalue())
+    return result
+
+
+def _save_masks(root: Path, name: str, predictions: list[np.ndarray], folder: Path) -> None:
+    """Palette PNGs in the DAVIS result layout (<folder>/<frame>.png), with the annotations' palette."""
+    frames = sorted((root / "JPEGImages" / "480p" / name).glob("*.jpg"))
+    palette = _palette(root / "Annotations" / "480p" / name / (frames[0].stem + ".png"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, labels in zip(frames, predictions):
+        image = Image.fromarray(labels.astype(np.uint8), mode="P")
+        if palette:
+            image.putpalette(palette)
+        with atomic_path(folder / (path.stem + ".png")) as tmp:
+            image.save(tmp, format="PNG")
