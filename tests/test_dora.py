@@ -350,7 +350,8 @@ def test_loss_is_finite_and_decreases_on_shards_of_a_real_clip(real_shards, tmp_
                            head_bottleneck_dim=256, momentum_teacher=1.0, seed=seed), progress=False)
         losses = torch.tensor(state.losses)
         assert len(losses) == 60 and torch.isfinite(losses).all()
-        assert losses[-15:].mean() < losses[:15].mean() - 0.15, (seed, losses)
+        # 0.12-0.25 measured with the authors' 0.5 / 0.5 weights and per-tensor clipping (0.15+ before them)
+        assert losses[-15:].mean() < losses[:15].mean() - 0.08, (seed, losses)
     state = train(_cfg(real_shards, tmp_path / "run", max_steps=20, lr=0.2), progress=False)
     assert torch.isfinite(torch.tensor(state.losses)).all()
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
