@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -482,17 +483,17 @@ class CollapseWatch:
     of the last `window` steps, from a fifth of the run on (the loss starts near ln(out_dim))."""
 
     def __init__(self, out_dim: int, objects: int, total_steps: int, window: int = 50):
-        self.uniform, self.objects, self.window = math.log(out_dim), objects, window
+        self.uniform = math.log(out_dim)
         self.after = max(window, total_steps // 5)
-        self.losses: list[float] = []
-        self.fractions: list[float] = []
+        self.losses: deque[float] = deque(maxlen=window)
+        self.fractions: deque[float] = deque(maxlen=window)
         self.warned = False
 
     def check(self, step: int, loss: float, mask_fraction: float | None) -> str | None:
         """A warning (once) naming the step, or None."""
-        self.losses = (self.losses + [loss])[-self.window:]
+        self.losses.append(loss)
         if mask_fraction is not None:
-            self.fractions = (self.fractions + [mask_fraction])[-self.window:]
+            self.fractions.append(mask_fraction)
         if self.warned or step < self.after:
             return None
         mean_loss = sum(self.losses) / len(self.losses)
