@@ -23,13 +23,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from media import pan_video  # noqa: E402
 
-from dora.data import AugmentConfig, ClipStream, crop_sides, expand_shards, make_loader  # noqa: E402
+from dora.data import AugmentConfig, ClipStream, crop_sides, make_loader  # noqa: E402
+from wtours.shards import open_shards  # noqa: E402
 from wtours.report import OutputMode  # noqa: E402
 from wtours.shard import ShardConfig, shard  # noqa: E402
 
 
 def loader_rate(shards: Path, clips: int) -> float:
-    stream = ClipStream(expand_shards([str(shards)]), 8, AugmentConfig(), batch_size=1, seed=0, shuffle_buffer=1)
+    stream = ClipStream(open_shards([shards]).urls, 8, AugmentConfig(), batch_size=1, seed=0, shuffle_buffer=1)
     loader = iter(make_loader(stream, 0))
     for _ in range(3):  # warm-up (the stream repeats its shards)
         next(loader)
@@ -58,8 +59,8 @@ def main() -> None:
             per_clip = sum(t.stat().st_size for t in tars) / clips
             rows.append((side, q, float((sides < cfg.global_size).float().mean()), per_clip, loader_rate(out, 40)))
     base = next((r for r in rows if r[0] == 320), rows[0])
-    print(f"| short side | source px per 224 view (5 / 50 / 95 %) | views blown up | KB per clip | x 320 | "
-          f"loader clips/s | x 320 |")
+    print("| short side | source px per 224 view (5 / 50 / 95 %) | views blown up | KB per clip | x 320 | "
+          "loader clips/s | x 320 |")
     print("|---|---|---|---|---|---|---|")
     for side, q, blown, per_clip, rate in rows:
         print(f"| {side} | {q[0]:.0f} / {q[1]:.0f} / {q[2]:.0f} | {100 * blown:.0f} % | {per_clip / 1e3:.0f} | "

@@ -29,7 +29,7 @@ from media import pan_video  # noqa: E402
 
 from wtours.report import OutputMode  # noqa: E402
 from wtours.shard import ShardConfig, shard  # noqa: E402
-from wtours.shards import iter_clips, shard_urls  # noqa: E402
+from wtours.shards import iter_clips  # noqa: E402
 from wtours.tools import ffmpeg_exe  # noqa: E402
 
 
@@ -119,7 +119,7 @@ def main() -> None:
 
     # 3. loader: shards vs the reference per-sample decode
     run_shard([video], work / "loader", fps=1, frames_per_clip=8, phases=4, short_side=320)
-    urls = shard_urls(work / "loader")
+    urls = [work / "loader"]
     starts = [meta["frame_times"][0] for _, meta in iter_clips(urls)]  # warm-up (imports, page cache)
     passes = 3
     t = time.perf_counter()

@@ -25,6 +25,7 @@ from dora.discover import binary_masks, discover_and_track, merge_heads, pick_he
 from dora.encoder import EncoderSpec, EvalError, load_encoder  # noqa: E402
 from dora.model import ViTBackbone, patch_grid  # noqa: E402
 from wtours.files import atomic_path, write_json_atomic  # noqa: E402
+from wtours.shards import frame_members, iter_samples  # noqa: E402
 from wtours.tools import ffmpeg_exe  # noqa: E402
 from wtours.video import VIDEO_SUFFIXES, probe, read_frames, scaled_size  # noqa: E402
 
@@ -46,21 +47,21 @@ def load_frames(path: Path, size: int, frames: int, fps: float, start: float) ->
     if not path.is_file():
         raise EvalError(f"{path}: no such file")
     if suffix == ".tar":
-        with tarfile.open(path) as tar:
-            members = sorted((m for m in tar if m.name.endswith(".jpg")), key=lambda m: m.name)
-            if not members:
-                raise EvalError(f"{path}: no clip in this shard")
-            keys = list(dict.fromkeys(m.name.split(".")[0] for m in members))
-            for key in keys:  # the first clip whose frames decode; a bad one is named and passed over
+        bad = 0
+        try:
+            for sample in iter_samples(path):  # the first clip whose frames decode; a bad one is named and passed over
                 try:
-                    images = [np.asarray(Image.open(io.BytesIO(tar.extractfile(m).read())).convert("RGB"))
-                              for m in members if m.name.split(".")[0] == key]
-                    break
+                    images = [np.asarray(Image.open(io.BytesIO(sample[m])).convert("RGB")) for m in frame_members(sample)]
                 except OSError as exc:
-                    warnings.warn(f"{path} {key}: skipped a clip whose frames do not decode ({exc})", stacklevel=2)
-            else:
-                raise EvalError(f"{path}: none of its {len(keys)} clips decodes")
-        return np.stack([_square(im, size) for im in images[:frames]]), "shard"
+                    bad += 1
+                    warnings.warn(f"{path} {sample['__key__']}: skipped a clip whose frames do not decode ({exc})",
+                                  stacklevel=2)
+                    continue
+                if images:
+                    return np.stack([_square(im, size) for im in images[:frames]]), "shard"
+        except (tarfile.TarError, EOFError) as exc:
+            raise EvalError(f"{path}: unreadable shard ({exc})") from exc
+        raise EvalError(f"{path}: none of its {bad} clips decodes" if bad else f"{path}: no clip in this shard")
     if suffix in VIDEO_SUFFIXES:
         info = probe(path)
         w, h = scaled_size(info.width, info.height, size)

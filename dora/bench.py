@@ -10,10 +10,11 @@ from dataclasses import replace
 
 import torch
 
-from dora.data import ClipStream, expand_shards, make_loader, normalize
+from dora.data import ClipStream, make_loader, normalize
 from dora.loss import DistillLoss
 from dora.loss import view_weights
 from dora.train import TrainConfig, autocast, build, object_views, resolve_precision, train_step
+from wtours.shards import open_shards
 
 
 def fake_batch(cfg: TrainConfig, gen: torch.Generator) -> dict:
@@ -103,7 +104,7 @@ def time_steps(cfg: TrainConfig, steps: int, warmup: int, step: str = "batched",
 def loader_rate(cfg: TrainConfig, batches: int) -> dict[str, float]:
     """Clips per second the shard pipeline delivers with cfg.num_workers workers, and how mixed its batches
     are: the mean number of distinct shards and videos in a batch."""
-    stream = ClipStream(expand_shards(cfg.shards), cfg.frames_per_clip, cfg.augment, cfg.batch_size, cfg.seed,
+    stream = ClipStream(open_shards(cfg.shards).urls, cfg.frames_per_clip, cfg.augment, cfg.batch_size, cfg.seed,
                         open_shards=cfg.open_shards)
     loader = iter(make_loader(stream, cfg.num_workers))
     next(loader)  # workers started, buffers filled

@@ -10,31 +10,27 @@ exactly the batches an uninterrupted run would.
 from __future__ import annotations
 
 import functools
-import glob
 import hashlib
 import itertools
 import json
 import math
 import os
 import random
-import tarfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torchvision.transforms.v2.functional as TF
 import webdataset as wds
-from braceexpand import braceexpand
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from wtours.shards import is_url
+from wtours.shards import ShardError, frame_members
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
-class DataError(ValueError):
+class DataError(ShardError):
     """Shards that cannot be trained on (raised before training starts), or too many bad clips in them."""
 
 
@@ -71,53 +67,6 @@ class AugmentConfig:
 
 # ---------------------------------------------------------------------------------------------
 # Shards
-
-
-def expand_shards(patterns: list[str]) -> list[str]:
-    """Brace and glob expansion; URLs (with a scheme, or pipe:) pass through unchanged."""
-    urls: list[str] = []
-    for pattern in patterns:
-        for item in braceexpand(pattern):
-            if is_url(item):
-                urls.append(item)
-            elif Path(item).is_dir():
-                urls += sorted(glob.glob(str(Path(item) / "*.tar")))
-            else:
-                found = sorted(glob.glob(item))
-                if not found:
-                    raise DataError(f"{item}: no shard matches")
-                urls += found
-    if not urls:
-        raise DataError(f"no shards in {' '.join(patterns)}")
-    return urls
-
-
-def check_shards(urls: list[str], frames_per_clip: int, skip_cut_clips: bool = False) -> int:
-    """Open every local shard, count its clips and check they hold at least T frames; return the clip count
-    (with `skip_cut_clips`, of the clips that cross no shot cut: the clips an epoch is made of)."""
-    clips = 0
-    for url in urls:
-        if is_url(url):
-            continue
-        crossing = 0
-        try:
-            with tarfile.open(url) as tar:
-                keys: dict[str, int] = {}
-                for member in tar:
-                    key, _, suffix = member.name.partition(".")
-                    if suffix.endswith("jpg"):
-                        keys[key] = keys.get(key, 0) + 1
-                    elif skip_cut_clips and suffix == "json":
-                        crossing += _cuts_inside({"json": tar.extractfile(member).read(), "__key__": key}) != 0
-        except (OSError, tarfile.TarError, EOFError) as exc:
-            raise DataError(f"{url}: unreadable shard ({exc})") from exc
-        if not keys:
-            raise DataError(f"{url}: empty shard (no clips)")
-        short = min(keys.values())
-        if short < frames_per_clip:
-            raise DataError(f"{url}: clips hold {short} frames, fewer than --frames-per-clip {frames_per_clip}")
-        clips += len(keys) - crossing
-    return clips
 
 
 def shards_for_reader(urls: list[str], seed: int, epoch: int, reader: int, readers: int) -> list[str]:
@@ -346,7 +295,7 @@ class ClipStream(IterableDataset):
     def _clip(self, sample: dict, repeat: int = 0) -> dict:
         """The augmented clip, or BadClip saying what is wrong with it. `repeat`: how many times this reader
         has already gone through its shards this epoch (a clip read again gets new views)."""
-        names = sorted(k for k in sample if k.endswith("jpg"))
+        names = frame_members(sample)
         if len(names) < self.frames_per_clip:
             raise BadClip(f"holds {len(names)} frames, fewer than {self.frames_per_clip}")
         try:
@@ -384,30 +333,6 @@ def _cuts_inside(sample: dict) -> int:
         raise DataError(f"clip {sample['__key__']} has no shot information: make the shards with "
                         "`wtours shard --shots STATS_DIR` to skip clips that cross a cut")
     return cuts
-
-
-def first_clip_meta(urls: list[str]) -> dict | None:
-    """The json of the first clip of the first local shard (None with URL shards only)."""
-    for url in urls:
-        if is_url(url):
-            continue
-        with tarfile.open(url) as tar:
-            for member in tar:
-                if member.name.endswith(".json"):
-                    return json.loads(tar.extractfile(member).read())
-    return None
-
-
-def shards_have_shots(urls: list[str]) -> bool:
-    """Whether the first clip of the first local shard records cuts_inside (`wtours shard --shots`)."""
-    meta = first_clip_meta(urls)
-    return meta is None or meta.get("cuts_inside") is not None  # URL shards only: checked clip by clip
-
-
-def first_clip_size(urls: list[str]) -> tuple[int, int] | None:
-    """[width, height] of the stored frames, from the first clip's json of the first local shard."""
-    size = (first_clip_meta(urls) or {}).get("size")
-    return tuple(size) if size else None
 
 
 def clip_seed(seed: int, epoch: int, key: str, repeat: int = 0) -> int:

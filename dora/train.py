@@ -25,14 +25,13 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from dora.data import (AugmentConfig, ClipStream, DataError, check_shards, expand_shards, first_clip_size, make_loader,
-                       median_crop_side, normalize, shards_have_shots)
+from dora.data import AugmentConfig, ClipStream, DataError, make_loader, median_crop_side, normalize
 from dora.discover import binary_masks, discover_and_track, merge_heads, pick_heads, random_maps
 from dora.loss import DistillLoss, view_weights
 from dora.model import DINOModel, patch_grid
 from dora.schedules import cosine, teacher_temperatures
 from wtours.files import atomic_path, cannot_write, remove_stale_temporaries, write_json_atomic
-from wtours.shards import clips_from_index, is_url
+from wtours.shards import ShardSet, open_shards
 
 
 @dataclass
@@ -298,20 +297,19 @@ def train(cfg: TrainConfig, progress: bool = True) -> RunState:
     """Train; returns the steps done and this run's losses. Raises DataError/ValueError before training."""
     rank, world, device = distributed()
     main = rank == 0
-    urls = expand_shards(cfg.shards)
-    if cfg.skip_cut_clips and not shards_have_shots(urls):
+    shards = open_shards(cfg.shards)
+    urls = shards.urls
+    if cfg.skip_cut_clips and not shards.has_shots():
         raise DataError(f"{urls[0]}: no shot information in the clips; make the shards with "
                         "`wtours shard --shots STATS_DIR` to use --skip-cut-clips")
-    clips_total = check_shards(urls, cfg.frames_per_clip, cfg.skip_cut_clips)  # local shards: opened and counted
-    remote = [url for url in urls if is_url(url)]
-    if remote:  # URL shards count from the index.json beside them, so that epochs have the right length
-        counted = None if cfg.skip_cut_clips else clips_from_index(remote)  # the index does not count cut clips
-        if counted is None and not cfg.steps_per_epoch:
-            why = ("the clips that cross no cut (--skip-cut-clips)" if cfg.skip_cut_clips else
-                   "the clips of URL shards without an index.json beside them (as `wtours shard` writes)")
-            raise DataError(f"{remote[0]}: cannot count {why}; pass --steps-per-epoch")
-        clips_total += counted or 0
-    steps_per_epoch = cfg.steps_per_epoch or max(1, clips_total // (cfg.batch_size * world))
+    shards.check_frames(cfg.frames_per_clip)
+    clips_total = shards.clip_count(cfg.skip_cut_clips)  # an epoch: these clips once
+    if clips_total is None and not cfg.steps_per_epoch:
+        unknown = next(s.url for s in shards.shards if s.clips is None or (cfg.skip_cut_clips and s.crossing_cuts is None))
+        why = ("the clips that cross no cut (--skip-cut-clips)" if cfg.skip_cut_clips else
+               "the clips of URL shards without an index.json beside them (as `wtours shard` writes)")
+        raise DataError(f"{unknown}: cannot count {why}; pass --steps-per-epoch")
+    steps_per_epoch = cfg.steps_per_epoch or max(1, (clips_total or 0) // (cfg.batch_size * world))
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     epochs = math.ceil(total_steps / steps_per_epoch)
     torch.manual_seed(cfg.seed)
@@ -349,7 +347,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> RunState:
                                                     "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
                                                     "clips_in_shards": clips_total, "shard_count": len(urls),
                                                     "precision_used": precision})
-        for warning in resolution_warnings(urls, cfg):
+        for warning in resolution_warnings(shards, cfg):
             _warn(warning)
 
     stream = ClipStream(urls, cfg.frames_per_clip, cfg.augment, cfg.batch_size, cfg.seed, rank, world, cfg.shuffle_buffer,
@@ -511,17 +509,17 @@ class CollapseWatch:
         return f"training may have collapsed at step {step}: {problem} over the last {len(self.losses)} steps"
 
 
-def resolution_warnings(urls: list[str], cfg: TrainConfig) -> list[str]:
+def resolution_warnings(shards: ShardSet, cfg: TrainConfig) -> list[str]:
     """A warning when the shards' frames are too small for --global-size: most global crops would then
     be blown up from fewer source pixels than they show (blurry training images)."""
-    size = first_clip_size(urls)
-    if size is None:
+    size = (shards.first_clip() or {}).get("size")
+    if not size:
         return []
     side = median_crop_side(*size[::-1], cfg.augment)
     if side >= cfg.global_size:
         return []
     need = math.ceil(min(size) * cfg.global_size / side)
-    return [f"{urls[0]}: frames of {size[0]}x{size[1]} give global crops of {side:.0f} source pixels (median) "
+    return [f"{shards.urls[0]}: frames of {size[0]}x{size[1]} give global crops of {side:.0f} source pixels (median) "
             f"blown up to --global-size {cfg.global_size}; shard with --short-side {need} or more for sharp crops"]
 
 

@@ -168,13 +168,13 @@ def test_collapse_is_warned_about_once_naming_the_step():
 
 
 def test_shards_too_small_for_the_global_size_are_warned_about(real_shards):
-    from dora.data import expand_shards
     from dora.train import TrainConfig, resolution_warnings
+    from wtours.shards import open_shards
 
-    urls = expand_shards([str(real_shards)])  # 188 x 80 frames
-    warnings = resolution_warnings(urls, TrainConfig(shards=[], out=Path("x"), global_size=224))
-    assert len(warnings) == 1 and urls[0] in warnings[0] and "--short-side" in warnings[0] and "188x80" in warnings[0]
-    assert resolution_warnings(urls, TrainConfig(shards=[], out=Path("x"), global_size=32, pre_size=40)) == []
+    shards = open_shards([real_shards])  # 188 x 80 frames
+    warnings = resolution_warnings(shards, TrainConfig(shards=[], out=Path("x"), global_size=224))
+    assert len(warnings) == 1 and shards.urls[0] in warnings[0] and "--short-side" in warnings[0] and "188x80" in warnings[0]
+    assert resolution_warnings(shards, TrainConfig(shards=[], out=Path("x"), global_size=32, pre_size=40)) == []
 
 
 def test_precision_auto_is_the_recipes_fp16_on_cuda_and_bf16_on_a_cpu_that_has_it():
@@ -233,9 +233,10 @@ def test_zero_objects_is_dino_two_global_crops_and_locals_and_never_discovers(re
 
 
 def _one_batch(shards: Path, cfg: TrainConfig) -> dict:
-    from dora.data import ClipStream, expand_shards, make_loader
+    from dora.data import ClipStream, make_loader
+    from wtours.shards import open_shards
 
-    stream = ClipStream(expand_shards(cfg.shards), cfg.frames_per_clip, cfg.augment, cfg.batch_size, cfg.seed)
+    stream = ClipStream(open_shards(cfg.shards).urls, cfg.frames_per_clip, cfg.augment, cfg.batch_size, cfg.seed)
     return next(iter(make_loader(stream, 0)))
 
 
@@ -430,6 +431,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(real
     ("nothing", "no shard matches"),
     ("empty", "empty shard"),
     ("garbage", "unreadable shard"),
+    ("no index", "no index.json, so not a `wtours shard` folder"),
     ("short", "fewer than --frames-per-clip 8"),
     ("arch", "unknown arch 'vit_nonexistent'"),
     ("heads", "--objects 4 exceeds the 3 heads"),
@@ -440,6 +442,9 @@ def test_bad_input_is_a_clear_error_before_training(real_shards, tmp_path, probl
     args = ["--arch", "vit_tiny_patch16_224", "-T", "4", "--global-size", "64", "--local-size", "32", "--out-dim", "64"]
     if problem == "nothing":
         shards = str(tmp_path / "missing-*.tar")
+    elif problem == "no index":
+        shards = str(tmp_path)
+        shutil.copy(next(real_shards.glob("*.tar")), tmp_path / "a.tar")
     elif problem in ("empty", "garbage"):
         bad = tmp_path / "bad"
         bad.mkdir()
@@ -448,7 +453,7 @@ def test_bad_input_is_a_clear_error_before_training(real_shards, tmp_path, probl
             tarfile.open(bad / "b.tar", "w").close()
         else:
             (bad / "b.tar").write_bytes(b"this is not a tar file" * 100)
-        shards = str(bad)
+        shards = str(bad / "*.tar")
     elif problem == "short":
         args[3] = "8"
     elif problem == "arch":
@@ -634,6 +639,7 @@ def _corrupt_copy(real_shards: Path, out: Path, which=lambda shard_index, name: 
                 info = tarfile.TarInfo(member.name)
                 info.size = len(data)
                 dst.addfile(info, io.BytesIO(data))
+    shutil.copy(real_shards / "index.json", out / "index.json")
     return hit
 
 
@@ -670,10 +676,11 @@ def test_shards_that_are_all_bad_stop_with_the_fraction_error(real_shards, tmp_p
 
 
 def test_a_clip_read_again_in_the_same_epoch_gets_new_views(real_shards, tmp_path):
-    from dora.data import ClipStream, expand_shards
+    from dora.data import ClipStream
+    from wtours.shards import open_shards
 
     cfg = _cfg(real_shards, tmp_path)
-    stream = ClipStream(expand_shards(cfg.shards), cfg.frames_per_clip, cfg.augment, cfg.batch_size, cfg.seed,
+    stream = ClipStream(open_shards(cfg.shards).urls, cfg.frames_per_clip, cfg.augment, cfg.batch_size, cfg.seed,
                         shuffle_buffer=1)
     clips = [c for _, c in zip(range(20), iter(stream))]  # 10 clips in the shards: two passes
     first = {c["key"]: c["globals"] for c in clips[:10]}
@@ -709,7 +716,7 @@ def test_url_shards_have_the_epoch_length_of_local_ones(real_shards, tmp_path):
     from conftest import RangeServer
 
     names = sorted(p.name for p in real_shards.glob("*.tar"))
-    local = train(_cfg(real_shards, tmp_path / "local", max_steps=1), progress=False)
+    train(_cfg(real_shards, tmp_path / "local", max_steps=1), progress=False)
     with RangeServer(real_shards) as server:
         urls = [f"{server.url}/{name}" for name in names]
         remote = train(TrainConfig(shards=urls, out=tmp_path / "remote", **{**TINY, "max_steps": 1}), progress=False)
@@ -734,10 +741,11 @@ def test_url_shards_have_the_epoch_length_of_local_ones(real_shards, tmp_path):
 def test_batches_mix_clips_from_several_open_shards(real_shards, tmp_path):
     """Read one shard at a time, a reader's first clips all come from one shard; with several shards open
     they come from several (the shuffle buffer is 1 here, so only the interleaving mixes)."""
-    from dora.data import ClipStream, expand_shards
+    from dora.data import ClipStream
+    from wtours.shards import open_shards
 
     cfg = _cfg(real_shards, tmp_path)
-    urls = expand_shards(cfg.shards)  # 4 shards of 3, 3, 3 and 1 clips
+    urls = open_shards(cfg.shards).urls  # 4 shards of 3, 3, 3 and 1 clips
 
     def first_shards(open_shards: int) -> set[str]:
         stream = ClipStream(urls, cfg.frames_per_clip, cfg.augment, 1, cfg.seed, shuffle_buffer=1, open_shards=open_shards)

@@ -15,7 +15,7 @@ from conftest import make_coded_video, packaged_clip, read_code
 from wtours.cli import app
 from wtours.report import OutputMode
 from wtours.shard import ShardConfig, shard
-from wtours.shards import iter_clips, shard_urls, verify
+from wtours.shards import ShardError, iter_clips, open_shards, scan_tar, verify
 
 runner = CliRunner()
 
@@ -26,7 +26,7 @@ def _cfg(inputs, out, **kw) -> ShardConfig:
 
 
 def _clips(out: Path):
-    return list(iter_clips(shard_urls(out)))
+    return list(iter_clips([out]))
 
 
 def _tree_bytes(out: Path) -> dict[str, bytes]:
@@ -168,6 +168,35 @@ def test_verify_catches_a_flipped_byte_and_a_missing_shard(tmp_path, coded_video
     assert result.exit_code == 1 and "coded-0000-0001.tar" in result.output
 
 
+def test_a_shard_folder_is_what_its_index_lists(tmp_path, coded_video):
+    """One meaning of a folder: a stale tar that verify flags is neither counted nor read; counts come
+    from the index (no tar opened), and an index without crossing_cuts (older) is counted from the tars."""
+    import json
+    import shutil
+
+    out = tmp_path / "s"
+    shard(_cfg([coded_video], out, fps=1, frames_per_clip=4, short_side=64, clips_per_shard=2))
+    index = json.loads((out / "index.json").read_text())
+    listed = [str(out / s["name"]) for s in index["shards"]]
+    shutil.copy(listed[0], out / "stale-0000.tar")  # e.g. left by an earlier run with other options
+    assert any("stale-0000.tar: shard not listed" in p for p in verify(out))
+    shards = open_shards([out])
+    assert shards.urls == listed
+    assert shards.clip_count() == index["totals"]["clips"] == len(list(iter_clips([out])))
+    assert all(s.frames_per_clip == 4 and s.crossing_cuts is None for s in shards.shards)
+    # A pattern names exactly the files it matches, listed or not.
+    assert open_shards([str(out / "stale-*.tar")]).clip_count() == index["shards"][0]["clips"]
+    # Counts come from the index: a tar the index lists is not opened (here: replaced by garbage).
+    Path(listed[-1]).write_bytes(b"not a tar")
+    assert open_shards([out]).clip_count() == index["totals"]["clips"]
+    # An index written before crossing_cuts existed: the tars are read instead, and a broken one is named.
+    for record in index["shards"]:
+        del record["crossing_cuts"]
+    (out / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ShardError, match=f"{listed[-1]}: unreadable shard"):
+        open_shards([out])
+
+
 def test_rank_and_world_size_cover_every_segment_once(tmp_path, video_dir, coded_video):
     inputs = [video_dir, coded_video]
     seen = []
@@ -227,7 +256,7 @@ def test_shots_from_stats_fill_each_clips_shot_and_the_trainer_can_skip_clips_ac
                                                                                            tmp_path):
     import csv
 
-    from dora.data import AugmentConfig, ClipStream, DataError, check_shards, expand_shards, shards_have_shots
+    from dora.data import AugmentConfig, ClipStream, DataError
     from wtours.stats import StatsConfig, stats
 
     stats(StatsConfig(inputs=[scene_video], out=tmp_path / "stats", objects=False, mode=OutputMode.quiet))
@@ -237,7 +266,7 @@ def test_shots_from_stats_fill_each_clips_shot_and_the_trainer_can_skip_clips_ac
     out = tmp_path / "shards"
     shard(ShardConfig(inputs=[scene_video], out=out, fps=2, frames_per_clip=4, shots=tmp_path / "stats",
                       mode=OutputMode.quiet))
-    metas = [meta for _, meta in iter_clips(shard_urls(out))]
+    metas = [meta for _, meta in iter_clips([out])]
     assert len(metas) == 6
     for meta in metas:
         first, last = meta["frame_times"][0], meta["frame_times"][-1]
@@ -256,18 +285,21 @@ def test_shots_from_stats_fill_each_clips_shot_and_the_trainer_can_skip_clips_ac
                           mode=OutputMode.quiet))
 
     # dora train --skip-cut-clips: the stream leaves out exactly the clips that cross a cut.
-    urls = expand_shards([str(out)])
-    assert shards_have_shots(urls) and not shards_have_shots(expand_shards([str(real_shards)]))
+    shards = open_shards([out])
+    urls = shards.urls
+    assert shards.has_shots() and not open_shards([real_shards]).has_shots()
     augment = AugmentConfig(global_size=32, pre_size=40, local_size=16, local_crops=1)
     stream = iter(ClipStream(urls, 4, augment, batch_size=1, skip_cut_clips=True))
     keys = {next(stream)["key"] for _ in range(3 * len(metas))}  # the stream repeats its shards
     assert keys == {f"{meta['unit']}-{meta['clip']:06d}" for meta in metas} - {
         f"{meta['unit']}-{meta['clip']:06d}" for meta in metas if meta["clip"] in crossing}
     # ... and an epoch is counted in the clips it keeps, not in all clips.
-    assert check_shards(urls, 4) == len(metas)
-    assert check_shards(urls, 4, skip_cut_clips=True) == len(metas) - len(crossing) == len(keys)
+    # The index counts them (no tar opened), and reading the tars counts the same.
+    assert shards.clip_count() == len(metas)
+    assert shards.clip_count(skip_cut_clips=True) == len(metas) - len(crossing) == len(keys)
+    assert sum(scan_tar(Path(u)).crossing_cuts for u in urls) == len(crossing)
     with pytest.raises(DataError, match="no shot information"):
-        next(iter(ClipStream(expand_shards([str(real_shards)]), 4, augment, batch_size=1, skip_cut_clips=True)))
+        next(iter(ClipStream(open_shards([real_shards]).urls, 4, augment, batch_size=1, skip_cut_clips=True)))
 
 
 def test_a_failed_write_names_the_shard_keeps_finished_work_and_a_rerun_completes(scene_video, gray_ramp_video,

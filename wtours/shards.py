@@ -7,6 +7,7 @@ give byte-identical shards. Shards are written under a temporary name and rename
 
 from __future__ import annotations
 
+import glob
 import io
 import json
 import re
@@ -50,6 +51,7 @@ class ShardRecord:
     t_start: float | None = None
     t_end: float | None = None
     last_clip: int = -1  # the unit-wide clip number of the shard's last clip (resume starts after it)
+    crossing_cuts: int | None = None  # clips that cross a shot cut (None: the clips record no shots)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -92,7 +94,8 @@ class ShardWriter:
         metas = [json.loads(s["json"]) for s in self._samples]
         times = [t for m in metas for t in m["frame_times"]]
         self.written.append(ShardRecord(name, self.video, self.unit, len(self._samples), final.stat().st_size,
-                                        sha256_file(final), min(times), max(times), metas[-1]["clip"]))
+                                        sha256_file(final), min(times), max(times), metas[-1]["clip"],
+                                        crossing_cuts(metas)))
         self._samples = []
         self.next_shard += 1
 
@@ -127,31 +130,174 @@ def existing_shards(folder: Path, unit: str) -> list[Path]:
     return found
 
 
+def crossing_cuts(metas: list[dict]) -> int | None:
+    """How many of these clips cross a shot cut; None unless every clip records it (`wtours shard --shots`)."""
+    cuts = [m.get("cuts_inside") for m in metas]
+    return None if any(c is None for c in cuts) else sum(c > 0 for c in cuts)
+
+
 def describe_shard(path: Path, video: str, unit: str) -> ShardRecord:
     """Re-read a complete shard (count, checksum, time range), e.g. when resuming."""
-    clips, times, last = 0, [], -1
-    with tarfile.open(path) as tar:
-        for member in tar:
-            if member.name.endswith(".json"):
-                meta = json.loads(tar.extractfile(member).read())
-                clips += 1
-                times += meta["frame_times"]
-                last = max(last, meta["clip"])
-    return ShardRecord(path.name, video, unit, clips, path.stat().st_size, sha256_file(path),
-                       min(times) if times else None, max(times) if times else None, last)
+    metas = [json.loads(sample["json"]) for sample in iter_samples(path)]
+    times = [t for m in metas for t in m["frame_times"]]
+    return ShardRecord(path.name, video, unit, len(metas), path.stat().st_size, sha256_file(path),
+                       min(times) if times else None, max(times) if times else None,
+                       max((m["clip"] for m in metas), default=-1), crossing_cuts(metas))
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading
+# Reading: one way to name shards (folder, pattern or URL), count their clips and iterate samples
 
 
-def shard_urls(folder_or_pattern: str | Path) -> list[str]:
-    """Shard paths from a shard folder (via its index.json) or a brace/glob pattern."""
-    path = Path(folder_or_pattern)
-    if path.is_dir():
-        index = read_json(path / INDEX)
-        return [str(path / s["name"]) for s in index["shards"]]
-    return [str(folder_or_pattern)]
+class ShardError(ValueError):
+    """Shards that cannot be read as asked: nothing matches, no index, an unreadable or empty tar."""
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One shard to read and what is known of it before reading it."""
+
+    url: str
+    clips: int | None = None  # None: unknown (a URL shard with no index.json beside it)
+    crossing_cuts: int | None = None  # clips that cross a shot cut; None: the clips record no shots
+    frames_per_clip: int | None = None  # frames in each clip (the fewest, when counted from the tar)
+
+
+@dataclass(frozen=True)
+class ShardSet:
+    """The shards a job reads, in order, with their clip counts (from index.json, else from the tars)."""
+
+    shards: tuple[ShardInfo, ...]
+
+    @property
+    def urls(self) -> list[str]:
+        return [s.url for s in self.shards]
+
+    @property
+    def local(self) -> list[str]:
+        return [s.url for s in self.shards if not is_url(s.url)]
+
+    def clip_count(self, skip_cut_clips: bool = False) -> int | None:
+        """Clips in all shards (with `skip_cut_clips`, those that cross no shot cut); None if a count is unknown."""
+        total = 0
+        for s in self.shards:
+            if s.clips is None or (skip_cut_clips and s.crossing_cuts is None):
+                return None
+            total += s.clips - (s.crossing_cuts if skip_cut_clips else 0)
+        return total
+
+    def has_shots(self) -> bool:
+        """Whether the clips record shot cuts (`wtours shard --shots`); URL shards without an index count as yes
+        (their clips are checked one by one as they are read)."""
+        return all(s.crossing_cuts is not None or s.clips is None for s in self.shards)
+
+    def check_frames(self, frames_per_clip: int) -> None:
+        """ShardError naming the first shard whose clips hold fewer than `frames_per_clip` frames."""
+        for s in self.shards:
+            if s.frames_per_clip is not None and s.frames_per_clip < frames_per_clip:
+                raise ShardError(f"{s.url}: clips hold {s.frames_per_clip} frames, fewer than "
+                                 f"--frames-per-clip {frames_per_clip}")
+
+    def first_clip(self) -> dict | None:
+        """The json of the first clip of the first local shard (None with URL shards only)."""
+        for url in self.local:
+            for sample in iter_samples(Path(url)):
+                return json.loads(sample["json"])
+        return None
+
+
+def open_shards(sources: Iterable[str | Path], timeout: float = 30.0) -> ShardSet:
+    """The shards named by folders (the shards their index.json lists), brace/glob patterns of tar files,
+    or URLs (http(s), file, s3 via pipe:...). Counts come from the index.json of each shard's folder when it
+    lists the shard; local tars it does not list are opened and counted. Raises ShardError."""
+    from braceexpand import braceexpand
+
+    sources = [str(source) for source in sources]
+    shards: list[ShardInfo] = []
+    indexes: dict[str, dict[str, dict] | None] = {}
+    for source in sources:
+        for item in braceexpand(source):
+            if is_url(item):
+                shards.append(_listed(item, _remote_index(item.rpartition("/")[0], indexes, timeout)))
+            elif Path(item).is_dir():
+                shards += _folder(Path(item))
+            else:
+                found = sorted(glob.glob(item))
+                if not found:
+                    raise ShardError(f"{item}: no shard matches")
+                for path in found:
+                    listed = _local_index(Path(path).parent, indexes)
+                    shards.append(_listed(path, listed) if listed and Path(path).name in listed else scan_tar(Path(path)))
+    if not shards:
+        raise ShardError(f"no shards in {' '.join(sources)}")
+    return ShardSet(tuple(shards))
+
+
+def _folder(folder: Path) -> list[ShardInfo]:
+    """A shard folder is what `wtours shard` writes: the shards its index lists, nothing else."""
+    if not (folder / INDEX).is_file():
+        raise ShardError(f"{folder}: no {INDEX}, so not a `wtours shard` folder; to read other tar files "
+                         f"name them with a pattern ('{folder}/*.tar')")
+    listed = _local_index(folder, {})
+    return [_listed(str(folder / name), listed) for name in sorted(listed)]
+
+
+def _index_records(index: dict) -> dict[str, dict]:
+    frames = index.get("options", {}).get("frames_per_clip")
+    return {s["name"]: {**s, "frames_per_clip": frames} for s in index["shards"]}
+
+
+def _local_index(folder: Path, cache: dict) -> dict[str, dict] | None:
+    key = str(folder)
+    if key not in cache:
+        path = folder / INDEX
+        try:
+            cache[key] = _index_records(read_json(path)) if path.is_file() else None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ShardError(f"{path}: unreadable index ({exc})") from exc
+    return cache[key]
+
+
+def _remote_index(folder: str, cache: dict, timeout: float) -> dict[str, dict] | None:
+    import urllib.request
+
+    if folder not in cache:
+        cache[folder] = None
+        if folder.startswith(("http://", "https://", "file://")):
+            try:
+                with urllib.request.urlopen(f"{folder}/{INDEX}", timeout=timeout) as response:
+                    cache[folder] = _index_records(json.loads(response.read()))
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # no index beside these shards: their clips are not counted
+    return cache[folder]
+
+
+def _listed(url: str, listed: dict[str, dict] | None) -> ShardInfo:
+    record = (listed or {}).get(url.rpartition("/")[2])
+    if record is None:
+        return ShardInfo(url)
+    if "crossing_cuts" not in record:  # an index written before it counted cut clips: count them in the tar
+        return ShardInfo(url) if is_url(url) else scan_tar(Path(url))
+    return ShardInfo(url, int(record["clips"]), record.get("crossing_cuts"), record["frames_per_clip"])
+
+
+def scan_tar(path: Path) -> ShardInfo:
+    """Open one local tar and count its clips, their frames and the clips that cross a shot cut."""
+    clips = crossing = 0
+    fewest, shots = None, True
+    try:
+        for sample in iter_samples(path):
+            clips += 1
+            frames = len(frame_members(sample))
+            fewest = frames if fewest is None else min(fewest, frames)
+            cuts = json.loads(sample["json"]).get("cuts_inside") if "json" in sample else None
+            shots = shots and cuts is not None
+            crossing += bool(cuts)
+    except (OSError, tarfile.TarError, EOFError, ValueError) as exc:
+        raise ShardError(f"{path}: unreadable shard ({exc})") from exc
+    if not clips:
+        raise ShardError(f"{path}: empty shard (no clips)")
+    return ShardInfo(str(path), clips, crossing if shots else None, fewest)
 
 
 def is_url(url: str) -> bool:
@@ -159,43 +305,40 @@ def is_url(url: str) -> bool:
     return "://" in url or url.startswith("pipe:")
 
 
-def clips_from_index(urls: list[str], timeout: float = 30.0) -> int | None:
-    """Clips in shards given as http(s) or file URLs, from the index.json that `wtours shard` writes beside
-    them (read once per folder); None if a folder has no readable index or the index does not list a shard."""
-    import urllib.request
+def frame_members(sample: dict) -> list[str]:
+    """The frame members of a sample in frame order ('000.jpg', '001.jpg', ...)."""
+    return sorted(k for k in sample if k.endswith(".jpg"))
 
-    counts: dict[str, dict[str, int]] = {}
-    total = 0
-    for url in urls:
-        folder, _, name = url.rpartition("/")
-        if folder not in counts:
-            if not folder.startswith(("http://", "https://", "file://")):
-                return None
-            try:
-                with urllib.request.urlopen(f"{folder}/{INDEX}", timeout=timeout) as response:
-                    index = json.loads(response.read())
-                counts[folder] = {s["name"]: int(s["clips"]) for s in index["shards"]}
-            except (OSError, ValueError, KeyError, TypeError):
-                return None
-        if name not in counts[folder]:
-            return None
-        total += counts[folder][name]
-    return total
+
+def iter_samples(path: Path) -> Iterator[dict]:
+    """Raw samples ({'__key__': key, member: bytes}) of one local tar, in order, read with tarfile (no torch)."""
+    sample: dict = {}
+    with tarfile.open(path) as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            key, _, suffix = member.name.partition(".")
+            if sample and sample["__key__"] != key:
+                yield sample
+                sample = {}
+            sample["__key__"] = key
+            sample[suffix] = tar.extractfile(member).read()
+    if sample:
+        yield sample
 
 
 def decode_sample(sample: dict) -> tuple[np.ndarray, dict]:
     """(frames T x H x W x 3 uint8, clip metadata) from a raw WebDataset sample."""
     meta = json.loads(sample["json"])
-    names = sorted(k for k in sample if k.endswith(".jpg"))
-    frames = [np.asarray(Image.open(io.BytesIO(sample[n])).convert("RGB")) for n in names]
+    frames = [np.asarray(Image.open(io.BytesIO(sample[n])).convert("RGB")) for n in frame_members(sample)]
     return np.stack(frames), meta
 
 
-def iter_clips(urls: Iterable[str] | str, shuffle: int = 0) -> Iterator[tuple[np.ndarray, dict]]:
+def iter_clips(sources: Iterable[str | Path], shuffle: int = 0) -> Iterator[tuple[np.ndarray, dict]]:
     """Stream decoded clips from shards (single process; training uses its own DataLoader pipeline)."""
     import webdataset as wds
 
-    dataset = wds.WebDataset(urls, shardshuffle=False, nodesplitter=None, empty_check=False)
+    dataset = wds.WebDataset(open_shards(sources).urls, shardshuffle=False, nodesplitter=None, empty_check=False)
     if shuffle:
         dataset = dataset.shuffle(shuffle)
     for sample in dataset:
@@ -242,15 +385,14 @@ def _check_tar(path: Path, record: dict, frames_per_clip: int) -> list[str]:
     problems: list[str] = []
     samples: dict[str, dict[str, bytes]] = {}
     try:
-        with tarfile.open(path) as tar:
-            for member in tar:
-                key, _, suffix = member.name.partition(".")
-                samples.setdefault(key, {})[suffix] = tar.extractfile(member).read()
+        for sample in iter_samples(path):
+            samples.setdefault(sample.pop("__key__"), {}).update(sample)
     except (tarfile.TarError, OSError, EOFError) as exc:
         return [f"unreadable tar ({exc})"]
     if len(samples) != record["clips"]:
         problems.append(f"{len(samples)} clips, the index says {record['clips']}")
     expected = {frame_name(i) for i in range(frames_per_clip)} | {"json"}
+    metas = []
     for key, members in samples.items():
         if not _KEY_RE.match(key) or not key.startswith(record["unit"] + "-"):
             problems.append(f"sample {key!r}: bad key")
@@ -262,6 +404,7 @@ def _check_tar(path: Path, record: dict, frames_per_clip: int) -> list[str]:
         except ValueError as exc:
             problems.append(f"sample {key}: bad json ({exc})")
             continue
+        metas.append(meta)
         times = meta.get("frame_times", [])
         if len(times) != frames_per_clip or any(b <= a for a, b in zip(times, times[1:])):
             problems.append(f"sample {key}: frame_times {times} not {frames_per_clip} increasing values")
@@ -279,4 +422,6 @@ def _check_tar(path: Path, record: dict, frames_per_clip: int) -> list[str]:
                 continue
             if meta.get("size") and size != meta["size"]:
                 problems.append(f"sample {key}: frame {frame_name(i)} is {size}, json says {meta['size']}")
+    if "crossing_cuts" in record and len(metas) == len(samples) and crossing_cuts(metas) != record["crossing_cuts"]:
+        problems.append(f"{crossing_cuts(metas)} clips cross a shot cut, the index says {record['crossing_cuts']}")
     return problems
