@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml constraints-ci.txt
 	touch $@
 
 demo: setup
-	$(BIN)/wtours demo --out $(DEMO_OUT)
+	$(BIN)/dora demo --out $(DEMO_OUT)
 
 test: setup
 	$(BIN)/python -m pytest -q

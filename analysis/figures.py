@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from wtours.files import atomic_path  # noqa: E402
+from wtours_base.files import atomic_path  # noqa: E402
 
 Tables = dict[str, pd.DataFrame]  # 'frames', 'shots', 'videos'
 

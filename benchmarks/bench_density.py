@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from media import pan_video  # noqa: E402
 
 from dora.data import AugmentConfig, ClipStream, crop_sides, make_loader  # noqa: E402
-from wtours.shards import open_shards  # noqa: E402
-from wtours.report import OutputMode  # noqa: E402
 from wtours.shard import ShardConfig, shard  # noqa: E402
+from wtours.shards import open_shards  # noqa: E402
+from wtours_base.report import OutputMode  # noqa: E402
 
 
 def loader_rate(shards: Path, clips: int) -> float:

@@ -27,10 +27,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from media import pan_video  # noqa: E402
 
-from wtours.report import OutputMode  # noqa: E402
 from wtours.shard import ShardConfig, shard  # noqa: E402
 from wtours.shards import iter_clips  # noqa: E402
-from wtours.tools import ffmpeg_exe  # noqa: E402
+from wtours_base.report import OutputMode  # noqa: E402
+from wtours_base.tools import ffmpeg_exe  # noqa: E402
 
 
 def best_of(n: int, fn) -> float:
@@ -75,7 +75,7 @@ def reference_clip(path: Path, start: float, frames: int, gap: float) -> np.ndar
 def peak_rss_mb(video: Path, out: Path) -> float:
     """Peak resident set of a fresh process sharding `video` (VmHWM: ru_maxrss would count the parent's)."""
     code = ("import resource, sys; from pathlib import Path; from wtours.shard import ShardConfig, shard;"
-            "from wtours.report import OutputMode;"
+            "from wtours_base.report import OutputMode;"
             f"shard(ShardConfig(inputs=[Path({str(video)!r})], out=Path({str(out)!r}), mode=OutputMode.quiet, workers=1));"
             "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')))")
     shutil.rmtree(out, ignore_errors=True)

@@ -32,10 +32,10 @@ prepare_offline(Path(tempfile.mkdtemp(prefix="wtours-yolo-")))
 
 from wtours.demo_assets import packaged_clip_dir  # noqa: E402
 from wtours.inputs import find_sources  # noqa: E402
-from wtours.report import OutputMode  # noqa: E402
 from wtours.stats import StatsConfig, analyse_video, build_tables, stats  # noqa: E402
-from wtours.tools import ffmpeg_exe  # noqa: E402
 from wtours.video import decode, read_frames, scaled_size  # noqa: E402
+from wtours_base.report import OutputMode  # noqa: E402
+from wtours_base.tools import ffmpeg_exe  # noqa: E402
 
 FPS, SIZE = 25, (1920, 1080)  # the domain: walking tours are 4K, phone and action-cam footage >= 1080p
 

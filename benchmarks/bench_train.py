@@ -22,8 +22,8 @@ from media import pan_video  # noqa: E402
 
 from dora.bench import bench  # noqa: E402
 from dora.train import TrainConfig  # noqa: E402
-from wtours.report import OutputMode  # noqa: E402
 from wtours.shard import ShardConfig, shard  # noqa: E402
+from wtours_base.report import OutputMode  # noqa: E402
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 from skimage import data
 
-from wtours.tools import ffmpeg_exe
+from wtours_base.tools import ffmpeg_exe
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 

@@ -24,10 +24,10 @@ from dora.data import normalize  # noqa: E402
 from dora.discover import binary_masks, discover_and_track, merge_heads, pick_heads  # noqa: E402
 from dora.encoder import EncoderSpec, EvalError, load_encoder  # noqa: E402
 from dora.model import ViTBackbone, patch_grid  # noqa: E402
-from wtours.files import atomic_path, write_json_atomic  # noqa: E402
 from wtours.shards import frame_members, iter_samples  # noqa: E402
-from wtours.tools import ffmpeg_exe  # noqa: E402
 from wtours.video import VIDEO_SUFFIXES, probe, read_frames, scaled_size  # noqa: E402
+from wtours_base.files import atomic_path, write_json_atomic  # noqa: E402
+from wtours_base.tools import ffmpeg_exe  # noqa: E402
 
 COLOURS = np.array([[230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180], [70, 240, 240]],
                    dtype=np.float32)

@@ -11,8 +11,7 @@ from dataclasses import replace
 import torch
 
 from dora.data import ClipStream, make_loader, normalize
-from dora.loss import DistillLoss
-from dora.loss import view_weights
+from dora.loss import DistillLoss, view_weights
 from dora.train import TrainConfig, autocast, build, object_views, resolve_precision, train_step
 from wtours.shards import open_shards
 

@@ -7,9 +7,11 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from wtours.exits import exit_on_errors
+from dora.config import PRESETS, TrainConfig
+from wtours_base.exits import exit_on_errors
+from wtours_base.options import StrictTyper, config_options
 
-app = typer.Typer(
+app = StrictTyper(
     help="DoRA: learn image encoders from long videos by discovering and tracking objects.",
     no_args_is_help=True,
     add_completion=False,
@@ -43,80 +45,24 @@ def info() -> None:
 
 
 @app.command()
-def train(
-    shards: List[str] = typer.Option(..., "--shards", help="Shard patterns (brace/glob), folders, or URLs webdataset reads."),
-    out: Path = typer.Option(Path("runs/dora"), "--out", "-o", help="Run folder: checkpoint.pt, log.jsonl, config.json."),
-    arch: str = typer.Option("vit_small_patch16_224", help="Any timm ViT (vit_tiny_patch16_224 for CPU runs)."),
-    objects: int = typer.Option(3, help="Objects k discovered and tracked per clip; 0 = plain DINO on the same clips."),
-    sinkhorn: bool = typer.Option(True, help="Refine prototypes with Sinkhorn-Knopp (--no-sinkhorn: ablation)."),
-    mask: str = typer.Option("object", help="object: tracked object masks; random: random masks (ablation)."),
-    sinkhorn_iters: int = typer.Option(30, help="Sinkhorn-Knopp iterations."),
-    sinkhorn_eps: float = typer.Option(0.05, help="Sinkhorn-Knopp epsilon."),
-    frames_per_clip: int = typer.Option(8, "--frames-per-clip", "-T", help="Frames per clip (T)."),
-    batch_size: int = typer.Option(16, help="Clips per GPU/process and step."),
-    epochs: int = typer.Option(100, help="Epochs (an epoch is every clip of the shards once)."),
-    max_steps: Optional[int] = typer.Option(None, help="Train this many steps instead (schedules fit them)."),
-    steps_per_epoch: Optional[int] = typer.Option(None, help="Steps per epoch (default: clips // (batch x world))."),
-    time_budget: Optional[float] = typer.Option(None, help="Stop after this many seconds, with a checkpoint."),
-    lr: float = typer.Option(5e-4, help="Peak learning rate per 256 clips (AdamW)."),
-    min_lr: float = typer.Option(1e-5, help="Final learning rate."),
-    warmup_epochs: float = typer.Option(10, help="Linear learning-rate warm-up, epochs."),
-    weight_decay: float = typer.Option(0.04, help="Weight decay at the start (cosine to --weight-decay-end)."),
-    weight_decay_end: float = typer.Option(0.4, help="Weight decay at the end."),
-    clip_grad: float = typer.Option(3.0, help="Gradient norm clipping per parameter tensor, as DINO (0: off)."),
-    drop_path: float = typer.Option(0.1, help="Stochastic depth of the student."),
-    freeze_last_layer: float = typer.Option(1, help="Epochs during which the head's last layer is frozen."),
-    momentum_teacher: float = typer.Option(0.996, help="EMA momentum of the teacher at the start (cosine to 1)."),
-    teacher_temp: float = typer.Option(0.04, help="Teacher temperature after warm-up."),
-    warmup_teacher_temp: float = typer.Option(0.04, help="Teacher temperature at the start."),
-    warmup_teacher_temp_epochs: float = typer.Option(30, help="Teacher temperature warm-up, epochs."),
-    student_temp: float = typer.Option(0.1, help="Student temperature."),
-    out_dim: int = typer.Option(65536, help="Prototypes of the DINO head."),
-    norm_last_layer: bool = typer.Option(False, help="Weight-normalise the head's last layer with fixed norm."),
-    global_size: int = typer.Option(224, help="Global frame size (the teacher's and the masked views')."),
-    pre_size: int = typer.Option(300, help="Size of the first RandomResizedCrop of a clip."),
-    local_size: int = typer.Option(112, help="Local crop size."),
-    local_crops: int = typer.Option(6, help="Local crops per frame."),
-    precision: str = typer.Option("auto", help="auto (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), fp32, bf16 or fp16."),
-    loss_weighting: str = typer.Option("half", help="half: 0.5 x object views + 0.5 x local views (the authors'); mean: every view alike."),
-    num_workers: int = typer.Option(4, help="DataLoader workers per process."),
-    skip_cut_clips: bool = typer.Option(False, help="Leave out clips whose frames span a shot cut (shards made with `wtours shard --shots`)."),
-    max_bad_fraction: float = typer.Option(0.01, help="Clips that cannot be decoded are skipped with a warning (and counted in log.jsonl) until they exceed this share of the clips read."),
-    seed: int = typer.Option(0, help="Seed of data order, augmentation, heads and initialisation."),
-    resume: bool = typer.Option(True, help="Resume from DIR/checkpoint.pt if it exists."),
-    checkpoint_every: int = typer.Option(500, help="Steps between checkpoint.pt updates."),
-    keep_every: int = typer.Option(0, help="Epochs between kept copies checkpoint_eNNNN.pt (0: none)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-) -> None:
+@config_options(TrainConfig, flags={"out": ["--out", "-o"], "frames_per_clip": ["--frames-per-clip", "-T"]},
+                section="train", presets=PRESETS)
+def train(cfg: TrainConfig, quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.")) -> None:
     """Train an image encoder with DoRA (or DINO with --objects 0) on `wtours shard` shards.
 
-    Example: dora train --shards 'data/shards/*.tar' --out runs/venice --arch vit_small_patch16_224
-    CPU try-out: dora train --shards data/shards --arch vit_tiny_patch16_224 --global-size 64 --local-size 32 --max-steps 50
+    Example: dora train --shards data/shards --out runs/venice --arch vit_small_patch16_224
+    CPU try-out: dora train --config presets/cpu-tiny.toml --shards data/shards --max-steps 50
     Many GPUs:  torchrun --nproc_per_node 8 -m dora.cli train --shards 'data/shards/*.tar' --out runs/all
     """
     from dora.data import DataError
-    from dora.train import NonFiniteLoss, TrainConfig, train as run_train
+    from dora.train import NonFiniteLoss, train as run_train
 
     with exit_on_errors((DataError, ValueError), failures=(NonFiniteLoss,),
-                        interrupted=f"checkpoint kept in {out / 'checkpoint.pt'}; rerun the same command to resume"):
-        cfg = TrainConfig(
-            shards=list(shards), out=out, arch=arch, objects=objects, sinkhorn=sinkhorn, mask=mask,
-            sinkhorn_iters=sinkhorn_iters, sinkhorn_eps=sinkhorn_eps, frames_per_clip=frames_per_clip,
-            batch_size=batch_size, epochs=epochs, max_steps=max_steps, steps_per_epoch=steps_per_epoch,
-            time_budget=time_budget, lr=lr, min_lr=min_lr, warmup_epochs=warmup_epochs, weight_decay=weight_decay,
-            weight_decay_end=weight_decay_end, clip_grad=clip_grad, drop_path=drop_path,
-            freeze_last_layer=freeze_last_layer, momentum_teacher=momentum_teacher, teacher_temp=teacher_temp,
-            warmup_teacher_temp=warmup_teacher_temp, warmup_teacher_temp_epochs=warmup_teacher_temp_epochs,
-            student_temp=student_temp, out_dim=out_dim, norm_last_layer=norm_last_layer, global_size=global_size,
-            pre_size=pre_size, local_size=local_size, local_crops=local_crops, precision=precision,
-            loss_weighting=loss_weighting, skip_cut_clips=skip_cut_clips, max_bad_fraction=max_bad_fraction,
-            num_workers=num_workers, seed=seed, resume=resume, checkpoint_every=checkpoint_every,
-            keep_every=keep_every,
-        )
+                        interrupted=f"checkpoint kept in {cfg.out / 'checkpoint.pt'}; rerun the same command to resume"):
         state = run_train(cfg, progress=not quiet)
     skipped = f"; {len(state.skipped)} bad clip(s) skipped (see the warnings and log.jsonl)" if state.skipped else ""
-    typer.echo(f"trained to step {state.step}; checkpoint: {out / 'checkpoint.pt'}, log: {out / 'log.jsonl'}{skipped}",
-               err=True)
+    typer.echo(f"trained to step {state.step}; checkpoint: {cfg.out / 'checkpoint.pt'}, log: {cfg.out / 'log.jsonl'}"
+               f"{skipped}", err=True)
 
 
 @app.command()
@@ -154,7 +100,7 @@ def bench(
     typer.echo("JSON " + json.dumps(result))
 
 
-eval_app = typer.Typer(help="Evaluate encoders: weighted k-NN and linear probes on ImageFolder datasets.",
+eval_app = StrictTyper(help="Evaluate encoders: weighted k-NN and linear probes on ImageFolder datasets.",
                        no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 
@@ -210,7 +156,7 @@ def eval_knn(
     Example: dora eval knn --checkpoint runs/venice/checkpoint.pt --train data/cls/train --val data/cls/val
     """
     from dora.knn import knn_eval
-    from wtours.files import write_json_atomic
+    from wtours_base.files import write_json_atomic
 
     spec = _spec(checkpoint, model, weights, which)
     out = out or (checkpoint.parent / "eval" if checkpoint else Path("runs/eval") / (model or "model"))
@@ -251,7 +197,8 @@ def eval_davis(
 
     Example: dora eval davis --checkpoint runs/venice/checkpoint.pt --root data/DAVIS --out runs/davis
     """
-    from dora.davis import DavisConfig, eval_davis as run_davis
+    from dora.davis import DavisConfig
+    from dora.davis import eval_davis as run_davis
     from dora.encoder import EvalError
     from dora.propagate import PropagationConfig
 
@@ -286,7 +233,7 @@ def eval_linear(
     Example: dora eval linear --checkpoint runs/venice/checkpoint.pt --train data/cls/train --val data/cls/val
     """
     from dora.linear import LinearConfig, train_linear
-    from wtours.files import write_json_atomic
+    from wtours_base.files import write_json_atomic
 
     spec = _spec(checkpoint, model, weights, which)
     out = out or (checkpoint.parent / "eval_linear" if checkpoint else Path("runs/eval_linear") / (model or "model"))
@@ -349,6 +296,37 @@ def export(
 @app.callback()
 def main() -> None:
     """DoRA training and evaluation."""
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Folder for everything the demo makes."),
+    full: bool = typer.Option(False, "--full", help="The Walking Tours manifest with the paper's settings (network; GPU advised)."),
+    videos: List[str] = typer.Option([], "--videos", help="With --full: only these ids (e.g. --videos venice)."),
+    train_steps: Optional[int] = typer.Option(None, help="Training steps (a rerun continues up to this); default 600, with --full the recipe's 100 epochs."),
+    time_budget: Optional[float] = typer.Option(None, help="Seconds of training per run, at most; default 420, with --full none."),
+    plan: bool = typer.Option(False, "--plan", help="Print every step's resolved options as JSON and exit (runs nothing)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run the whole pipeline on a built-in walk made from real footage: fetch, shard, stats, train, eval, attn.
+
+    Example: dora demo --out runs/demo        (about 6 minutes on 2 CPU cores, offline)
+    """
+    import json
+
+    from dora.demo import DemoConfig, plan_demo, run_demo
+    from wtours_base.report import OutputMode
+
+    cfg = DemoConfig(out=out, full=full, videos=list(videos), train_steps=train_steps, time_budget=time_budget,
+                     mode=OutputMode.quiet if quiet else OutputMode.human)
+    with exit_on_errors(interrupted="rerun the same command to continue"):
+        if plan:
+            typer.echo(json.dumps(plan_demo(cfg).as_dict(), indent=2, default=str))
+            raise typer.Exit(0)
+        code = run_demo(cfg)
+    typer.echo((out / "summary.md").read_text())
+    typer.echo(f"(written to {out / 'summary.md'})")
+    raise typer.Exit(code)
 
 
 if __name__ == "__main__":

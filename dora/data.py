@@ -24,6 +24,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from dora.config import AugmentConfig
 from wtours.shards import ShardError, frame_members
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -42,27 +43,6 @@ def too_many_bad(bad: int, read: int, max_bad_fraction: float) -> bool:
     """More bad clips than `max_bad_fraction` of the clips read, with a floor: one bad clip is always
     tolerated per 1 / max_bad_fraction clips (so a single bad JPEG early on does not stop a run)."""
     return bad > max_bad_fraction * max(read, 1.0 / max_bad_fraction) if max_bad_fraction < 1 else False
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """The recipe's augmentation (the authors' main.py `DataAugmentationDINO`); sizes shrink for CPU runs."""
-
-    global_size: int = 224
-    pre_size: int = 300  # RandomResizedCrop(300, scale 0.2-1) first, then (224, scale 0.4-1)
-    pre_scale: tuple[float, float] = (0.2, 1.0)
-    global_scale: tuple[float, float] = (0.4, 1.0)
-    local_size: int = 112
-    local_scale: tuple[float, float] = (0.05, 0.4)
-    local_crops: int = 6
-    global_crops: int = 1  # DoRA: 1 (the teacher's frame); DINO (k = 0): 2, as Caron et al.
-    solarize_p: float = 0.2  # DINO's second global crop only
-    dino_first_blur_p: float = 1.0  # DINO's first global crop
-    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)
-    jitter_p: float = 0.8
-    gray_p: float = 0.2
-    global_blur_p: float = 0.1
-    local_blur_p: float = 0.5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,7 +336,7 @@ def make_loader(stream: ClipStream, num_workers: int) -> DataLoader:
 
 
 def _worker_dies_with(parent: int, worker_id: int) -> None:
-    from wtours.children import die_with_parent
+    from wtours_base.children import die_with_parent
 
     die_with_parent(parent)
 

@@ -25,7 +25,7 @@ from PIL import Image
 from dora.encoder import EncoderSpec, EvalError, load_encoder
 from dora.propagate import PropagationConfig, propagate, to_label_map
 from dora.vos_metrics import sequence_scores, summary
-from wtours.files import atomic_path, write_json_atomic
+from wtours_base.files import atomic_path, write_json_atomic
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.228, 0.224, 0.225)  # DINO's color_normalize
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 from torchvision import datasets, transforms
 
-from wtours.files import atomic_path
+from wtours_base.files import atomic_path
 
 
 class EvalError(ValueError):

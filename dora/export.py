@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from dora.encoder import EncoderSpec, EvalError, load_encoder
-from wtours.files import atomic_path, write_json_atomic
+from wtours_base.files import atomic_path, write_json_atomic
 
 
 def export(checkpoint: Path, out: Path, which: str = "teacher") -> Path:

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from dora.knn import topk_accuracy
-from wtours.files import atomic_path
+from wtours_base.files import atomic_path
 
 
 @dataclass

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from wtours.files import atomic_path, write_json_atomic, write_text_atomic
+from wtours_base.files import atomic_path, write_json_atomic, write_text_atomic
 
 # (class, skimage.data name, box rows, box cols): object-centred crops of the photos.
 OBJECTS = (("astronaut", "astronaut", (0, 330), (100, 420)), ("cat", "chelsea", (20, 300), (90, 360)),
@@ -115,7 +115,7 @@ def make_training_video(path: Path, seconds: float, seed: int = 0) -> Path:
     if path.is_file():
         return path
     from wtours.demo_assets import packaged_clip_dir
-    from wtours.tools import ffmpeg_exe
+    from wtours_base.tools import ffmpeg_exe
 
     rng = np.random.default_rng(seed)
     objects = object_images()
@@ -215,8 +215,8 @@ LABELLED_SETS = {"objects": False, "objects_recoloured": True}  # name: colours 
 
 def prepare_data(cfg: StudyConfig) -> tuple[Path, dict[str, Path]]:
     """(shard folder, {labelled set name: root}), made once and reused by reruns."""
-    from wtours.report import OutputMode
     from wtours.shard import ShardConfig, shard
+    from wtours_base.report import OutputMode
 
     video = make_training_video(cfg.out / "data" / "objects_walk.mp4", cfg.video_seconds)
     shards = cfg.out / "data" / "shards"

@@ -25,84 +25,14 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from dora.data import AugmentConfig, ClipStream, DataError, make_loader, median_crop_side, normalize
+from dora.config import TrainConfig
+from dora.data import ClipStream, DataError, make_loader, median_crop_side, normalize
 from dora.discover import binary_masks, discover_and_track, merge_heads, pick_heads, random_maps
 from dora.loss import DistillLoss, view_weights
 from dora.model import DINOModel, patch_grid
 from dora.schedules import cosine, teacher_temperatures
-from wtours.files import atomic_path, cannot_write, remove_stale_temporaries, write_json_atomic
 from wtours.shards import ShardSet, open_shards
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run depends on (saved as DIR/config.json and inside every checkpoint)."""
-
-    shards: list[str]
-    out: Path
-    arch: str = "vit_small_patch16_224"
-    objects: int = 3  # k; 0 = plain DINO (Caron et al.): two global crops of each frame and the locals
-    sinkhorn: bool = True
-    mask: str = "object"  # object | random
-    sinkhorn_iters: int = 30
-    sinkhorn_eps: float = 0.05
-    loss_weighting: str = "half"  # half: 0.5 x object views + 0.5 x local views (the authors'); mean: all views alike
-    frames_per_clip: int = 8
-    batch_size: int = 16  # clips per rank
-    epochs: int = 100
-    max_steps: int | None = None  # if set, the schedules span this many steps
-    steps_per_epoch: int | None = None  # default: clips in the shards // (batch_size x world size)
-    time_budget: float | None = None  # seconds; stop (with a checkpoint) when spent
-    lr: float = 5e-4  # x clips per step / 256
-    min_lr: float = 1e-5
-    warmup_epochs: float = 10
-    weight_decay: float = 0.04
-    weight_decay_end: float = 0.4
-    clip_grad: float = 3.0  # per parameter tensor, as DINO's clip_gradients (0: off)
-    drop_path: float = 0.1
-    freeze_last_layer: float = 1  # epochs
-    momentum_teacher: float = 0.996
-    teacher_temp: float = 0.04
-    warmup_teacher_temp: float = 0.04
-    warmup_teacher_temp_epochs: float = 30
-    student_temp: float = 0.1
-    center_momentum: float = 0.9
-    out_dim: int = 65536
-    head_hidden_dim: int = 2048
-    head_bottleneck_dim: int = 256
-    norm_last_layer: bool = False
-    global_size: int = 224
-    pre_size: int = 300
-    local_size: int = 112
-    local_crops: int = 6
-    precision: str = "auto"  # auto (fp16 on CUDA as the recipe, bf16 on CPUs with native bf16, else fp32) | fp32 | bf16 | fp16
-    num_workers: int = 4
-    shuffle_buffer: int = 256
-    skip_cut_clips: bool = False  # leave out clips whose frames span a shot cut (needs `wtours shard --shots`)
-    max_bad_fraction: float = 0.01  # clips that cannot be decoded are skipped (and counted) up to this share
-    open_shards: int = 8  # shards each data reader reads at once, interleaved (batches mix many shards)
-    seed: int = 0
-    resume: bool = True
-    checkpoint_every: int = 500  # steps between updates of DIR/checkpoint.pt
-    keep_every: int = 0  # epochs between kept copies DIR/checkpoint_eNNNN.pt (0: none)
-    save_init: bool = False  # also keep the untrained networks as DIR/checkpoint_init.pt (a baseline)
-    log_every: int = 1
-
-    def __post_init__(self) -> None:
-        self.out = Path(self.out)
-        if self.mask not in ("object", "random"):
-            raise ValueError(f"--mask must be object or random, not {self.mask!r}")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ValueError(f"--precision must be auto, fp32, bf16 or fp16, not {self.precision!r}")
-        if self.loss_weighting not in ("half", "mean"):
-            raise ValueError(f"--loss-weighting must be half or mean, not {self.loss_weighting!r}")
-        if self.objects < 0 or self.batch_size < 1 or self.frames_per_clip < 1:
-            raise ValueError("--objects must be >= 0, --batch-size and --frames-per-clip >= 1")
-
-    @property
-    def augment(self) -> AugmentConfig:
-        return AugmentConfig(global_size=self.global_size, pre_size=self.pre_size, local_size=self.local_size,
-                             local_crops=self.local_crops, global_crops=1 if self.objects else 2)
+from wtours_base.files import atomic_path, cannot_write, remove_stale_temporaries, write_json_atomic
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

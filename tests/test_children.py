@@ -8,8 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from conftest import TINY, make_coded_video
+from conftest import make_coded_video
 
 pytestmark = pytest.mark.slow
 
@@ -98,8 +97,6 @@ def test_stats_workers_die_with_a_killed_parent(tmp_path):
 def test_training_data_workers_die_with_a_killed_parent(real_shards, tmp_path):
     log = tmp_path / "run" / "log.jsonl"
     cmd = [sys.executable, "-m", "dora.cli", "train", "--shards", str(real_shards), "--out", str(tmp_path / "run"),
-           "--arch", TINY["arch"], "-T", "4", "--global-size", "64", "--pre-size", "80", "--local-size", "32",
-           "--local-crops", "2", "--out-dim", "256", "--batch-size", "2", "--num-workers", "2", "--max-steps", "500",
-           "--precision", "fp32", "-q"]
+           "--config", "cpu-tiny", "--num-workers", "2", "--max-steps", "500", "-q"]
     family = _kill_when(cmd, lambda: log.is_file() and log.read_text().count("\n") >= 2, workers=2)
     assert _gone_soon(family) == set()

@@ -5,10 +5,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from wtours.cli import app
-from wtours.files import read_json
+from dora.cli import app
 from wtours.shards import verify
 from wtours.video import probe
+from wtours_base.files import read_json
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities of TorchVision")
 
@@ -83,7 +83,7 @@ def test_ctrl_c_during_the_demo_then_a_rerun_continues(tmp_path):
     import sys
     import time
 
-    cmd = [sys.executable, "-m", "wtours.cli", "demo", "--out", "runs/demo", "--quiet", "--train-steps", "12"]
+    cmd = [sys.executable, "-m", "dora.cli", "demo", "--out", "runs/demo", "--quiet", "--train-steps", "12"]
     log = tmp_path / "runs" / "demo" / "train" / "log.jsonl"
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300

@@ -14,13 +14,13 @@ import torch
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities of TorchVision")
 import torch.nn.functional as F
+from conftest import TINY
 from typer.testing import CliRunner
 
-from conftest import TINY
 from dora.cli import app
+from dora.data import DataError
 from dora.discover import binary_masks, discover_and_track, sinkhorn_knopp
 from dora.loss import DistillLoss
-from dora.data import DataError
 from dora.train import NonFiniteLoss, TrainConfig, train
 
 runner = CliRunner()
@@ -439,7 +439,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(real
 ])
 def test_bad_input_is_a_clear_error_before_training(real_shards, tmp_path, problem, expected):
     shards = str(real_shards)
-    args = ["--arch", "vit_tiny_patch16_224", "-T", "4", "--global-size", "64", "--local-size", "32", "--out-dim", "64"]
+    args = ["--arch", "vit_tiny_patch16_224", "-T", "4", "--config", "cpu-tiny"]
     if problem == "nothing":
         shards = str(tmp_path / "missing-*.tar")
     elif problem == "no index":
@@ -477,9 +477,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-DDP_TINY = ["-q", "--arch", "vit_tiny_patch16_224", "-T", "4", "--global-size", "64", "--pre-size", "80", "--local-size",
-            "32", "--local-crops", "2", "--out-dim", "256", "--batch-size", "1", "--num-workers", "1", "--warmup-epochs",
-            "0", "--precision", "fp32"]
+DDP_TINY = ["-q", "--config", "cpu-tiny", "--batch-size", "1", "--num-workers", "1", "--checkpoint-every", "500"]
 
 
 def _ddp_with_fault(real_shards: Path, out: Path, fault: str, *args: str) -> subprocess.CompletedProcess:
@@ -519,8 +517,7 @@ def test_two_process_ddp_on_cpu(real_shards, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m",
            "dora.cli", "train", "--shards", str(real_shards), "--out", str(out), "--max-steps", "3", "-q",
-           "--arch", "vit_tiny_patch16_224", "-T", "4", "--global-size", "64", "--pre-size", "80", "--local-size", "32",
-           "--local-crops", "2", "--out-dim", "256", "--batch-size", "1", "--num-workers", "1", "--warmup-epochs", "0"]
+           "--config", "cpu-tiny", "--batch-size", "1", "--num-workers", "1", "--precision", "auto"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
@@ -559,9 +556,7 @@ def test_a_checkpoint_that_cannot_be_written_keeps_the_last_one_and_a_rerun_resu
 
     out = tmp_path / "run"
     args = [sys.executable, "-m", "dora.cli", "train", "--shards", str(real_shards), "--out", str(out), "--quiet",
-            "--arch", "vit_tiny_patch16_224", "-T", "4", "--global-size", "64", "--pre-size", "80", "--local-size",
-            "32", "--local-crops", "2", "--out-dim", "256", "--batch-size", "2", "--num-workers", "0",
-            "--warmup-epochs", "0", "--freeze-last-layer", "0"]
+            "--config", "cpu-tiny", "--precision", "auto"]
     first = subprocess.run(args + ["--max-steps", "2"], capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
     saved = (out / "checkpoint.pt").read_bytes()
@@ -594,10 +589,7 @@ def test_a_process_killed_with_sigkill_resumes_on_the_same_loss_curve(real_shard
 
     def command(out: Path) -> list[str]:
         return [sys.executable, "-m", "dora.cli", "train", "--shards", str(real_shards), "--out", str(out), "--quiet",
-                "--arch", "vit_tiny_patch16_224", "-T", "4", "--global-size", "64", "--pre-size", "80",
-                "--local-size", "32", "--local-crops", "2", "--out-dim", "256", "--batch-size", "2",
-                "--num-workers", "0", "--warmup-epochs", "0", "--freeze-last-layer", "0", "--max-steps", "12",
-                "--checkpoint-every", "4"]
+                "--config", "cpu-tiny", "--precision", "auto", "--max-steps", "12", "--checkpoint-every", "4"]
 
     def losses(out: Path) -> list[tuple[int, float]]:
         return [(r["step"], r["loss"]) for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())]
@@ -650,9 +642,7 @@ def test_a_clip_with_a_corrupt_jpeg_is_skipped_named_and_counted(real_shards, tm
     out = tmp_path / "run"
     # 10 clips of 2 a step: 5 steps are one epoch, so the bad clip is met exactly once.
     result = runner.invoke(app, ["train", "--shards", str(tmp_path / "shards"), "--out", str(out), "--max-steps", "5",
-                                 "--arch", "vit_tiny_patch16_224", "-T", "4", "--batch-size", "2", "--global-size", "64",
-                                 "--pre-size", "80", "--local-size", "32", "--local-crops", "2", "--out-dim", "64",
-                                 "--num-workers", "1", "--precision", "fp32", "--max-bad-fraction", "0.2", "-q"])
+                                 "--config", "cpu-tiny", "--num-workers", "1", "--max-bad-fraction", "0.2", "-q"])
     assert result.exit_code == 0, result.output
     shard, key = hit[0]
     warning = [line for line in result.output.splitlines() if "skipped a bad clip" in line]
@@ -666,9 +656,7 @@ def test_a_clip_with_a_corrupt_jpeg_is_skipped_named_and_counted(real_shards, tm
 def test_shards_that_are_all_bad_stop_with_the_fraction_error(real_shards, tmp_path):
     _corrupt_copy(real_shards, tmp_path / "shards", lambda i, name: name.endswith(".jpg"))
     result = runner.invoke(app, ["train", "--shards", str(tmp_path / "shards"), "--out", str(tmp_path / "run"),
-                                 "--max-steps", "3", "--arch", "vit_tiny_patch16_224", "-T", "4", "--batch-size", "2",
-                                 "--global-size", "64", "--local-size", "32", "--out-dim", "64", "--num-workers", "1",
-                                 "-q"])
+                                 "--max-steps", "3", "--config", "cpu-tiny", "--num-workers", "1", "-q"])
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "more than --max-bad-fraction 0.01" in lines[0] and "do not decode" in lines[0]

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 import yt_dlp
+from conftest import RangeServer, write_manifest
 from typer.testing import CliRunner
 
-from conftest import RangeServer, write_manifest
 from wtours.cli import app
-from wtours.fetch import FetchConfig, SIDECAR_KIND, describe_error, effective_license, fetch
-from wtours.files import sha256_file
-from wtours.report import OutputMode
+from wtours.fetch import SIDECAR_KIND, FetchConfig, describe_error, effective_license, fetch
 from wtours.video import probe
+from wtours_base.files import sha256_file
+from wtours_base.report import OutputMode
 
 runner = CliRunner()
 
@@ -217,7 +217,7 @@ def test_yt_dlp_as_fetch_configures_it_sees_a_js_runtime_and_the_ejs_scripts():
     """Offline: yt-dlp itself reports the runtime the project installs and accepts its EJS scripts."""
     from wtours import solver
     from wtours.fetch import _ydl_options
-    from wtours.report import Reporter
+    from wtours_base.report import Reporter
 
     status = solver.check()
     assert status.ok, status.problems

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_coded_video, packaged_clip, read_code
 from typer.testing import CliRunner
 
-from conftest import make_coded_video, packaged_clip, read_code
 from wtours.cli import app
-from wtours.report import OutputMode
 from wtours.shard import ShardConfig, shard
 from wtours.shards import ShardError, iter_clips, open_shards, scan_tar, verify
+from wtours_base.report import OutputMode
 
 runner = CliRunner()
 

@@ -5,16 +5,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SCENE_CUTS, packaged_clip, person_detector_weights
 from PIL import Image
 from skimage.color import rgb2lab
 from typer.testing import CliRunner
 
-from conftest import SCENE_CUTS, packaged_clip, person_detector_weights
 from wtours.cli import app
 from wtours.cuts import CutOptions, adaptive_ratio, detect_cuts
-from wtours.report import OutputMode
-from wtours.stats import StatsConfig, cache_paths, stats
 from wtours.inputs import find_sources
+from wtours.stats import StatsConfig, cache_paths, stats
+from wtours_base.report import OutputMode
 
 runner = CliRunner()
 

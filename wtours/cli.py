@@ -1,4 +1,4 @@
-"""The `wtours` command line: a thin shell over wtours.fetch, shard, shards, stats, analysis and demo."""
+"""The `wtours` command line: a thin shell over wtours.fetch, shard, shards, stats and doctor, and wtours_analysis."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ from typing import List, Optional
 
 import typer
 
-from wtours.exits import exit_on_errors
-
 from wtours.manifest import DEFAULT_MANIFEST, ManifestError
-from wtours.report import OutputMode
+from wtours_base.exits import exit_on_errors
+from wtours_base.report import OutputMode
 
 app = typer.Typer(
     help="Walking Tours toolkit: fetch long videos, cut them into WebDataset shards, measure them.",
@@ -50,7 +49,8 @@ def fetch(
 
     Example: wtours fetch venice zurich --max-height 1080 --out data/videos
     """
-    from wtours.fetch import FetchConfig, fetch as run_fetch
+    from wtours.fetch import FetchConfig
+    from wtours.fetch import fetch as run_fetch
     from wtours.solver import SolverMissing
 
     with exit_on_errors((ManifestError, ValueError), failures=(SolverMissing,),
@@ -120,7 +120,8 @@ def shard(
     Example: wtours shard data/videos --out data/shards --fps 1 -T 8 --short-side 320
     """
     from wtours.inputs import InputError
-    from wtours.shard import ShardConfig, shard as run_shard
+    from wtours.shard import ShardConfig
+    from wtours.shard import shard as run_shard
 
     cfg = ShardConfig(
         inputs=list(inputs), out=out, fps=fps, frames_per_clip=frames_per_clip, phases=phases, short_side=short_side,
@@ -144,8 +145,8 @@ def verify(
 
     Example: wtours verify data/shards
     """
-    from wtours.report import Reporter
     from wtours.shards import verify as run_verify
+    from wtours_base.report import Reporter
 
     reporter = Reporter(_mode(quiet, json_lines))
     problems = run_verify(folder)
@@ -186,7 +187,9 @@ def stats(
     """
     from wtours.inputs import InputError
     from wtours.objects import DetectorError
-    from wtours.stats import StatsConfig, stats as run_stats
+    from wtours.stats import StatsConfig
+    from wtours.stats import stats as run_stats
+    from wtours_analysis import draw_stats
 
     cfg = StatsConfig(
         inputs=list(inputs), out=out, fps=fps, analysis_short_side=analysis_short_side, detect_fps=detect_fps,
@@ -197,6 +200,8 @@ def stats(
     with exit_on_errors((InputError, DetectorError, ValueError),
                         interrupted="finished videos are cached; rerun the same command to continue"):
         results, written = run_stats(cfg)
+        if written:
+            draw_stats(out, name)
     if written and not json_lines:
         typer.echo((out / "table.md").read_text(), err=True)
     if any(r.status == "error" for r in results):
@@ -213,45 +218,12 @@ def figures(
 
     Example: wtours figures data/stats other/stats --out compare --names "Walking Tours,Movies"
     """
-    from analysis.__main__ import compare
+    from wtours_analysis import compare
 
-    try:
+    with exit_on_errors((FileNotFoundError, ValueError)):
         paths = compare(list(stats_dirs), out, names.split(",") if names else None)
-    except (OSError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
     for path in paths:
         typer.echo(str(path))
-
-
-@app.command()
-def demo(
-    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Folder for everything the demo makes."),
-    full: bool = typer.Option(False, "--full", help="The Walking Tours manifest with the paper's settings (network; GPU advised)."),
-    videos: List[str] = typer.Option([], "--videos", help="With --full: only these ids (e.g. --videos venice)."),
-    train_steps: Optional[int] = typer.Option(None, help="Training steps (a rerun continues up to this); default 600, with --full the recipe's 100 epochs."),
-    time_budget: Optional[float] = typer.Option(None, help="Seconds of training per run, at most; default 420, with --full none."),
-    plan: bool = typer.Option(False, "--plan", help="Print every step's resolved options as JSON and exit (runs nothing)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-) -> None:
-    """Run the whole pipeline on a built-in walk made from real footage: fetch, shard, stats, train, eval, attn.
-
-    Example: wtours demo --out runs/demo        (about 6 minutes on 2 CPU cores, offline)
-    """
-    import json
-
-    from wtours.demo import DemoConfig, plan_demo, run_demo
-
-    cfg = DemoConfig(out=out, full=full, videos=list(videos), train_steps=train_steps, time_budget=time_budget,
-                     mode=_mode(quiet, False))
-    with exit_on_errors(interrupted="rerun the same command to continue"):
-        if plan:
-            typer.echo(json.dumps(plan_demo(cfg).as_dict(), indent=2, default=str))
-            raise typer.Exit(0)
-        code = run_demo(cfg)
-    typer.echo((out / "summary.md").read_text())
-    typer.echo(f"(written to {out / 'summary.md'})")
-    raise typer.Exit(code)
 
 
 if __name__ == "__main__":

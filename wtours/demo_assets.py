@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from wtours.files import atomic_path
+from wtours_base.files import atomic_path
 
 # Photos of skimage.data used as scenes of the walk and as the classes of the labelled set.
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "brick",
@@ -59,9 +59,10 @@ def make_walk(path: Path, seconds_per_photo: float = 3.0) -> Path:
     """One 'walk': the real clips and slow pans over the photos, joined with hard cuts (H.264, 25 fps)."""
     if path.is_file():
         return path
-    from wtours.tools import ffmpeg_exe
-    from wtours.video import read_frames
     import subprocess
+
+    from wtours.video import read_frames
+    from wtours_base.tools import ffmpeg_exe
 
     w, h = WALK_SIZE
     with atomic_path(path) as tmp:

@@ -27,7 +27,7 @@ class Check:
 
 
 def check_ffmpeg() -> Check:
-    from wtours.tools import ffmpeg_exe
+    from wtours_base.tools import ffmpeg_exe
 
     path = ffmpeg_exe()
     try:

@@ -15,13 +15,20 @@ from urllib.parse import urlparse
 import yt_dlp
 from yt_dlp.networking.exceptions import TransportError
 
-from wtours.dist import resolve_rank, split_for_rank
-from wtours.files import WRITE_ERRNOS, cannot_write, read_json_of_kind, sha256_file, write_json_atomic, write_text_atomic
-from wtours.manifest import DEFAULT_MANIFEST, ManifestEntry, is_creative_commons, load_manifest, select
-from wtours.report import OutputMode, Reporter
 from wtours import solver
-from wtours.tools import ffmpeg_exe, tool_versions
+from wtours.manifest import DEFAULT_MANIFEST, ManifestEntry, is_creative_commons, load_manifest, select
 from wtours.video import VideoError, probe
+from wtours_base.dist import resolve_rank, split_for_rank
+from wtours_base.files import (
+    WRITE_ERRNOS,
+    cannot_write,
+    read_json_of_kind,
+    sha256_file,
+    write_json_atomic,
+    write_text_atomic,
+)
+from wtours_base.report import OutputMode, Reporter
+from wtours_base.tools import ffmpeg_exe, tool_versions
 
 SIDECAR_KIND = "wtours.fetch/v1"
 STAGING = ".partial"  # DIR/.partial/<id>/ holds yt-dlp's .part files until a video is complete

@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from wtours.files import read_json_of_kind
 from wtours.video import VIDEO_SUFFIXES
+from wtours_base.files import read_json_of_kind
 
 
 @dataclass(frozen=True)

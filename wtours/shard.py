@@ -21,14 +21,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wtours import children
-from wtours.dist import resolve_rank, split_for_rank
-from wtours.files import WriteError, read_json, remove_stale_temporaries, sha256_file, write_json_atomic
 from wtours.inputs import Source, find_sources
-from wtours.report import OutputMode, Reporter
 from wtours.shards import FORMAT, INDEX, ShardWriter, describe_shard, encode_jpeg, existing_shards
-from wtours.tools import tool_versions
 from wtours.video import VideoError, probe, read_frames, scaled_size
+from wtours_base import children
+from wtours_base.dist import resolve_rank, split_for_rank
+from wtours_base.files import WriteError, read_json, remove_stale_temporaries, sha256_file, write_json_atomic
+from wtours_base.report import OutputMode, Reporter
+from wtours_base.tools import tool_versions
 
 UNITS = ".units"  # DIR/.units/<unit>.json: a finished unit's shards (or its error)
 

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from wtours.files import atomic_path, read_json, sha256_file
+from wtours_base.files import atomic_path, read_json, sha256_file
 
 FORMAT = "wtours.shards/v1"
 INDEX = "index.json"

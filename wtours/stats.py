@@ -1,4 +1,4 @@
-"""`wtours stats`: lightness, shot cuts and objects per frame, tables and the dataset figures.
+"""`wtours stats`: lightness, shot cuts and objects per frame, as tables (wtours_analysis draws the figures).
 
 One decode per video feeds two samplings: every frame (or `fps`) at a small analysis size for
 lightness and cut scores, and `detect_fps` frames at the detector's size for objects. Per-video
@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from wtours import children
 from wtours.cuts import CutOptions, content_scores, detect_cuts, hsv
-from wtours.dist import resolve_rank, split_for_rank
-from wtours.files import WriteError, atomic_path, remove_stale_temporaries, write_json_atomic, write_text_atomic
 from wtours.inputs import Source, find_sources
 from wtours.lightness import lightness_change_per_minute, mean_lightness
-from wtours.report import OutputMode, Reporter
 from wtours.video import Grid, Scaler, VideoError, decode, probe, scaled_size
+from wtours_base import children
+from wtours_base.dist import resolve_rank, split_for_rank
+from wtours_base.files import WriteError, atomic_path, remove_stale_temporaries, write_json_atomic
+from wtours_base.report import OutputMode, Reporter
 
 BATCH = 256  # analysis frames per vectorised lightness/HSV step
 
@@ -254,23 +254,14 @@ def build_tables(cfg: StatsConfig, sources: list[Source]) -> dict[str, pd.DataFr
             "videos": pd.DataFrame(videos)}
 
 
-def table_markdown(name: str, videos: pd.DataFrame) -> str:
-    """The paper's Table 1 columns we can measure, plus our shot, object and light figures."""
-    from analysis.tables import dataset_row, markdown_table
-
-    return markdown_table([dataset_row(name, videos)]) + "\n"
-
-
 def write_outputs(cfg: StatsConfig, tables: dict[str, pd.DataFrame]) -> None:
-    from analysis.figures import draw_all
-
+    """frames.parquet, shots.csv and videos.csv (the figures and table.md are drawn from them by
+    wtours_analysis.draw_stats)."""
     frames = tables["frames"]
     _write_parquet(frames, cfg.out / "frames.parquet")
     for name in ("shots", "videos"):
         with atomic_path(cfg.out / f"{name}.csv") as tmp:
             tables[name].to_csv(tmp, index=False)
-    write_text_atomic(cfg.out / "table.md", table_markdown(cfg.name or cfg.out.name, tables["videos"]))
-    draw_all({cfg.name or cfg.out.name: tables}, cfg.out / "figures")
 
 
 def _finished(cfg: StatsConfig, source: Source) -> bool:
@@ -288,7 +279,7 @@ def _worker(source: Source, cfg: StatsConfig, threads: int) -> VideoResult:
 
 
 def stats(cfg: StatsConfig, reporter: Reporter | None = None) -> tuple[list[VideoResult], bool]:
-    """Analyse this rank's videos; write the tables and figures once every video is analysed.
+    """Analyse this rank's videos; write the tables once every video is analysed.
 
     Returns the per-video results and whether the tables were written.
     """

@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from wtours.demo_assets import PHOTOS, make_photo_classes, make_walk
-from wtours.files import read_json, write_json_atomic, write_text_atomic
-from wtours.report import OutputMode, Reporter
+from wtours_base.files import read_json, write_json_atomic, write_text_atomic
+from wtours_base.report import OutputMode, Reporter
 
 
 @dataclass
@@ -128,7 +128,7 @@ def _plot_losses(log: Path, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from wtours.files import atomic_path
+    from wtours_base.files import atomic_path
 
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -151,6 +151,7 @@ def run_demo(cfg: DemoConfig) -> int:
     from wtours.objects import prepare_offline
     from wtours.shard import shard
     from wtours.stats import stats
+    from wtours_analysis import draw_stats
 
     plan = plan_demo(cfg)
     out, mode = cfg.out, cfg.mode
@@ -188,7 +189,9 @@ def run_demo(cfg: DemoConfig) -> int:
     step("stats")
     if plan.stats.objects and not cfg.full and "YOLO_CONFIG_DIR" not in os.environ:
         prepare_offline(out / ".ultralytics")  # the walk's demo never reaches the network
-    analysed, _ = stats(plan.stats, reporter)
+    analysed, written = stats(plan.stats, reporter)
+    if written:
+        draw_stats(plan.stats.out, plan.stats.name)
     problems += [v.message for v in analysed if v.status == "error"]
     done("stats")
 

@@ -7,7 +7,7 @@ from typing import Iterator
 
 import typer
 
-from wtours.files import WriteError
+from wtours_base.files import WriteError
 
 
 @contextlib.contextmanager

@@ -1,0 +1,119 @@
+"""The typed configs of `dora train` and its augmentation: plain dataclasses (no torch), so that the command
+line builds its options from them without importing the trainer. The comment after each field is its help."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+PRESETS = Path(__file__).parent / "presets"  # named --config files: cpu-tiny (tests), cpu-demo, cpu-study
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """The recipe's augmentation (the authors' main.py `DataAugmentationDINO`); sizes shrink for CPU runs."""
+
+    global_size: int = 224
+    pre_size: int = 300  # RandomResizedCrop(300, scale 0.2-1) first, then (224, scale 0.4-1)
+    pre_scale: tuple[float, float] = (0.2, 1.0)
+    global_scale: tuple[float, float] = (0.4, 1.0)
+    local_size: int = 112
+    local_scale: tuple[float, float] = (0.05, 0.4)
+    local_crops: int = 6
+    global_crops: int = 1  # DoRA: 1 (the teacher's frame); DINO (k = 0): 2, as Caron et al.
+    solarize_p: float = 0.2  # DINO's second global crop only
+    dino_first_blur_p: float = 1.0  # DINO's first global crop
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)
+    jitter_p: float = 0.8
+    gray_p: float = 0.2
+    global_blur_p: float = 0.1
+    local_blur_p: float = 0.5
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on (saved as DIR/config.json and inside every checkpoint). The comment after
+    each field is its `dora train --help` text."""
+
+    shards: list[str]  # shard folders (`wtours shard` output), brace/glob patterns of tars, or URLs
+    out: Path = Path("runs/dora")  # run folder: checkpoint.pt, log.jsonl, config.json
+    arch: str = "vit_small_patch16_224"  # any timm ViT (vit_tiny_patch16_224 for CPU runs)
+    objects: int = 3  # objects k discovered and tracked per clip; 0 = plain DINO (Caron et al.): two global
+    # crops of each frame and the locals
+    sinkhorn: bool = True  # refine prototypes with Sinkhorn-Knopp (--no-sinkhorn: ablation)
+    mask: Literal["object", "random"] = "object"  # object: tracked object masks; random: random masks (ablation)
+    sinkhorn_iters: int = 30  # Sinkhorn-Knopp iterations
+    sinkhorn_eps: float = 0.05  # Sinkhorn-Knopp epsilon
+    loss_weighting: Literal["half", "mean"] = "half"  # half: 0.5 x object views + 0.5 x local views (the
+    # authors'); mean: every view alike
+    frames_per_clip: int = 8  # frames per clip (T)
+    batch_size: int = 16  # clips per GPU/process and step
+    epochs: int = 100  # epochs (an epoch is every clip of the shards once)
+    max_steps: int | None = None  # train this many steps instead (the schedules fit them)
+    steps_per_epoch: int | None = None  # steps per epoch (default: clips in the shards // (batch x world))
+    time_budget: float | None = None  # stop after this many seconds, with a checkpoint
+    lr: float = 5e-4  # peak learning rate per 256 clips (AdamW)
+    min_lr: float = 1e-5  # final learning rate
+    warmup_epochs: float = 10  # linear learning-rate warm-up, epochs
+    weight_decay: float = 0.04  # weight decay at the start (cosine to --weight-decay-end)
+    weight_decay_end: float = 0.4  # weight decay at the end
+    clip_grad: float = 3.0  # gradient norm clipping per parameter tensor, as DINO's clip_gradients (0: off)
+    drop_path: float = 0.1  # stochastic depth of the student
+    freeze_last_layer: float = 1  # epochs during which the head's last layer is frozen
+    momentum_teacher: float = 0.996  # EMA momentum of the teacher at the start (cosine to 1)
+    teacher_temp: float = 0.04  # teacher temperature after warm-up
+    warmup_teacher_temp: float = 0.04  # teacher temperature at the start
+    warmup_teacher_temp_epochs: float = 30  # teacher temperature warm-up, epochs
+    student_temp: float = 0.1  # student temperature
+    center_momentum: float = 0.9  # momentum of the teacher's output centre
+    out_dim: int = 65536  # prototypes of the DINO head
+    head_hidden_dim: int = 2048  # hidden width of the DINO head
+    head_bottleneck_dim: int = 256  # bottleneck width of the DINO head
+    norm_last_layer: bool = False  # weight-normalise the head's last layer with fixed norm
+    global_size: int = 224  # global frame size (the teacher's and the masked views')
+    pre_size: int = 300  # size of the first RandomResizedCrop of a clip (the global and local crops come from it)
+    local_size: int = 112  # local crop size
+    local_crops: int = 6  # local crops per frame
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: fp16 on CUDA (the recipe), bf16 on CPUs
+    # with native bf16, else fp32
+    num_workers: int = 4  # DataLoader workers per process
+    shuffle_buffer: int = 256  # clips in each reader's shuffle buffer
+    skip_cut_clips: bool = False  # leave out clips whose frames span a shot cut (shards made with
+    # `wtours shard --shots`)
+    max_bad_fraction: float = 0.01  # clips that cannot be decoded are skipped with a warning (and counted in
+    # log.jsonl) until they exceed this share of the clips read
+    open_shards: int = 8  # shards each data reader reads at once, interleaved (batches mix many shards)
+    seed: int = 0  # seed of data order, augmentation, heads and initialisation
+    resume: bool = True  # resume from DIR/checkpoint.pt if it exists
+    checkpoint_every: int = 500  # steps between checkpoint.pt updates
+    keep_every: int = 0  # epochs between kept copies checkpoint_eNNNN.pt (0: none)
+    save_init: bool = False  # also keep the untrained networks as checkpoint_init.pt (a baseline)
+    log_every: int = 1  # steps between lines of log.jsonl
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        if self.mask not in ("object", "random"):
+            raise ValueError(f"--mask must be object or random, not {self.mask!r}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"--precision must be auto, fp32, bf16 or fp16, not {self.precision!r}")
+        if self.loss_weighting not in ("half", "mean"):
+            raise ValueError(f"--loss-weighting must be half or mean, not {self.loss_weighting!r}")
+        if self.objects < 0 or self.batch_size < 1 or self.frames_per_clip < 1:
+            raise ValueError("--objects must be >= 0, --batch-size and --frames-per-clip >= 1")
+
+    @property
+    def augment(self) -> AugmentConfig:
+        """The augmentation these sizes give (DINO's two global crops when objects == 0)."""
+        return AugmentConfig(global_size=self.global_size, pre_size=self.pre_size, local_size=self.local_size,
+                             local_crops=self.local_crops, global_crops=1 if self.objects else 2)
+
+
+def preset(name: str) -> dict[str, Any]:
+    """The TrainConfig fields a named preset (dora/presets/NAME.toml) sets, e.g. TrainConfig(**preset('cpu-tiny'), ...)."""
+    from wtours_base.options import load_config_file
+
+    path = PRESETS / f"{name}.toml"
+    if not path.is_file():
+        raise ValueError(f"no preset {name!r}; presets: {', '.join(sorted(p.stem for p in PRESETS.glob('*.toml')))}")
+    return load_config_file(path, TrainConfig)
