@@ -55,7 +55,8 @@ def train(cfg: TrainConfig, quiet: bool = typer.Option(False, "--quiet", "-q", h
     Many GPUs:  torchrun --nproc_per_node 8 -m dora.cli train --shards 'data/shards/*.tar' --out runs/all
     """
     from dora.data import DataError
-    from dora.train import NonFiniteLoss, train as run_train
+    from dora.train import NonFiniteLoss
+    from dora.train import train as run_train
 
     with exit_on_errors((DataError, ValueError), failures=(NonFiniteLoss,),
                         interrupted=f"checkpoint kept in {cfg.out / 'checkpoint.pt'}; rerun the same command to resume"):

@@ -16,7 +16,6 @@ import json
 import math
 import os
 import random
-from dataclasses import dataclass
 
 import torch
 import torchvision.transforms.v2.functional as TF

@@ -18,12 +18,12 @@ import inspect
 import io
 import textwrap
 import tokenize
-import tomllib
 import types
 import typing
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence, Union
 
+import tomllib
 import typer
 from typer.core import TyperCommand
 
