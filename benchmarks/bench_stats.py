@@ -33,7 +33,7 @@ prepare_offline(Path(tempfile.mkdtemp(prefix="wtours-yolo-")))
 from wtours.demo_assets import packaged_clip_dir  # noqa: E402
 from wtours.inputs import find_sources  # noqa: E402
 from wtours.stats import StatsConfig, analyse_video, build_tables, stats  # noqa: E402
-from wtours.video import decode, read_frames, scaled_size  # noqa: E402
+from wtours.video import decode, read_frames, scaled_size, write_video  # noqa: E402
 from wtours_base.report import OutputMode  # noqa: E402
 from wtours_base.tools import ffmpeg_exe  # noqa: E402
 
@@ -41,14 +41,7 @@ FPS, SIZE = 25, (1920, 1080)  # the domain: walking tours are 4K, phone and acti
 
 
 def encode(path: Path, frames: list[np.ndarray]) -> Path:
-    proc = subprocess.Popen([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt",
-                             "rgb24", "-s", f"{SIZE[0]}x{SIZE[1]}", "-r", str(FPS), "-i", "pipe:", "-c:v", "libx264",
-                             "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", str(path)], stdin=subprocess.PIPE)
-    for frame in frames:
-        proc.stdin.write(frame.tobytes())
-    proc.stdin.close()
-    assert proc.wait() == 0
-    return path
+    return write_video(path, frames, FPS, crf=20, gop=250)  # x264's default keyframe interval, as the CLI gave
 
 
 def clip(name: str, start: float, end: float) -> list[np.ndarray]:

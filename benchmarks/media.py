@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-import subprocess
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from skimage import data
 
-from wtours_base.tools import ffmpeg_exe
+from wtours.video import write_video
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 
@@ -31,19 +30,13 @@ def pan_video(seconds: float, width: int = 1920, height: int = 1080, fps: int = 
     CACHE.mkdir(exist_ok=True)
     strip = photo_strip(int(height * 1.25))
     frames = int(seconds * fps)
-    proc = subprocess.Popen(
-        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-         "-s", f"{width}x{height}", "-r", str(fps), "-i", "pipe:", "-c:v", "libx264", "-preset", preset,
-         "-crf", str(crf), "-g", str(2 * fps), "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(path) + ".tmp.mp4"],
-        stdin=subprocess.PIPE,
-    )
     span_x, span_y = strip.shape[1] - width, strip.shape[0] - height
-    for i in range(frames):
-        x = int(span_x * i / max(1, frames - 1))
-        y = int(span_y * (0.5 + 0.5 * math.sin(i / fps)))
-        proc.stdin.write(strip[y:y + height, x:x + width].tobytes())
-    proc.stdin.close()
-    if proc.wait() != 0:
-        raise RuntimeError("ffmpeg failed to encode the benchmark video")
-    Path(str(path) + ".tmp.mp4").rename(path)
+
+    def pan():
+        for i in range(frames):
+            x = int(span_x * i / max(1, frames - 1))
+            y = int(span_y * (0.5 + 0.5 * math.sin(i / fps)))
+            yield strip[y:y + height, x:x + width]
+
+    write_video(path, pan(), fps, crf=crf, preset=preset, faststart=True)
     return path

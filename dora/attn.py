@@ -6,7 +6,6 @@ frames, then a row per object showing what its mask keeps."""
 from __future__ import annotations
 
 import io
-import subprocess
 import tarfile
 import warnings
 from pathlib import Path
@@ -25,9 +24,8 @@ from dora.discover import binary_masks, discover_and_track, merge_heads, pick_he
 from dora.encoder import EncoderSpec, EvalError, load_encoder  # noqa: E402
 from dora.model import ViTBackbone, patch_grid  # noqa: E402
 from wtours.shards import frame_members, iter_samples  # noqa: E402
-from wtours.video import VIDEO_SUFFIXES, probe, read_frames, scaled_size  # noqa: E402
+from wtours.video import VIDEO_SUFFIXES, probe, read_frames, scaled_size, write_video  # noqa: E402
 from wtours_base.files import atomic_path, write_json_atomic  # noqa: E402
-from wtours_base.tools import ffmpeg_exe  # noqa: E402
 
 COLOURS = np.array([[230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180], [70, 240, 240]],
                    dtype=np.float32)
@@ -90,19 +88,6 @@ def _save_png(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def _write_mp4(frames: list[np.ndarray], path: Path, fps: float) -> None:
-    h, w = frames[0].shape[:2]
-    with atomic_path(path) as tmp:
-        proc = subprocess.Popen([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo",
-                                 "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps), "-i", "pipe:", "-c:v", "libx264",
-                                 "-pix_fmt", "yuv420p", "-f", "mp4", str(tmp)], stdin=subprocess.PIPE)
-        for frame in frames:
-            proc.stdin.write(np.ascontiguousarray(frame).tobytes())
-        proc.stdin.close()
-        if proc.wait() != 0:
-            raise RuntimeError(f"ffmpeg could not write {path}")
-
-
 @torch.no_grad()
 def attention_pictures(spec: EncoderSpec, source: Path, out: Path, size: int | None = None, objects: int = 3,
                        frames: int = 8, fps: float = 1.0, start: float = 0.0, seed: int = 0) -> list[Path]:
@@ -156,7 +141,7 @@ def attention_pictures(spec: EncoderSpec, source: Path, out: Path, size: int | N
         with atomic_path(path) as tmp:
             Image.fromarray(strip).save(tmp, format="PNG")
         video = out / f"{stem}_tracks.mp4"
-        _write_mp4([np.concatenate([row[i] for row in rows], axis=1) for i in range(t)], video, max(1.0, fps))
+        write_video(video, [np.concatenate([row[i] for row in rows], axis=1) for i in range(t)], max(1.0, fps))
         written += [path, video]
     meta = out / f"{stem}_attn.json"
     write_json_atomic(meta, {**info, "input": str(source), "kind": kind, "size": size, "frames": len(images),

@@ -10,9 +10,11 @@ from dataclasses import replace
 
 import torch
 
+from dora.config import TrainConfig
 from dora.data import ClipStream, make_loader, normalize
 from dora.loss import DistillLoss, view_weights
-from dora.train import TrainConfig, autocast, build, object_views, resolve_precision, train_step
+from dora.step import autocast, object_views, resolve_precision, train_step
+from dora.train import build
 from wtours.shards import open_shards
 
 

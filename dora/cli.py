@@ -11,6 +11,8 @@ from dora.config import PRESETS, TrainConfig
 from wtours_base.exits import exit_on_errors
 from wtours_base.options import StrictTyper, config_options
 
+JSON = typer.Option(False, "--json", help="One JSON object on stdout for scripts.")
+
 app = StrictTyper(
     help="DoRA: learn image encoders from long videos by discovering and tracking objects.",
     no_args_is_help=True,
@@ -67,38 +69,29 @@ def train(cfg: TrainConfig, quiet: bool = typer.Option(False, "--quiet", "-q", h
 
 
 @app.command()
-def bench(
-    shards: List[str] = typer.Option([], "--shards", help="Shards for the data pipeline's clips/s (optional)."),
-    arch: str = typer.Option("vit_tiny_patch16_224", help="timm ViT."),
-    objects: int = typer.Option(3, help="k for the DoRA step."),
-    frames_per_clip: int = typer.Option(8, "--frames-per-clip", "-T", help="Frames per clip."),
-    batch_size: int = typer.Option(2, help="Clips per step."),
-    global_size: int = typer.Option(224, help="Global frame size."),
-    local_size: int = typer.Option(112, help="Local crop size."),
-    local_crops: int = typer.Option(6, help="Local crops per frame."),
-    out_dim: int = typer.Option(65536, help="Head output dimension."),
-    precision: str = typer.Option("fp32", help="auto, fp32, bf16 or fp16."),
-    num_workers: int = typer.Option(2, help="DataLoader workers for the pipeline measurement."),
-    steps: int = typer.Option(5, help="Timed steps (after 2 warm-up steps)."),
-) -> None:
+@config_options(TrainConfig, flags={"out": ["--out", "-o"], "frames_per_clip": ["--frames-per-clip", "-T"]},
+                defaults={"shards": [], "arch": "vit_tiny_patch16_224", "batch_size": 2, "precision": "fp32",
+                          "num_workers": 2},
+                helps={"shards": "Shards for the data pipeline's clips/s and mixing (optional)."},
+                section="train", presets=PRESETS)
+def bench(cfg: TrainConfig, steps: int = typer.Option(5, help="Timed steps (after 2 warm-up steps)."),
+          json_lines: bool = JSON) -> None:
     """Time one training step: DoRA vs plain DINO (k=0), batched vs the reference loop structure, data vs step.
 
+    Takes every `dora train` option (and --config), so it times the step of the run you mean to launch.
     Example: dora bench --arch vit_tiny_patch16_224 -T 8 --batch-size 2 --shards data/shards
     """
     import json
 
     from dora.bench import bench as run_bench
-    from dora.train import TrainConfig
 
-    cfg = TrainConfig(shards=list(shards), out=Path("."), arch=arch, objects=objects, frames_per_clip=frames_per_clip,
-                      batch_size=batch_size, global_size=global_size, pre_size=max(global_size, int(global_size * 300 / 224)),
-                      local_size=local_size, local_crops=local_crops, out_dim=out_dim, precision=precision,
-                      num_workers=num_workers)
     with exit_on_errors():
         result = run_bench(cfg, steps=steps)
+    if json_lines:
+        typer.echo(json.dumps(result))
+        return
     for key, value in result.items():
-        typer.echo(f"{key:>30}: {value:.3f}")
-    typer.echo("JSON " + json.dumps(result))
+        typer.echo(f"{key:>45}: {value:.3f}")
 
 
 eval_app = StrictTyper(help="Evaluate encoders: weighted k-NN and linear probes on ImageFolder datasets.",
@@ -161,11 +154,11 @@ def eval_knn(
 
     spec = _spec(checkpoint, model, weights, which)
     out = out or (checkpoint.parent / "eval" if checkpoint else Path("runs/eval") / (model or "model"))
-    try:
-        k_values = [int(k) for k in ks.split(",")]
-    except ValueError:
-        typer.echo(f"error: --k takes comma-separated integers, not {ks!r}", err=True)
-        raise typer.Exit(2)
+    with exit_on_errors():
+        try:
+            k_values = [int(k) for k in ks.split(",")]
+        except ValueError:
+            raise ValueError(f"--k takes comma-separated integers, not {ks!r}") from None
     tr, tr_y, va, va_y, classes = _features(spec, train_dir, val_dir, "cls", resize, crop, out, num_workers)
     results = knn_eval(tr, tr_y, va, va_y, k_values, temperature, len(classes))
     typer.echo(f"{'k':>5} {'top-1':>7} {'top-5':>7}")
@@ -330,8 +323,6 @@ def demo(
     raise typer.Exit(code)
 
 
-if __name__ == "__main__":
-    app()
 
 
 @app.command()
@@ -361,3 +352,7 @@ def study(
                           recipe=json.loads(recipe), linear_epochs=linear_epochs)
         summary = run_study(cfg, progress=not quiet)
     typer.echo(report(summary))
+
+
+if __name__ == "__main__":
+    app()

@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from dora.config import preset
 from wtours.demo_assets import PHOTOS, make_photo_classes, make_walk
 from wtours_base.files import read_json, write_json_atomic, write_text_atomic
 from wtours_base.report import OutputMode, Reporter
@@ -24,7 +25,7 @@ from wtours_base.report import OutputMode, Reporter
 
 @dataclass
 class DemoConfig:
-    """Options of `wtours demo`."""
+    """Options of `dora demo`."""
 
     out: Path
     full: bool = False
@@ -33,16 +34,9 @@ class DemoConfig:
     time_budget: float | None = None  # seconds of training per run; None: 420 for the walk, none with full
     mode: OutputMode = OutputMode.human
 
-
-# The walk's training: a tiny ViT at 64 px; lr 0.05 per 256 clips (the recipe's 5e-4 barely moves
-# 4-clip batches in minutes).
-WALK_TRAIN = dict(arch="vit_tiny_patch16_224", global_size=64, pre_size=80, local_size=32, local_crops=4, out_dim=4096,
-                  frames_per_clip=4, batch_size=4, warmup_epochs=1, num_workers=2, checkpoint_every=50, lr=0.05)
-
-
 @dataclass
 class DemoPlan:
-    """The resolved options of every step (`wtours demo --plan` prints them without running anything)."""
+    """The resolved options of every step (`dora demo --plan` prints them without running anything)."""
 
     fetch: object  # FetchConfig
     shard: object  # ShardConfig
@@ -92,7 +86,7 @@ def plan_demo(cfg: DemoConfig) -> DemoPlan:
         train=TrainConfig(shards=[str(out / "shards")], out=out / "train",
                           max_steps=600 if cfg.train_steps is None else cfg.train_steps,
                           time_budget=420.0 if cfg.time_budget is None else cfg.time_budget, save_init=True,
-                          **WALK_TRAIN),
+                          **preset("cpu-demo")),
         eval_resize=72, eval_crop=64)
 
 

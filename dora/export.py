@@ -13,7 +13,8 @@ from wtours_base.files import atomic_path, write_json_atomic
 
 
 def export(checkpoint: Path, out: Path, which: str = "teacher") -> Path:
-    """Write FILE.safetensors (timm keys, no classifier) and FILE.json (arch, image size, step).
+    """Write FILE.safetensors (timm keys, no classifier) and FILE.json (arch, image size, step), then load the
+    file with timm and check it gives the checkpoint's features (EvalError, and no file kept, if not).
 
     Load it with timm.create_model(arch, pretrained=True,
     pretrained_cfg_overlay=dict(file=FILE, num_classes=0)).
@@ -24,9 +25,19 @@ def export(checkpoint: Path, out: Path, which: str = "teacher") -> Path:
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(out) as tmp:
         save_file(tensors, str(tmp), metadata={"arch": info["arch"], "format": "timm"})
-    write_json_atomic(out.with_suffix(".json"), {**info, "file": out.name,
-                      "load": f"timm.create_model({info['arch']!r}, pretrained=True, "
-                              f"pretrained_cfg_overlay=dict(file={str(out)!r}, num_classes=0))"})
+    meta = {**info, "file": out.name, "load": f"timm.create_model({info['arch']!r}, pretrained=True, "
+                                              f"pretrained_cfg_overlay=dict(file={str(out)!r}, num_classes=0))"}
+    write_json_atomic(out.with_suffix(".json"), meta)
+    # The file is checked as a user will load it: through timm, against the checkpoint's own features.
+    size = info["img_size"] if isinstance(info["img_size"], int) else info["img_size"][0]
+    images = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    difference = same_features(checkpoint, out, images, which)
+    if not difference < 1e-4:
+        out.unlink(missing_ok=True)
+        out.with_suffix(".json").unlink(missing_ok=True)
+        raise EvalError(f"{out}: timm's model from the exported weights gives other features than {checkpoint} "
+                        f"(max difference {difference:.2e}); nothing was kept")
+    write_json_atomic(out.with_suffix(".json"), {**meta, "max_feature_difference": difference})
     return out
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from dora.config import preset
 from wtours_base.files import atomic_path, write_json_atomic, write_text_atomic
 
 # (class, skimage.data name, box rows, box cols): object-centred crops of the photos.
@@ -40,12 +40,6 @@ OBJECTS = (("astronaut", "astronaut", (0, 330), (100, 420)), ("cat", "chelsea", 
            ("coffee", "coffee", (20, 390), (110, 480)), ("rocket", "rocket", (0, 427), (260, 420)),
            ("cameraman", "camera", (30, 420), (90, 420)), ("logo", "logo", (0, 500), (0, 500)))
 VIDEO_SIZE, VIDEO_FPS = (640, 360), 25
-
-# A recipe that trains in minutes on 2 CPU cores (see README "Does it learn?").
-CPU_RECIPE = dict(arch="vit_tiny_patch16_224", global_size=64, pre_size=80, local_size=32, local_crops=4,
-                  out_dim=4096, head_hidden_dim=512, head_bottleneck_dim=128, frames_per_clip=4, batch_size=8,
-                  lr=0.05, warmup_epochs=1, warmup_teacher_temp=0.04, teacher_temp=0.04,
-                  freeze_last_layer=0, drop_path=0.0, num_workers=1, precision="auto")
 
 METHODS = {"dora": dict(objects=3), "dino": dict(objects=0), "random_mask": dict(objects=3, mask="random")}
 
@@ -61,7 +55,7 @@ class StudyConfig:
     eval_every: int = 150
     video_seconds: float = 120.0
     per_class: int = 30  # labelled images per class and split
-    recipe: dict = field(default_factory=dict)  # overrides of CPU_RECIPE
+    recipe: dict = field(default_factory=dict)  # overrides of the cpu-study preset (dora/presets/cpu-study.toml)
     linear_epochs: int = 100
 
     def __post_init__(self) -> None:
@@ -115,7 +109,7 @@ def make_training_video(path: Path, seconds: float, seed: int = 0) -> Path:
     if path.is_file():
         return path
     from wtours.demo_assets import packaged_clip_dir
-    from wtours_base.tools import ffmpeg_exe
+    from wtours.video import write_video
 
     rng = np.random.default_rng(seed)
     objects = object_images()
@@ -123,11 +117,8 @@ def make_training_video(path: Path, seconds: float, seed: int = 0) -> Path:
     street = _frames(packaged_clip_dir() / "bikes.mp4", VIDEO_SIZE)
     w, h = VIDEO_SIZE
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        proc = subprocess.Popen([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo",
-                                 "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(VIDEO_FPS), "-i", "pipe:",
-                                 "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-g", str(2 * VIDEO_FPS),
-                                 "-pix_fmt", "yuv420p", "-f", "mp4", str(tmp)], stdin=subprocess.PIPE)
+
+    def frames():
         scene_frames = 4 * VIDEO_FPS
         for scene in range(math.ceil(seconds * VIDEO_FPS / scene_frames)):
             pair = rng.choice(len(names), 2, replace=False)
@@ -140,11 +131,9 @@ def make_training_video(path: Path, seconds: float, seed: int = 0) -> Path:
                 for name_index, (ends, heights, flip) in zip(pair, paths):
                     centre = tuple(ends[0] * (1 - a) + ends[1] * a)
                     frame = paste(frame, objects[names[name_index]], centre, int(heights[0] * (1 - a) + heights[1] * a), flip)
-                proc.stdin.write(np.ascontiguousarray(frame).tobytes())
-        proc.stdin.close()
-        if proc.wait() != 0:
-            raise RuntimeError(f"ffmpeg could not write {path}")
-    return path
+                yield frame
+
+    return write_video(path, frames(), VIDEO_FPS, crf=20)
 
 
 def _validation_backgrounds(size: int) -> list[np.ndarray]:
@@ -230,7 +219,7 @@ def prepare_data(cfg: StudyConfig) -> tuple[Path, dict[str, Path]]:
 def train_config(cfg: StudyConfig, shards: Path, method: str, seed: int):
     from dora.train import TrainConfig
 
-    recipe = {**CPU_RECIPE, **cfg.recipe, **METHODS[method]}
+    recipe = {**preset("cpu-study"), **cfg.recipe, **METHODS[method]}
     return TrainConfig(shards=[str(shards)], out=cfg.out / "runs" / f"{method}-s{seed}", seed=seed,
                        max_steps=cfg.steps, steps_per_epoch=cfg.eval_every, keep_every=1, save_init=True,
                        checkpoint_every=cfg.eval_every, **recipe)
@@ -263,7 +252,7 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
     from dora.train import train
 
     shards, labelled = prepare_data(cfg)
-    results: dict = {"config": {**asdict(cfg), "out": str(cfg.out), "recipe": {**CPU_RECIPE, **cfg.recipe}}}
+    results: dict = {"config": {**asdict(cfg), "out": str(cfg.out), "recipe": {**preset("cpu-study"), **cfg.recipe}}}
     for seed in cfg.seeds:
         for method in cfg.methods:
             tcfg = train_config(cfg, shards, method, seed)

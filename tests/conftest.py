@@ -17,6 +17,7 @@ import pytest
 
 from dora.config import preset
 from wtours.objects import prepare_offline
+from wtours.video import write_video
 from wtours_base.tools import ffmpeg_exe
 
 
@@ -148,20 +149,9 @@ def read_code(image) -> int:
 def make_coded_video(path: Path, frames: int, fps: int = 25, size=(320, 240), preset: str = "veryfast",
                      faststart: bool = False) -> Path:
     """An H.264 mp4 (with B-frames) whose frame n shows the number n."""
-    width, height = size
     path.parent.mkdir(parents=True, exist_ok=True)
-    extra = {"movflags": "+faststart"} if faststart else {}
-    process = (
-        ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps)
-        .output(str(path), vcodec="libx264", pix_fmt="yuv420p", preset=preset, g=2 * fps, bf=2, **extra)
-        .overwrite_output()
-        .run_async(cmd=ffmpeg_exe(), pipe_stdin=True, quiet=True)
-    )
-    for n in range(frames):
-        process.stdin.write(coded_frame(n, width, height).tobytes())
-    process.stdin.close()
-    assert process.wait() == 0
-    return path
+    return write_video(path, (coded_frame(n, *size) for n in range(frames)), fps, crf=23, preset=preset, gop=2 * fps,
+                       bframes=2, faststart=faststart)
 
 
 @pytest.fixture(scope="session")
@@ -195,21 +185,9 @@ def person_detector_weights() -> Path:
 
 
 def encode_frames(path: Path, frames, fps: int, size: tuple[int, int]) -> Path:
-    """Encode an iterable of RGB frames (H x W x 3 uint8) as H.264."""
-    width, height = size
+    """Encode an iterable of RGB frames (H x W x 3 uint8, all `size`) as H.264."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    process = (
-        ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps)
-        .output(str(path), vcodec="libx264", pix_fmt="yuv420p", preset="veryfast", crf=18, g=2 * fps)
-        .overwrite_output()
-        .run_async(cmd=ffmpeg_exe(), pipe_stdin=True, quiet=True)
-    )
-    for frame in frames:
-        assert frame.shape == (height, width, 3), frame.shape
-        process.stdin.write(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
-    process.stdin.close()
-    assert process.wait() == 0
-    return path
+    return write_video(path, frames, fps, crf=18, gop=2 * fps)
 
 
 def _photo(name: str, height: int) -> np.ndarray:

@@ -100,3 +100,23 @@ def test_training_data_workers_die_with_a_killed_parent(real_shards, tmp_path):
            "--config", "cpu-tiny", "--num-workers", "2", "--max-steps", "500", "-q"]
     family = _kill_when(cmd, lambda: log.is_file() and log.read_text().count("\n") >= 2, workers=2)
     assert _gone_soon(family) == set()
+
+
+def _square(item: int, threads: int = 0, progress=None) -> tuple[int, int, int]:
+    progress.put((item, "started"))
+    time.sleep(0.05 * (3 - item))  # later items finish first
+    return item, item * item, os.getpid()
+
+
+def test_run_jobs_gives_results_in_item_order_with_progress_inline_and_in_a_pool():
+    from wtours_base.jobs import run_jobs, worker_count
+
+    assert worker_count(0, 5) == min(5, os.cpu_count() or 1) and worker_count(8, 3) == 3 and worker_count(0, 0) == 1
+    for workers in (1, 2):
+        done, progressed = [], []
+        results = run_jobs([0, 1, 2, 3], _square, workers, on_done=done.append,
+                           on_progress=lambda item, what: progressed.append(item))
+        assert [r[:2] for r in results] == [(0, 0), (1, 1), (2, 4), (3, 9)]
+        assert sorted(r[0] for r in done) == [0, 1, 2, 3] and sorted(progressed) == [0, 1, 2, 3]
+        pids = {r[2] for r in results}
+        assert (pids == {os.getpid()}) if workers == 1 else (os.getpid() not in pids)

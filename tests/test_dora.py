@@ -130,7 +130,7 @@ def test_loss_weights_half_on_the_object_views_and_half_on_the_locals():
 
 
 def test_gradient_clipping_is_dinos_per_tensor_clip():
-    from dora.train import clip_gradients
+    from dora.step import clip_gradients
 
     torch.manual_seed(0)
     ours, dinos = (torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2)) for _ in range(2))
@@ -153,7 +153,7 @@ def test_gradient_clipping_is_dinos_per_tensor_clip():
 
 
 def test_collapse_is_warned_about_once_naming_the_step():
-    from dora.train import CollapseWatch
+    from dora.runlog import CollapseWatch
 
     uniform = math.log(256)
     watch = CollapseWatch(256, objects=3, total_steps=200, window=10)
@@ -178,7 +178,7 @@ def test_shards_too_small_for_the_global_size_are_warned_about(real_shards):
 
 
 def test_precision_auto_is_the_recipes_fp16_on_cuda_and_bf16_on_a_cpu_that_has_it():
-    from dora.train import resolve_precision
+    from dora.step import resolve_precision
 
     assert resolve_precision("auto", torch.device("cuda", 0)) == "fp16"
     cpu = resolve_precision("auto", torch.device("cpu"))
@@ -210,7 +210,7 @@ def test_distill_loss_is_dino_cross_entropy_with_centering():
 
 
 def test_zero_objects_is_dino_two_global_crops_and_locals_and_never_discovers(real_shards, tmp_path, monkeypatch):
-    import dora.train as train_module
+    import dora.step as step_module
     from dora.model import DINOModel
 
     def no_discovery(*args, **kwargs):
@@ -224,7 +224,7 @@ def test_zero_objects_is_dino_two_global_crops_and_locals_and_never_discovers(re
             seen.append([tuple(x.shape) for x in images])
         return real_forward(self, images)
 
-    monkeypatch.setattr(train_module, "object_views", no_discovery)
+    monkeypatch.setattr(step_module, "object_views", no_discovery)
     monkeypatch.setattr(DINOModel, "forward", recording_forward)
     state = train(_cfg(real_shards, tmp_path / "dino", objects=0, max_steps=2), progress=False)
     assert state.step == 2 and all(torch.isfinite(torch.tensor(state.losses)))
@@ -243,7 +243,8 @@ def _one_batch(shards: Path, cfg: TrainConfig) -> dict:
 def test_zero_objects_step_equals_dinos_loss_written_out(real_shards, tmp_path):
     """k = 0 is facebookresearch/dino's loss: each teacher global view against every other student view."""
     from dora.data import normalize
-    from dora.train import build, train_step
+    from dora.step import train_step
+    from dora.train import build
 
     cfg = _cfg(real_shards, tmp_path, objects=0, drop_path=0.0)
     batch = _one_batch(real_shards, cfg)
@@ -477,7 +478,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-DDP_TINY = ["-q", "--config", "cpu-tiny", "--batch-size", "1", "--num-workers", "1", "--checkpoint-every", "500"]
+DDP_TINY = ["-q", "--config", "cpu-tiny", "--batch-size", "1", "--num-workers", "1"]
 
 
 def _ddp_with_fault(real_shards: Path, out: Path, fault: str, *args: str) -> subprocess.CompletedProcess:
@@ -537,14 +538,19 @@ def test_mixed_precision_steps_run_and_stay_finite(real_shards, tmp_path, precis
 
 
 def test_dora_bench_prints_every_ratio_and_refuses_k_0(real_shards):
-    args = ["bench", "--shards", str(real_shards), "-T", "4", "--batch-size", "1", "--global-size", "32",
-            "--local-size", "16", "--local-crops", "1", "--out-dim", "64", "--num-workers", "0", "--steps", "1"]
-    result = runner.invoke(app, args)
+    args = ["bench", "--shards", str(real_shards), "--config", "cpu-tiny", "--batch-size", "1", "--global-size", "32",
+            "--pre-size", "40", "--local-size", "16", "--local-crops", "1", "--out-dim", "64", "--steps", "1"]
+    result = runner.invoke(app, args + ["--json"])
     assert result.exit_code == 0, result.output
-    numbers = json.loads(result.output.split("JSON ", 1)[1])
-    for key in ("dora_over_dino", "speedup_vs_reference_loop", "speedup_vs_reference_loop_explicit_attention",
-                "loader_over_train"):
-        assert numbers[key] > 0
+    n = json.loads(result.output)
+    # The ratios are those of the times measured in the same run, and the mixing is of real batches.
+    assert n["dora_over_dino"] == pytest.approx(n["dora_step_s"] / n["dino_step_s"])
+    assert n["speedup_vs_reference_loop"] == pytest.approx(n["reference_loop_step_s"] / n["dora_step_s"])
+    assert n["train_clips_per_s"] == pytest.approx(1 / n["dora_step_s"])
+    assert n["loader_over_train"] == pytest.approx(n["loader_clips_per_s"] / n["train_clips_per_s"])
+    assert n["shards_per_batch"] == n["videos_per_batch"] == 1.0  # batches of one clip, of one video
+    table = runner.invoke(app, args)
+    assert table.exit_code == 0 and "speedup_vs_reference_loop_explicit_attention:" in table.output
     refused = runner.invoke(app, args + ["--objects", "0"])
     assert refused.exit_code == 2 and "--objects >= 1" in refused.output
 
@@ -680,7 +686,8 @@ def test_a_clip_read_again_in_the_same_epoch_gets_new_views(real_shards, tmp_pat
 def test_random_masks_differ_between_ranks(real_shards, tmp_path, monkeypatch):
     import dora.train as train_module
     from dora.data import normalize
-    from dora.train import build, object_views
+    from dora.step import object_views
+    from dora.train import build
 
     cfg = _cfg(real_shards, tmp_path, mask="random")
     batch = _one_batch(real_shards, cfg)

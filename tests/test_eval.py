@@ -68,7 +68,13 @@ def test_linear_probe_trains_reports_and_resumes(tiny_checkpoint, photo_classes,
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())["results"]
-    assert metrics["top5"] == 100.0 and 0 <= metrics["top1"] <= 100  # 3 classes: top-5 holds them all
+    # The reported top-1 is the saved probe's, applied to the cached validation features independently.
+    state = torch.load(out / "linear.pt", weights_only=False)
+    spec = EncoderSpec(checkpoint=tiny_checkpoint)
+    va, va_y, _ = cached_features(spec, photo_classes / "val", "last4", 72, 64, out / "features")
+    predicted = va @ state["probe"]["weight"].T + state["probe"]["bias"]
+    assert metrics["top1"] == pytest.approx(100 * (predicted.argmax(1) == va_y).float().mean().item())
+    assert metrics["top5"] == 100.0  # 3 classes: the top 5 hold them all (top-k is capped at the classes)
     log = (out / "linear_log.jsonl").read_text().splitlines()
     assert len(log) == 30 and json.loads(log[-1])["loss"] < json.loads(log[0])["loss"]
     assert runner.invoke(app, args).exit_code == 0
@@ -84,6 +90,12 @@ def test_export_round_trips_through_timm(tiny_checkpoint, tmp_path):
     assert same_features(tiny_checkpoint, out, images) < 1e-5
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["arch"] == "vit_tiny_patch16_224" and "pretrained_cfg_overlay" in meta["load"]
+    assert 0 <= meta["max_feature_difference"] < 1e-5  # export checked its own file through timm
+    # The student's weights export (and check) the same way.
+    student = tmp_path / "student.safetensors"
+    assert runner.invoke(app, ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(student),
+                               "--which", "student"]).exit_code == 0
+    assert same_features(tiny_checkpoint, student, images, which="student") < 1e-5
 
 
 def test_a_timm_model_with_its_weights_file_ranks_on_the_same_protocol(tiny_checkpoint, photo_classes, tmp_path):

@@ -175,16 +175,20 @@ def test_rank_and_world_size_split_the_manifest(tmp_path, video_dir):
 def test_every_command_has_help_with_an_example():
     from dora.cli import app as dora_app
 
-    for application, commands in ((app, ["fetch", "demo"]), (dora_app, ["info", "train", "bench", "attn", "export"])):
-        for command in commands:
-            result = runner.invoke(application, [command, "--help"])
+    def commands(application, prefix=()):
+        for command in application.registered_commands:
+            yield [*prefix, command.name or command.callback.__name__.replace("_", "-")]
+        for group in application.registered_groups:
+            yield from commands(group.typer_instance, (*prefix, group.name))
+
+    seen = []
+    for application in (app, dora_app):
+        for command in commands(application):
+            result = runner.invoke(application, [*command, "--help"])
             assert result.exit_code == 0 and "Example:" in result.output, (command, result.output)
-    for command in ("knn", "linear"):
-        result = runner.invoke(dora_app, ["eval", command, "--help"])
-        assert result.exit_code == 0 and "Example:" in result.output, (command, result.output)
-    for command in ("shard", "verify", "stats", "figures"):
-        result = runner.invoke(app, [command, "--help"])
-        assert result.exit_code == 0 and "Example:" in result.output, (command, result.output)
+            seen.append(" ".join(command))
+    assert {"fetch", "shard", "verify", "stats", "figures", "doctor", "train", "bench", "demo", "study", "attn",
+            "export", "eval knn", "eval linear", "eval davis"} <= set(seen), seen
 
 
 def test_a_download_that_cannot_be_written_says_where_and_a_rerun_fetches_it(tmp_path, video_dir):

@@ -14,6 +14,7 @@ from wtours.cli import app
 from wtours.cuts import CutOptions, adaptive_ratio, detect_cuts
 from wtours.inputs import find_sources
 from wtours.stats import StatsConfig, cache_paths, stats
+from wtours_analysis import draw_stats
 from wtours_base.report import OutputMode
 
 runner = CliRunner()
@@ -21,6 +22,7 @@ runner = CliRunner()
 
 def _cfg(inputs, out, **kw) -> StatsConfig:
     kw.setdefault("objects", False)
+    kw.setdefault("workers", 1)
     return StatsConfig(inputs=[Path(i) for i in inputs], out=Path(out), mode=OutputMode.quiet, **kw)
 
 
@@ -66,6 +68,7 @@ def test_a_real_person_detector_counts_people_and_finds_none_in_a_scene_without(
     assert (frames["n_classes"] == frames["classes"].map(len)).all()
     videos = pd.read_csv(tmp_path / "s" / "videos.csv").set_index("video")
     assert videos.loc["carphone_pristine", "objects_per_frame"] >= 1
+    draw_stats(tmp_path / "s")
     table = (tmp_path / "s" / "table.md").read_text()
     assert "| s | 2 |" in table and "unique classes / frame" in table
 
@@ -132,18 +135,39 @@ def test_ranks_split_videos_and_the_last_one_writes_the_tables(tmp_path, scene_v
     assert sorted(pd.read_csv(tmp_path / "s" / "videos.csv")["video"]) == ["ramp", "scene"]
 
 
+def _coloured_pixels(png: Path) -> int:
+    """Pixels of a figure that are clearly coloured: the data (axes, ticks and text are grey or black)."""
+    rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    return int(((rgb.max(axis=2) - rgb.min(axis=2)) > 60).sum())
+
+
 def test_figures_are_redrawn_from_saved_tables_and_datasets_compared(tmp_path, scene_video, gray_ramp_video):
     stats(_cfg([scene_video], tmp_path / "tours"))
     stats(_cfg([gray_ramp_video], tmp_path / "ramps"))
-    for name in ("lightness", "classes", "shot_lengths"):
-        with Image.open(tmp_path / "tours" / "figures" / f"{name}.png") as im:
-            assert im.size[0] > 400 and im.size[1] > 300
+    assert not (tmp_path / "tours" / "figures").exists()  # stats computes; wtours_analysis draws
+    result = runner.invoke(app, ["stats", str(scene_video), "--out", str(tmp_path / "tours"), "--no-objects", "-q"])
+    assert result.exit_code == 0, result.output  # the command line does both, from the cache
+    empty = tmp_path / "empty"
+    for name in ("frames", "shots", "videos"):  # the same tables without a row: axes and labels only
+        table = pd.read_parquet(tmp_path / "tours" / "frames.parquet") if name == "frames" else \
+            pd.read_csv(tmp_path / "tours" / f"{name}.csv")
+        empty.mkdir(exist_ok=True)
+        (table.iloc[:0].to_parquet(empty / "frames.parquet") if name == "frames" else
+         table.iloc[:0].to_csv(empty / f"{name}.csv", index=False))
+    draw_stats(empty)
+    for name in ("lightness", "shot_lengths"):  # 13 s of 5 shots: a lightness line and a shot histogram
+        drawn, blank = (_coloured_pixels(d / "figures" / f"{name}.png") for d in (tmp_path / "tours", empty))
+        assert drawn > 10 * max(blank, 100), (name, drawn, blank)
     result = runner.invoke(app, ["figures", str(tmp_path / "tours"), str(tmp_path / "ramps"), "--out",
                                  str(tmp_path / "cmp"), "--names", "Tours,Ramps"])
     assert result.exit_code == 0, result.output
     table = (tmp_path / "cmp" / "table.md").read_text().splitlines()
     assert table[2].startswith("| Tours | 1 | 13 |") and table[3].startswith("| Ramps | 1 | 4 |")
-    assert all((tmp_path / "cmp" / "figures" / f"{n}.png").is_file() for n in ("lightness", "classes", "shot_lengths"))
+    # Two datasets: a line per dataset in its own colour.
+    assert _coloured_pixels(tmp_path / "cmp" / "figures" / "lightness.png") > _coloured_pixels(
+        tmp_path / "tours" / "figures" / "lightness.png")
+    missing = runner.invoke(app, ["figures", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
+    assert missing.exit_code == 2 and "nothing" in missing.output and "Traceback" not in missing.output
 
 
 def test_adaptive_threshold_separates_a_spike_from_a_plateau():

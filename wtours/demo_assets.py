@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from wtours_base.files import atomic_path
-
 # Photos of skimage.data used as scenes of the walk and as the classes of the labelled set.
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "brick",
           "grass", "gravel")
@@ -59,28 +57,15 @@ def make_walk(path: Path, seconds_per_photo: float = 3.0) -> Path:
     """One 'walk': the real clips and slow pans over the photos, joined with hard cuts (H.264, 25 fps)."""
     if path.is_file():
         return path
-    import subprocess
+    from wtours.video import read_frames, write_video
 
-    from wtours.video import read_frames
-    from wtours_base.tools import ffmpeg_exe
-
-    w, h = WALK_SIZE
-    with atomic_path(path) as tmp:
-        proc = subprocess.Popen([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo",
-                                 "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(WALK_FPS), "-i", "pipe:", "-c:v",
-                                 "libx264", "-preset", "veryfast", "-crf", "21", "-g", str(2 * WALK_FPS), "-pix_fmt",
-                                 "yuv420p", "-f", "mp4", str(tmp)], stdin=subprocess.PIPE)
-        scenes = []
+    def frames():
         for clip, seconds in CLIPS:
-            scenes.append(f.image for f in read_frames(packaged_clip_dir() / clip, size=WALK_SIZE, end=seconds))
-        scenes += [_pan(photo(name), seconds_per_photo, WALK_SIZE, WALK_FPS) for name in PHOTOS]
-        for scene in scenes:
-            for frame in scene:
-                proc.stdin.write(np.ascontiguousarray(frame).tobytes())
-        proc.stdin.close()
-        if proc.wait() != 0:
-            raise RuntimeError(f"ffmpeg could not write {path}")
-    return path
+            yield from (f.image for f in read_frames(packaged_clip_dir() / clip, size=WALK_SIZE, end=seconds))
+        for name in PHOTOS:
+            yield from _pan(photo(name), seconds_per_photo, WALK_SIZE, WALK_FPS)
+
+    return write_video(path, frames(), WALK_FPS, crf=21)
 
 
 def make_photo_classes(root: Path, train: int = 20, val: int = 20, size: int = 64, seed: int = 0) -> Path:

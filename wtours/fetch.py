@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import re
 import shutil
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -16,7 +17,8 @@ import yt_dlp
 from yt_dlp.networking.exceptions import TransportError
 
 from wtours import solver
-from wtours.manifest import DEFAULT_MANIFEST, ManifestEntry, is_creative_commons, load_manifest, select
+from wtours.config import CODECS, FetchConfig
+from wtours.manifest import ManifestEntry, is_creative_commons, load_manifest, select
 from wtours.video import VideoError, probe
 from wtours_base.dist import resolve_rank, split_for_rank
 from wtours_base.files import (
@@ -27,43 +29,12 @@ from wtours_base.files import (
     write_json_atomic,
     write_text_atomic,
 )
-from wtours_base.report import OutputMode, Reporter
+from wtours_base.jobs import run_jobs
+from wtours_base.report import Reporter
 from wtours_base.tools import ffmpeg_exe, tool_versions
 
 SIDECAR_KIND = "wtours.fetch/v1"
 STAGING = ".partial"  # DIR/.partial/<id>/ holds yt-dlp's .part files until a video is complete
-
-
-@dataclass
-class FetchConfig:
-    """Everything `wtours fetch` does is decided by these fields (written to DIR/fetch_config.json)."""
-
-    out: Path
-    manifest: Path = DEFAULT_MANIFEST
-    ids: list[str] = field(default_factory=list)
-    max_height: int = 2160
-    allow_any_license: bool = False
-    attempts: int = 4  # whole-video attempts for transient failures (network, bot check)
-    retry_wait: float = 5.0  # seconds before the 2nd attempt; doubles each time
-    http_retries: int = 10  # yt-dlp's own retries of a failed HTTP read inside one attempt
-    socket_timeout: float = 30.0
-    cookies: Path | None = None
-    cookies_from_browser: str | None = None
-    verify: bool = True  # re-hash complete files on rerun instead of trusting size alone
-    codec: str = "auto"  # auto: VP9, else H.264, else AV1 (NVDEC on A100/H100 has no AV1) | vp9 | h264 | av1 | any
-    sleep_interval: float = 0.0  # seconds yt-dlp waits before each download (politeness on long lists)
-    js_runtime: str | None = None  # deno/node/bun binary for YouTube's challenges; None: the project's deno
-    rank: int | None = None
-    world_size: int | None = None
-    mode: OutputMode = OutputMode.human
-
-    def __post_init__(self) -> None:
-        if self.codec not in CODECS:
-            raise ValueError(f"--codec must be one of {', '.join(CODECS)}, not {self.codec!r}")
-
-
-# yt-dlp vcodec prefixes of each --codec choice
-CODECS = {"auto": None, "any": None, "vp9": "vp09|vp9", "h264": "avc1|h264", "av1": "av01"}
 
 
 def format_options(max_height: int, codec: str) -> dict:
@@ -413,6 +384,16 @@ def write_attribution(out: Path) -> Path:
     return path
 
 
+def _fetch_entry(entry: ManifestEntry, cfg: FetchConfig, reporter: Reporter, js_runtimes: dict, threads: int = 0,
+                 progress=None) -> FetchResult:
+    reporter.event("start", id=entry.id, url=entry.url)
+    result = fetch_one(entry, cfg, reporter, js_runtimes)
+    reporter.event("done", **asdict(result))
+    if result.status in ("failed", "refused"):
+        reporter.error(f"{entry.id} ({entry.url}): {result.message}", id=entry.id)
+    return result
+
+
 def fetch(cfg: FetchConfig, reporter: Reporter | None = None) -> list[FetchResult]:
     """Fetch every selected video of the manifest (this rank's share); report each and a summary."""
     reporter = reporter or Reporter(cfg.mode)
@@ -426,14 +407,9 @@ def fetch(cfg: FetchConfig, reporter: Reporter | None = None) -> list[FetchResul
         js_runtimes = solver.runtime_option(cfg.js_runtime or solver.default_runtime())
     cfg.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(cfg.out / "fetch_config.json", {**asdict(cfg), "rank": rank, "world_size": world})
-    results = []
-    for entry in entries:
-        reporter.event("start", id=entry.id, url=entry.url)
-        result = fetch_one(entry, cfg, reporter, js_runtimes)
-        results.append(result)
-        reporter.event("done", **asdict(result))
-        if result.status in ("failed", "refused"):
-            reporter.error(f"{entry.id} ({entry.url}): {result.message}", id=entry.id)
+    # One download at a time: its progress bar is this process's (the network, not the CPU, is the limit).
+    results = run_jobs(entries, functools.partial(_fetch_entry, cfg=cfg, reporter=reporter, js_runtimes=js_runtimes),
+                       workers=1)
     write_attribution(cfg.out)
     with contextlib.suppress(OSError):  # leave no empty staging folder behind
         (cfg.out / STAGING).rmdir()

@@ -12,66 +12,25 @@ complete shard, seeking there, and ends with the same shards as an uninterrupted
 from __future__ import annotations
 
 import csv
+import functools
 import math
-import multiprocessing as mp
 import os
-import queue as queue_mod
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wtours.config import FORMAT_OPTIONS, ShardConfig
 from wtours.inputs import Source, find_sources
 from wtours.shards import FORMAT, INDEX, ShardWriter, describe_shard, encode_jpeg, existing_shards
 from wtours.video import VideoError, probe, read_frames, scaled_size
-from wtours_base import children
 from wtours_base.dist import resolve_rank, split_for_rank
-from wtours_base.files import WriteError, read_json, remove_stale_temporaries, sha256_file, write_json_atomic
-from wtours_base.report import OutputMode, Reporter
+from wtours_base.files import WriteError, read_json, remove_stale_temporaries, write_json_atomic
+from wtours_base.jobs import run_jobs
+from wtours_base.report import Reporter
 from wtours_base.tools import tool_versions
 
 UNITS = ".units"  # DIR/.units/<unit>.json: a finished unit's shards (or its error)
-
-
-@dataclass
-class ShardConfig:
-    """Options of `wtours shard`; those in FORMAT_OPTIONS decide the bytes of the shards."""
-
-    inputs: list[Path]
-    out: Path
-    fps: float = 1.0  # sampled frames per second within a clip (the authors: one second apart)
-    frames_per_clip: int = 8
-    phases: int = 1  # >1: also cut clips starting 1/(fps*phases) s later, etc. (more distinct clips)
-    short_side: int = 448  # the median 224 px training view then comes from 292 source pixels (benchmarks/bench_density.py)
-    quality: int = 90
-    clips_per_shard: int = 256
-    segment_seconds: float = 600.0
-    start: float = 0.0
-    end: float | None = None
-    skip_nonref: bool = True  # let the decoder skip B-frames when sampling sparsely (see video.read_frames)
-    shots: Path | None = None  # shots.csv of `wtours stats` (or its folder): fills each clip's shot and cuts_inside
-    workers: int = 0  # 0: one per core (at most one per unit)
-    rank: int | None = None
-    world_size: int | None = None
-    mode: OutputMode = OutputMode.human
-
-    def __post_init__(self) -> None:
-        # 1 and 1.0 must compare equal when a rerun checks the folder's options.
-        self.fps, self.segment_seconds, self.start = float(self.fps), float(self.segment_seconds), float(self.start)
-        self.end = None if self.end is None else float(self.end)
-        if self.shots is not None:
-            self.shots = Path(self.shots)
-            if self.shots.is_dir():
-                self.shots = self.shots / "shots.csv"
-
-    @property
-    def shots_sha256(self) -> str | None:
-        """The shot table's digest: shards made with another table differ, so a folder holds one."""
-        return sha256_file(self.shots) if self.shots is not None and self.shots.is_file() else None
-
-
-FORMAT_OPTIONS = ("fps", "frames_per_clip", "phases", "short_side", "quality", "clips_per_shard",
-                  "segment_seconds", "start", "end", "skip_nonref", "shots_sha256")
 
 
 @dataclass(frozen=True)
@@ -237,10 +196,6 @@ def run_unit(unit: Unit, cfg: ShardConfig, threads: int = 0, progress=None) -> U
     return result
 
 
-def _worker(unit: Unit, cfg: ShardConfig, threads: int, progress) -> UnitResult:
-    return run_unit(unit, cfg, threads, progress)
-
-
 def _check_config(cfg: ShardConfig) -> None:
     """Refuse to mix shards made with different format options in one folder."""
     path = cfg.out / "shard_config.json"
@@ -299,11 +254,7 @@ def shard(cfg: ShardConfig, reporter: Reporter | None = None) -> tuple[list[Unit
         for video in sorted(set(videos) - set(shot_table)):
             reporter.info(f"{cfg.shots}: no shots of {video}; its clips keep shot and cuts_inside null")
     mine = split_for_rank(units, rank, world)
-    cores = os.cpu_count() or 1
-    workers = max(1, min(cfg.workers or cores, len(mine) or 1))
-    threads = max(1, cores // workers) if workers > 1 else 0
     total = sum(u.t1 - u.t0 for u in mine)
-    results: list[UnitResult] = []
     bar = reporter.bar(total=round(total, 1), desc="shard (seconds of video)", unit="s",
                        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}, {rate_fmt}]")
     seen: dict[str, float] = {u.name: u.t0 for u in mine}
@@ -315,38 +266,12 @@ def shard(cfg: ShardConfig, reporter: Reporter | None = None) -> tuple[list[Unit
         bar.update(round(step, 3))
 
     def finish(result: UnitResult) -> None:
-        results.append(result)
         reporter.event("unit", **{k: v for k, v in asdict(result).items() if k != "shards"})
         if result.status == "error":
             reporter.error(result.message, unit=result.unit)
 
     try:
-        if workers == 1:
-            class _Inline:
-                def put(self, item):
-                    advance(*item)
-
-            for unit in mine:
-                finish(run_unit(unit, cfg, threads, _Inline()))
-        else:
-            ctx = mp.get_context("spawn")
-            with children.manager(ctx) as manager, children.process_pool(workers, ctx) as pool:
-                progress = manager.Queue()
-                futures = [pool.submit(_worker, u, cfg, threads, progress) for u in mine]
-                pending = set(futures)
-                while pending:
-                    try:
-                        advance(*progress.get(timeout=0.2))
-                    except queue_mod.Empty:
-                        pass
-                    for fut in [f for f in pending if f.done()]:
-                        pending.discard(fut)
-                        finish(fut.result())
-                while True:
-                    try:
-                        advance(*progress.get_nowait())
-                    except queue_mod.Empty:
-                        break
+        results = run_jobs(mine, functools.partial(run_unit, cfg=cfg), cfg.workers, on_done=finish, on_progress=advance)
     finally:
         bar.close()
     index = write_index(cfg, units, videos, errors)

@@ -8,56 +8,27 @@ recomputed from cached scores, so changing the cut options needs no decoding.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
-import multiprocessing as mp
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from wtours.cuts import CutOptions, content_scores, detect_cuts, hsv
+from wtours.config import StatsConfig
+from wtours.cuts import content_scores, detect_cuts, hsv
 from wtours.inputs import Source, find_sources
 from wtours.lightness import lightness_change_per_minute, mean_lightness
 from wtours.video import Grid, Scaler, VideoError, decode, probe, scaled_size
-from wtours_base import children
 from wtours_base.dist import resolve_rank, split_for_rank
 from wtours_base.files import WriteError, atomic_path, remove_stale_temporaries, write_json_atomic
-from wtours_base.report import OutputMode, Reporter
+from wtours_base.jobs import run_jobs
+from wtours_base.report import Reporter
 
 BATCH = 256  # analysis frames per vectorised lightness/HSV step
-
-
-@dataclass
-class StatsConfig:
-    """Options of `wtours stats` (written to DIR/stats_config.json)."""
-
-    inputs: list[Path]
-    out: Path
-    fps: float | None = None  # lightness and cuts: None = every frame
-    analysis_short_side: int = 72  # 128 x 72 for 16:9
-    detect_fps: float = 1.0
-    objects: bool = True
-    detector: str = "yolo11n.pt"
-    conf: float = 0.25
-    imgsz: int = 640
-    cut_ratio: float = 3.0
-    cut_min_score: float = 15.0
-    cut_window: int = 2
-    min_shot_s: float = 0.5
-    skip_nonref: bool = False  # True: measure only frames other frames refer to (I/P), ~1.7x faster
-    name: str = ""  # dataset name in table.md (default: the out folder's name)
-    workers: int = 1
-    rank: int | None = None
-    world_size: int | None = None
-    mode: OutputMode = OutputMode.human
-
-    @property
-    def cut_options(self) -> CutOptions:
-        return CutOptions(self.cut_ratio, self.cut_min_score, self.cut_window, self.min_shot_s)
 
 
 @dataclass
@@ -271,10 +242,11 @@ def _finished(cfg: StatsConfig, source: Source) -> bool:
     return done or paths["error"].is_file()
 
 
-def _worker(source: Source, cfg: StatsConfig, threads: int) -> VideoResult:
-    import torch
+def _analyse(source: Source, cfg: StatsConfig, threads: int = 0, progress=None) -> VideoResult:
+    if threads:  # a pool worker: torch (the detector) gets this worker's share of the cores
+        import torch
 
-    torch.set_num_threads(max(1, threads))
+        torch.set_num_threads(threads)
     return analyse_video(source, cfg, threads)
 
 
@@ -291,22 +263,9 @@ def stats(cfg: StatsConfig, reporter: Reporter | None = None) -> tuple[list[Vide
     if cfg.objects:
         _detector(cfg)  # fail fast, before any decoding, if the weights cannot be loaded
     mine = split_for_rank(sources, rank, world)
-    cores = os.cpu_count() or 1
-    workers = max(1, min(cfg.workers or cores, len(mine) or 1))
-    results: list[VideoResult] = []
     bar = reporter.bar(total=len(mine), desc="stats (videos)", unit="video")
     try:
-        if workers == 1:
-            for source in mine:
-                results.append(analyse_video(source, cfg))
-                bar.update(1)
-        else:
-            ctx = mp.get_context("spawn")
-            with children.process_pool(workers, ctx) as pool:
-                futures = [pool.submit(_worker, s, cfg, max(1, cores // workers)) for s in mine]
-                for fut in futures:
-                    results.append(fut.result())
-                    bar.update(1)
+        results = run_jobs(mine, functools.partial(_analyse, cfg=cfg), cfg.workers, on_done=lambda _: bar.update(1))
     finally:
         bar.close()
     for r in results:

@@ -18,12 +18,12 @@ import inspect
 import io
 import textwrap
 import tokenize
+import tomllib
 import types
 import typing
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence, Union
 
-import tomllib
 import typer
 from typer.core import TyperCommand
 
@@ -209,9 +209,9 @@ def config_options(config: type, *, arguments: Sequence[str] = (), flags: dict[s
                                    f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
             required = not has_default and f.name not in defaults
             text = helps.get(f.name, "") + (" [required]" if required and f.name not in arguments else "")
-            if f.name in arguments:
-                spec = typer.Argument(None if required else default, help=text, show_default=not required,
-                                      rich_help_panel=panel)
+            if f.name in arguments:  # a list argument's default is None to typer (an empty list to the config)
+                spec = typer.Argument(None if required or isinstance(default, list) else default, help=text,
+                                      show_default=not required, metavar=f.name.upper(), rich_help_panel=panel)
             else:
                 names = flags.get(f.name, ["--" + f.name.replace("_", "-")])
                 if _optional(hints[f.name])[0] is bool:
@@ -220,7 +220,7 @@ def config_options(config: type, *, arguments: Sequence[str] = (), flags: dict[s
                                     rich_help_panel=panel)
             option_type = typing.Optional[option_type] if required else option_type
             params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=spec, annotation=option_type))
-            fields.append((f.name, required))
+            fields.append((f.name, required, f))
         params.append(inspect.Parameter(
             "config_file", inspect.Parameter.KEYWORD_ONLY, annotation=typing.Optional[Path],
             default=typer.Option(None, "--config", help="TOML or YAML file of settings (field names as keys); "
@@ -237,8 +237,10 @@ def config_options(config: type, *, arguments: Sequence[str] = (), flags: dict[s
                 if config_file and not config_file.exists() and presets and (presets / f"{config_file}.toml").is_file():
                     config_file = presets / f"{config_file}.toml"
                 from_file = load_config_file(config_file, config, section) if config_file else {}
-                for name, required in fields:
+                for name, required, f in fields:
                     value = kwargs.pop(name)
+                    if value is None and f.default_factory is not dataclasses.MISSING:
+                        value = f.default_factory()
                     source = ctx.get_parameter_source(name)
                     if name in from_file and (source is None or source.name not in ("COMMANDLINE", "ENVIRONMENT")):
                         value = from_file[name]

@@ -1,0 +1,112 @@
+"""One DoRA step's maths (Venkataramanan et al., ICLR 2024, Eq. 1-6; the authors' main.py `train_one_epoch`):
+the teacher on the global frames, objects discovered on its last block and tracked through the clip, the
+student on the k masked frames and the local crops; and the precision it runs in. No optimiser here.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from dora.config import TrainConfig
+from dora.data import normalize
+from dora.discover import binary_masks, discover_and_track, merge_heads, pick_heads, random_maps
+from dora.loss import DistillLoss, view_weights
+from dora.model import DINOModel, patch_grid
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto`: fp16 (with a gradient scaler) on CUDA as the authors' recipe; bf16 on a CPU that computes
+    it natively (AVX512-BF16 / AMX: about 1.9x fp32's speed at the recipe's sizes, see `dora bench`); else fp32."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "fp16"
+    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+
+
+def autocast(precision: str, device: torch.device):
+    """The autocast context of a resolved precision (disabled for fp32)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16,
+                          enabled=precision != "fp32")
+
+
+def clip_gradients(model: torch.nn.Module, clip: float) -> torch.Tensor:
+    """DINO's `clip_gradients` (facebookresearch/dino utils.py): each parameter tensor's gradient is
+    scaled to norm <= clip on its own. Returns the global gradient norm before clipping (for the log)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    norms = torch._foreach_norm(grads)
+    for grad, norm in zip(grads, norms):
+        grad.mul_(torch.clamp(clip / (norm + 1e-6), max=1.0))
+    return torch.linalg.vector_norm(torch.stack(norms))
+
+
+def object_views(teacher: DINOModel, tokens: torch.Tensor, images: torch.Tensor, clips: int, cfg: TrainConfig,
+                 step_gen: torch.Generator) -> tuple[torch.Tensor, float]:
+    """The k masked copies of every global frame, [B*T*k, 3, G, G], from the teacher's last block, and
+    the mean fraction of pixels the masks keep."""
+    backbone = teacher.backbone
+    q, k = backbone.last_queries_keys()  # [B*T, h, N, hd]
+    prefix = backbone.num_prefix
+    frames = images.shape[0] // clips
+    grid = patch_grid(backbone, *images.shape[-2:])
+    n = grid[0] * grid[1]
+    size = tuple(images.shape[-2:])
+    if cfg.mask == "random":  # each rank draws its own masks (its own clips)
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        rank_gen = torch.Generator().manual_seed(step_gen.initial_seed() * 65_537 + rank)
+        maps = random_maps(clips, cfg.objects, n, rank_gen).to(images.device)[:, None].expand(-1, frames, -1, -1)
+    else:
+        first = torch.arange(clips, device=images.device) * frames  # frame t0 of each clip
+        attention = backbone.cls_attention(q[first], k[first])  # [B, h, n]
+        queries = merge_heads(q[first][:, :, prefix:])  # [B, n, d]
+        keys = merge_heads(k[:, :, prefix:]).reshape(clips, frames, n, -1)  # [B, T, n, d]
+        heads = pick_heads(backbone.num_heads, cfg.objects, step_gen).to(images.device)
+        maps = discover_and_track(attention.float(), queries.float(), keys.float(), tokens[first, prefix:].float(),
+                                  heads, cfg.sinkhorn, cfg.sinkhorn_eps, cfg.sinkhorn_iters)
+    masks = binary_masks(maps, grid, size).reshape(clips * frames, cfg.objects, 1, *size)
+    views = (images[:, None] * masks.to(images.dtype)).reshape(-1, *images.shape[1:])
+    return views, float(masks.float().mean())
+
+
+def train_step(student, teacher: DINOModel, loss_fn: DistillLoss, batch: dict, cfg: TrainConfig,
+               teacher_temp: float, device: torch.device, step_gen: torch.Generator) -> tuple[torch.Tensor, dict]:
+    """The loss of one batch and what to log of it ({"mask_fraction": ...} with k > 0): teacher on the
+    global frames, student on the k masked frames and the locals, weighted by `cfg.loss_weighting`.
+
+    With k = 0 it is plain DINO (Caron et al.) on the same frames: two global crops of each frame
+    (batch["globals2"] is the second), the teacher on both, the student on both and the locals,
+    each teacher view against every student view but its own (u != v).
+    """
+    clips = batch["globals"].shape[0]
+    images = normalize(batch["globals"].to(device, non_blocking=True)).flatten(0, 1)  # [B*T, 3, G, G]
+    local = normalize(batch["locals"].to(device, non_blocking=True)).flatten(0, 2)  # [B*T*L, 3, S, S]
+    frames = images.shape[0]
+    if not cfg.objects:
+        second = normalize(batch["globals2"].to(device, non_blocking=True)).flatten(0, 1)
+        images = torch.cat([images, second])  # [2*B*T, ...]: view 1 of every frame, then view 2
+    info = {}
+    with autocast(resolve_precision(cfg.precision, device), device):
+        with torch.no_grad():
+            tokens = teacher.backbone(images)
+            teacher_out = teacher.head(tokens[:, 0])
+            if cfg.objects:
+                views, info["mask_fraction"] = object_views(teacher, tokens, images, clips, cfg, step_gen)
+            else:
+                views = images
+        student_out = student([views, local])
+    dim = teacher_out.shape[-1]
+    if cfg.objects:
+        # Rows: k object views per frame first, then L local views per frame.
+        object_out = student_out[: frames * cfg.objects].reshape(frames, cfg.objects, dim)
+        local_out = student_out[frames * cfg.objects:].reshape(frames, cfg.local_crops, dim)
+        student_views = torch.cat([object_out, local_out], dim=1)  # [F, k + L, K] against teacher [F, K]
+    else:
+        global_out = student_out[: 2 * frames].reshape(2, frames, 1, dim)
+        local_out = student_out[2 * frames:].reshape(1, frames, cfg.local_crops, dim).expand(2, -1, -1, -1)
+        # Teacher view 1 against the student's view 2 and the locals; teacher view 2 against view 1.
+        student_views = torch.cat([global_out.flip(0), local_out], dim=2).flatten(0, 1)  # [2F, 1 + L, K]
+    weights = view_weights(cfg.objects, cfg.local_crops, cfg.loss_weighting)
+    loss = loss_fn(student_views, teacher_out, teacher_temp, weights)
+    loss_fn.update_center(teacher_out)
+    return loss, info
