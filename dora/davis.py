@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -22,24 +22,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from dora.config import DavisConfig
 from dora.encoder import EncoderSpec, EvalError, load_encoder
-from dora.propagate import PropagationConfig, propagate, to_label_map
+from dora.propagate import propagate, to_label_map
 from dora.vos_metrics import sequence_scores, summary
 from wtours_base.files import atomic_path, write_json_atomic
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.228, 0.224, 0.225)  # DINO's color_normalize
-
-
-@dataclass
-class DavisConfig:
-    """Options of `dora eval davis`."""
-
-    root: Path
-    out: Path
-    sequences: list[str] = field(default_factory=list)
-    size: int = 480  # short side of the frames given to the encoder (DINO: 480)
-    save_masks: bool = False
-    propagation: PropagationConfig = field(default_factory=PropagationConfig)
 
 
 def sequence_names(root: Path, chosen: list[str]) -> list[str]:
@@ -156,7 +145,8 @@ def eval_davis(spec: EncoderSpec, cfg: DavisConfig, progress: bool = True) -> di
         if cfg.save_masks:
             _save_masks(Path(cfg.root), name, predictions, Path(cfg.out) / "masks" / name)
     result = {**summary(per_sequence), "seconds_per_frame": seconds / max(1, frame_count), "encoder": info,
-              "options": {**asdict(cfg), "root": str(cfg.root), "out": str(cfg.out)},
+              "options": {"root": str(cfg.root), "out": str(cfg.out), "sequences": cfg.sequences, "size": cfg.size,
+                          "save_masks": cfg.save_masks, "propagation": asdict(cfg.propagation)},
               "sequences": {n: {str(o): s for o, s in objs.items()} for n, objs in per_sequence.items()}}
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -5,23 +5,14 @@ epoch is a pass over tensors; the probe is checkpointed every epoch and resumes.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from dora.config import LinearConfig
 from dora.knn import topk_accuracy
 from wtours_base.files import atomic_path
-
-
-@dataclass
-class LinearConfig:
-    epochs: int = 100
-    lr: float = 0.01  # x batch / 256; the authors' README runs eval_linear.py with --lr 0.01
-    batch_size: int = 256
-    momentum: float = 0.9
-    seed: int = 0
 
 
 def train_linear(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,

@@ -11,21 +11,12 @@ memory does not grow with the sequence.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class PropagationConfig:
-    """DINO's defaults."""
-
-    n_last_frames: int = 7
-    topk: int = 5
-    temperature: float = 0.1  # affinities exp(cosine / T); DINO's code divides by 0.1
-    neighbourhood: int = 12  # patches each way a source may be from the target patch (0: everywhere)
+from dora.config import PropagationConfig
 
 
 def neighbourhood_mask(h: int, w: int, size: int) -> torch.Tensor:

@@ -28,6 +28,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -48,15 +49,16 @@ METHODS = {"dora": dict(objects=3), "dino": dict(objects=0), "random_mask": dict
 class StudyConfig:
     """Options of `dora study`."""
 
-    out: Path
-    methods: list[str] = field(default_factory=lambda: ["dora", "dino", "random_mask"])
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    steps: int = 600
-    eval_every: int = 150
-    video_seconds: float = 120.0
+    out: Path = Path("runs/study")  # folder for the data, the runs, study.md/json and curves.png
+    methods: list[Literal["dora", "dino", "random_mask"]] = field(
+        default_factory=lambda: ["dora", "dino", "random_mask"])  # dora (k = 3), dino (k = 0), random_mask
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # seeds (each method trains once per seed)
+    steps: int = 600  # training steps per run
+    eval_every: int = 150  # steps between scored checkpoints (learning curves)
+    video_seconds: float = 120.0  # length of the training video made for the study
     per_class: int = 30  # labelled images per class and split
     recipe: dict = field(default_factory=dict)  # overrides of the cpu-study preset (dora/presets/cpu-study.toml)
-    linear_epochs: int = 100
+    linear_epochs: int = 100  # epochs of the linear probe on the first and last checkpoint (0: none)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)

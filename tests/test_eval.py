@@ -58,6 +58,11 @@ def test_knn_command_writes_metrics_and_reuses_cached_features(tiny_checkpoint, 
 
     monkeypatch.setattr(encoder_module, "load_encoder", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     assert runner.invoke(app, args).exit_code == 0  # features come from the cache
+    # --k repeats (each value is evaluated), and --json gives the metrics on stdout.
+    both = runner.invoke(app, args + ["--k", "10", "--k", "20", "--json"])
+    assert both.exit_code == 0, both.output
+    assert set(json.loads(both.output)["results"]) == {"10", "20"}
+    assert json.loads(both.output) == json.loads((out / "metrics.json").read_text())
 
 
 def test_linear_probe_trains_reports_and_resumes(tiny_checkpoint, photo_classes, tmp_path):

@@ -31,6 +31,8 @@ class Toy:
     check: bool = True  # check the inputs
     scale: tuple[float, float] = (0.2, 1.0)  # crop scale range
     tags: list[str] = field(default_factory=list)  # free tags
+    seeds: list[int] = field(default_factory=lambda: [0, 1])  # seeds
+    kinds: list[Literal["a", "b"]] = field(default_factory=lambda: ["a"])  # kinds
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -98,6 +100,16 @@ def test_a_bad_config_file_is_one_clear_error(tmp_path, text, message):
     result = runner.invoke(_app(), ["run", "a.mp4", "--config", str(file)])
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
     assert str(file) in result.output or message.startswith("--steps")
+
+
+def test_lists_of_numbers_or_choices_take_commas_or_repeats_and_strings_never_split():
+    assert _run(["x"])["seeds"] == [0, 1]  # the default, typed
+    assert _run(["x", "--seeds", "3,4", "--seeds", "5"])["seeds"] == [3, 4, 5]
+    assert _run(["x", "--kinds", "a,b"])["kinds"] == ["a", "b"]
+    assert _run(["x", "--tags", "p{1,2}", "--tags", "q"])["tags"] == ["p{1,2}", "q"]  # brace patterns stay whole
+    for args, message in ((["--seeds", "3,x"], "--seeds takes ints"), (["--kinds", "c"], "--kinds: one of a, b")):
+        result = runner.invoke(_app(), ["run", "x", *args])
+        assert result.exit_code == 2 and message in result.output, result.output
 
 
 def test_a_missing_required_input_names_it():

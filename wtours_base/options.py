@@ -91,6 +91,34 @@ def _optional(hint: Any) -> tuple[Any, bool]:
     return hint, False
 
 
+def _choices(hint: Any) -> tuple:
+    """The values of a Literal field (or of a list of them)."""
+    inner = _optional(hint)[0]
+    if typing.get_origin(inner) is list:
+        inner = (typing.get_args(inner) or (str,))[0]
+    return typing.get_args(inner) if typing.get_origin(inner) is Literal else ()
+
+
+def _splits(hint: Any) -> bool:
+    """A list of numbers or choices: values can hold no comma, so '0,1,2' means three of them."""
+    inner = _optional(hint)[0]
+    args = typing.get_args(inner) if typing.get_origin(inner) is list else ()
+    return bool(args) and (args[0] in (int, float) or typing.get_origin(args[0]) is Literal)
+
+
+def _parse_list(given: Sequence[str], hint: Any, flag: str) -> list:
+    """Command-line values of a list of numbers or choices, each possibly comma-separated, typed."""
+    (item,) = typing.get_args(_optional(hint)[0])
+    values = [v.strip() for text in given for v in str(text).split(",") if v.strip()]
+    if item in (int, float):
+        try:
+            values = [item(v) for v in values]
+        except ValueError:
+            raise ValueError(f"{flag} takes {item.__name__}s (comma-separated or repeated), "
+                             f"not {', '.join(given)!r}") from None
+    return coerce(values, hint, flag)
+
+
 def coerce(value: Any, hint: Any, where: str) -> Any:
     """A value read from a config file as the field's type (ValueError naming `where` if it cannot be)."""
     inner, optional = _optional(hint)
@@ -170,7 +198,9 @@ def _option_type(hint: Any) -> Any:
     origin = typing.get_origin(inner)
     if origin is list:
         (item,) = typing.get_args(inner) or (str,)
-        return list[item] if item in (str, int, float, Path) else None
+        if _splits(inner):
+            return list[str]  # split on commas and typed by the wrapper: --seeds 0,1,2 or --seeds 0 --seeds 1
+        return list[item] if item in (str, Path) else None
     if origin is tuple:
         args = typing.get_args(inner)
         return inner if args and Ellipsis not in args and all(a in (str, int, float) for a in args) else None
@@ -208,7 +238,10 @@ def config_options(config: type, *, arguments: Sequence[str] = (), flags: dict[s
             default = defaults.get(f.name, f.default if f.default is not dataclasses.MISSING else
                                    f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
             required = not has_default and f.name not in defaults
-            text = helps.get(f.name, "") + (" [required]" if required and f.name not in arguments else "")
+            text = helps.get(f.name, "")
+            if text.split(":")[0].split(" ")[0].lower() in _choices(hints[f.name]):  # "object: tracked ..." stays lower
+                text = text[:1].lower() + text[1:]
+            text += " [required]" if required and f.name not in arguments else ""
             if f.name in arguments:  # a list argument's default is None to typer (an empty list to the config)
                 spec = typer.Argument(None if required or isinstance(default, list) else default, help=text,
                                       show_default=not required, metavar=f.name.upper(), rich_help_panel=panel)
@@ -244,6 +277,8 @@ def config_options(config: type, *, arguments: Sequence[str] = (), flags: dict[s
                     source = ctx.get_parameter_source(name)
                     if name in from_file and (source is None or source.name not in ("COMMANDLINE", "ENVIRONMENT")):
                         value = from_file[name]
+                    elif _splits(hints[name]) and value is not None:  # typer gives strings, also for the default
+                        value = _parse_list(value, hints[name], f"--{name.replace('_', '-')}")
                     elif isinstance(value, tuple) and typing.get_origin(_optional(hints[name])[0]) is list:
                         value = list(value)
                     if required and value in (None, [], ()):
