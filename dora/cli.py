@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
 from dora.config import PRESETS, AttnConfig, DavisConfig, KnnConfig, LinearProbeConfig, ProbeConfig, TrainConfig
+from dora.demo import DemoConfig
 from dora.study import StudyConfig
 from wtours_base.exits import exit_on_errors
 from wtours_base.options import StrictTyper, config_options
@@ -24,11 +24,13 @@ app = StrictTyper(
 
 
 @app.command()
-def info() -> None:
+def info(json_lines: bool = JSON) -> None:
     """Print what this machine offers for training: torch, devices, distributed backends, timm ViTs.
 
     Example: dora info
     """
+    import json
+
     import timm
     import torch
     import torch.distributed as dist
@@ -44,6 +46,9 @@ def info() -> None:
         "cpu threads": str(torch.get_num_threads()),
         "vit archs": str(len(timm.list_models("vit_*"))),
     }
+    if json_lines:
+        typer.echo(json.dumps(lines))
+        return
     for key, value in lines.items():
         typer.echo(f"{key:>12}: {value}")
 
@@ -51,23 +56,28 @@ def info() -> None:
 @app.command()
 @config_options(TrainConfig, flags={"out": ["--out", "-o"], "frames_per_clip": ["--frames-per-clip", "-T"]},
                 section="train", presets=PRESETS)
-def train(cfg: TrainConfig, quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.")) -> None:
+def train(cfg: TrainConfig, quiet: bool = QUIET, json_lines: bool = typer.Option(
+        False, "--json", help="One JSON object per logged step on stdout (as log.jsonl), for scripts.")) -> None:
     """Train an image encoder with DoRA (or DINO with --objects 0) on `wtours shard` shards.
 
     Example: dora train --shards data/shards --out runs/venice --arch vit_small_patch16_224
-    CPU try-out: dora train --config presets/cpu-tiny.toml --shards data/shards --max-steps 50
+    CPU try-out: dora train --config cpu-demo --shards data/shards --max-steps 50
     Many GPUs:  torchrun --nproc_per_node 8 -m dora.cli train --shards 'data/shards/*.tar' --out runs/all
     """
     from dora.data import DataError
     from dora.train import NonFiniteLoss
     from dora.train import train as run_train
+    from wtours_base.report import OutputMode, Reporter
 
     with exit_on_errors((DataError, ValueError), failures=(NonFiniteLoss,),
                         interrupted=f"checkpoint kept in {cfg.out / 'checkpoint.pt'}; rerun the same command to resume"):
-        state = run_train(cfg, progress=not quiet)
-    skipped = f"; {len(state.skipped)} bad clip(s) skipped (see the warnings and log.jsonl)" if state.skipped else ""
-    typer.echo(f"trained to step {state.step}; checkpoint: {cfg.out / 'checkpoint.pt'}, log: {cfg.out / 'log.jsonl'}"
-               f"{skipped}", err=True)
+        reporter = Reporter(OutputMode.json if json_lines else OutputMode.quiet if quiet else OutputMode.human)
+        state = run_train(cfg, reporter=reporter)
+    reporter.event("done", step=state.step, checkpoint=str(cfg.out / "checkpoint.pt"), skipped=len(state.skipped))
+    if not json_lines:
+        skipped = f"; {len(state.skipped)} bad clip(s) skipped (see the warnings and log.jsonl)" if state.skipped else ""
+        typer.echo(f"trained to step {state.step}; checkpoint: {cfg.out / 'checkpoint.pt'}, "
+                   f"log: {cfg.out / 'log.jsonl'}{skipped}", err=True)
 
 
 @app.command()
@@ -213,6 +223,7 @@ def export(
     checkpoint: Path = typer.Option(..., help="A `dora train` checkpoint."),
     out: Path = typer.Option(..., "--out", "-o", help="The .safetensors file to write."),
     which: str = typer.Option("teacher", help="teacher or student weights."),
+    json_lines: bool = JSON,
 ) -> None:
     """Export the backbone in timm's key layout (safetensors), with a JSON saying how to load it.
 
@@ -223,6 +234,9 @@ def export(
 
     with exit_on_errors((EvalError, ValueError)):
         path = run_export(checkpoint, out, which)
+    if json_lines:
+        typer.echo(path.with_suffix(".json").read_text().strip().replace("\n", ""))
+        return
     typer.echo(f"{path}  (load: timm.create_model(arch, pretrained=True, "
                f"pretrained_cfg_overlay=dict(file='{path}', num_classes=0)))")
 
@@ -233,43 +247,38 @@ def main() -> None:
 
 
 @app.command()
-def demo(
-    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Folder for everything the demo makes."),
-    full: bool = typer.Option(False, "--full", help="The Walking Tours manifest with the paper's settings (network; GPU advised)."),
-    videos: List[str] = typer.Option([], "--videos", help="With --full: only these ids (e.g. --videos venice)."),
-    train_steps: Optional[int] = typer.Option(None, help="Training steps (a rerun continues up to this); default 600, with --full the recipe's 100 epochs."),
-    time_budget: Optional[float] = typer.Option(None, help="Seconds of training per run, at most; default 420, with --full none."),
-    plan: bool = typer.Option(False, "--plan", help="Print every step's resolved options as JSON and exit (runs nothing)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-) -> None:
+@config_options(DemoConfig, flags={"out": ["--out", "-o"]}, exclude=["mode"])
+def demo(cfg: DemoConfig, plan: bool = typer.Option(False, "--plan", help="Print every step's resolved options as "
+                                                    "JSON and exit (runs nothing)."),
+         quiet: bool = QUIET, json_lines: bool = typer.Option(False, "--json", help="Every step's events as JSON "
+                                                              "lines on stdout, for scripts.")) -> None:
     """Run the whole pipeline on a built-in walk made from real footage: fetch, shard, stats, train, eval, attn.
 
-    Example: dora demo --out runs/demo        (about 6 minutes on 2 CPU cores, offline)
+    Example: dora demo --out runs/demo        (about 7 minutes on 2 CPU cores, offline)
     """
     import json
+    from dataclasses import replace
 
-    from dora.demo import DemoConfig, plan_demo, run_demo
+    from dora.demo import plan_demo, run_demo
     from wtours_base.report import OutputMode
 
-    cfg = DemoConfig(out=out, full=full, videos=list(videos), train_steps=train_steps, time_budget=time_budget,
-                     mode=OutputMode.quiet if quiet else OutputMode.human)
+    cfg = replace(cfg, mode=OutputMode.json if json_lines else OutputMode.quiet if quiet else OutputMode.human)
     with exit_on_errors(interrupted="rerun the same command to continue"):
         if plan:
             typer.echo(json.dumps(plan_demo(cfg).as_dict(), indent=2, default=str))
             raise typer.Exit(0)
         code = run_demo(cfg)
-    typer.echo((out / "summary.md").read_text())
-    typer.echo(f"(written to {out / 'summary.md'})")
+    if not json_lines:
+        typer.echo((cfg.out / "summary.md").read_text())
+        typer.echo(f"(written to {cfg.out / 'summary.md'})")
     raise typer.Exit(code)
-
-
 
 
 @app.command()
 @config_options(StudyConfig, flags={"out": ["--out", "-o"]}, exclude=["recipe"])
 def study(cfg: StudyConfig, recipe: str = typer.Option("{}", help="JSON overrides of the cpu-study preset, e.g. "
                                                        "'{\"global_size\": 96}'."),
-          quiet: bool = QUIET) -> None:
+          quiet: bool = QUIET, json_lines: bool = JSON) -> None:
     """Train DoRA, DINO and the random-mask ablation over seeds and score them against their untrained networks.
 
     Example: dora study --out runs/study --seeds 0,1,2 --steps 600
@@ -284,8 +293,8 @@ def study(cfg: StudyConfig, recipe: str = typer.Option("{}", help="JSON override
             overrides = json.loads(recipe)
         except ValueError as exc:
             raise ValueError(f"--recipe is not JSON ({exc})") from None
-        summary = run_study(replace(cfg, recipe={**cfg.recipe, **overrides}), progress=not quiet)
-    typer.echo(report(summary))
+        summary = run_study(replace(cfg, recipe={**cfg.recipe, **overrides}), progress=not (quiet or json_lines))
+    typer.echo(json.dumps(summary["summary"]) if json_lines else report(summary))
 
 
 if __name__ == "__main__":

@@ -27,12 +27,14 @@ from wtours_base.report import OutputMode, Reporter
 class DemoConfig:
     """Options of `dora demo`."""
 
-    out: Path
-    full: bool = False
-    videos: list[str] = field(default_factory=list)  # with full: a subset of the Walking Tours ids
-    train_steps: int | None = None  # None: 600 for the walk, the recipe's 100 epochs with full
-    time_budget: float | None = None  # seconds of training per run; None: 420 for the walk, none with full
+    out: Path = Path("runs/demo")  # folder for everything the demo makes
+    full: bool = False  # the Walking Tours manifest with the paper's settings (network; GPU advised)
+    videos: list[str] = field(default_factory=list)  # with --full: only these ids (e.g. --videos venice)
+    train_steps: int | None = None  # training steps (a rerun continues up to this); default 600, with --full the
+    # recipe's 100 epochs
+    time_budget: float | None = None  # seconds of training per run, at most; default 420, with --full none
     mode: OutputMode = OutputMode.human
+
 
 @dataclass
 class DemoPlan:

@@ -659,6 +659,18 @@ def test_a_clip_with_a_corrupt_jpeg_is_skipped_named_and_counted(real_shards, tm
     assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 5
 
 
+def test_train_json_prints_only_json_lines_on_stdout(real_shards, tmp_path):
+    result = runner.invoke(app, ["train", "--shards", str(real_shards), "--out", str(tmp_path / "run"), "--config",
+                                 "cpu-tiny", "--max-steps", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.splitlines()]  # every line is JSON
+    assert {e["event"] for e in events} <= {"step", "warning", "done"}
+    events = [e for e in events if e["event"] != "warning"]
+    assert [e["event"] for e in events] == ["step", "step", "done"] and events[-1]["step"] == 2
+    logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [e["loss"] for e in events[:2]] == [r["loss"] for r in logged]
+
+
 def test_shards_that_are_all_bad_stop_with_the_fraction_error(real_shards, tmp_path):
     _corrupt_copy(real_shards, tmp_path / "shards", lambda i, name: name.endswith(".jpg"))
     result = runner.invoke(app, ["train", "--shards", str(tmp_path / "shards"), "--out", str(tmp_path / "run"),

@@ -186,6 +186,7 @@ def test_every_command_has_help_with_an_example():
         for command in commands(application):
             result = runner.invoke(application, [*command, "--help"])
             assert result.exit_code == 0 and "Example:" in result.output, (command, result.output)
+            assert "--json" in result.output, (command, "every command speaks JSON to scripts")
             seen.append(" ".join(command))
     assert {"fetch", "shard", "verify", "stats", "figures", "doctor", "train", "bench", "demo", "study", "attn",
             "export", "eval knn", "eval linear", "eval davis"} <= set(seen), seen

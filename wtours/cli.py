@@ -12,7 +12,7 @@ from wtours.config import FetchConfig, ShardConfig, StatsConfig
 from wtours.manifest import ManifestError
 from wtours_base.exits import exit_on_errors
 from wtours_base.options import StrictTyper, config_options
-from wtours_base.report import OutputMode
+from wtours_base.report import OutputMode, Reporter
 
 app = StrictTyper(
     help="Walking Tours toolkit: fetch long videos, cut them into WebDataset shards, measure them.",
@@ -147,6 +147,8 @@ def figures(
     stats_dirs: List[Path] = typer.Argument(..., help="Folders written by `wtours stats` (one per dataset)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the figures and table.md."),
     names: Optional[str] = typer.Option(None, help="Comma-separated dataset names (default: folder names)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing (errors still go to stderr)."),
+    json_lines: bool = JSON,
 ) -> None:
     """Redraw the figures and table from saved stats, without decoding; several folders are compared.
 
@@ -156,8 +158,12 @@ def figures(
 
     with exit_on_errors((FileNotFoundError, ValueError)):
         paths = compare(list(stats_dirs), out, names.split(",") if names else None)
+    reporter = Reporter(_mode(quiet, json_lines))
     for path in paths:
-        typer.echo(str(path))
+        if json_lines:
+            reporter.event("written", path=str(path))
+        elif not quiet:
+            typer.echo(str(path))
 
 
 if __name__ == "__main__":
