@@ -26,6 +26,7 @@ from dora.config import DavisConfig
 from dora.encoder import EncoderSpec, EvalError, load_encoder
 from dora.propagate import propagate, to_label_map
 from dora.vos_metrics import sequence_scores, summary
+from wtours.video import write_video
 from wtours_base.files import atomic_path, write_json_atomic
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.228, 0.224, 0.225)  # DINO's color_normalize
@@ -46,9 +47,10 @@ def sequence_names(root: Path, chosen: list[str]) -> list[str]:
 
 
 def encoder_size(height: int, width: int, short: int, patch: int) -> tuple[int, int]:
-    """DINO's frame size: the short side `short`, the long side scaled and floored to a multiple of 64
-    (of 4 patches when the patch size is not 16)."""
+    """DINO's frame size: the short side `short` (floored to a multiple of the patch: DINO's 480 is one), the
+    long side scaled and floored to a multiple of 64 (of 4 patches when the patch size is not 16)."""
     step = 64 if patch == 16 else 4 * patch
+    short = max(patch, short // patch * patch)
     if height <= width:
         return short, max(step, int(short * width / height) // step * step)
     return max(step, int(short * height / width) // step * step), short
@@ -173,3 +175,18 @@ def _save_masks(root: Path, name: str, predictions: list[np.ndarray], folder: Pa
             image.putpalette(palette)
         with atomic_path(folder / (path.stem + ".png")) as tmp:
             image.save(tmp, format="PNG")
+    write_video(folder.with_suffix(".mp4"), (_overlay(path, labels, palette) for path, labels in zip(frames, predictions)),
+                fps=6)
+
+
+def _overlay(frame: Path, labels: np.ndarray, palette: list[int] | None) -> np.ndarray:
+    """The frame with each predicted object tinted in its palette colour (even size, for H.264)."""
+    image = np.asarray(Image.open(frame).convert("RGB")).astype(np.float32)
+    colours = np.zeros(768, np.float32)
+    given = np.asarray(palette or [0, 0, 0] + [255, 0, 0] * 255, dtype=np.float32)[:768]
+    colours[:len(given)] = given
+    colours = colours.reshape(256, 3)
+    mask = labels > 0
+    image[mask] = 0.5 * image[mask] + 0.5 * colours[labels[mask]]
+    h, w = (image.shape[0] // 2) * 2, (image.shape[1] // 2) * 2
+    return image[:h, :w].astype(np.uint8)

@@ -59,6 +59,8 @@ class StudyConfig:
     per_class: int = 30  # labelled images per class and split
     recipe: dict = field(default_factory=dict)  # overrides of the cpu-study preset (dora/presets/cpu-study.toml)
     linear_epochs: int = 100  # epochs of the linear probe on the first and last checkpoint (0: none)
+    davis_sequences: int = 4  # DAVIS-layout sequences (real footage, exact masks) on which the first and last
+    # checkpoints are scored by label propagation, J&F (0: none)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -218,6 +220,18 @@ def prepare_data(cfg: StudyConfig) -> tuple[Path, dict[str, Path]]:
     return shards, sets
 
 
+def davis_scores(run: Path, steps: int, root: Path) -> dict[str, float]:
+    """J&F of label propagation (DINO's protocol) on the DAVIS-layout set, untrained (step 0) and trained."""
+    from dora.config import DavisConfig
+    from dora.davis import eval_davis
+
+    out = {}
+    for step, checkpoint in (("0", run / "checkpoint_init.pt"), (str(steps), run / "checkpoint.pt")):
+        cfg = DavisConfig(checkpoint=checkpoint, root=root, out=run / "davis" / f"step{step}", size=180)
+        out[step] = eval_davis(cfg.encoder, cfg, progress=False)["JF_mean"]
+    return out
+
+
 def train_config(cfg: StudyConfig, shards: Path, method: str, seed: int):
     from dora.train import TrainConfig
 
@@ -274,6 +288,14 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
             write_json_atomic(done, {"method": method, "seed": seed, "steps": cfg.steps, "train_seconds": seconds,
                                      "scores": scores, "loss": [r["loss"] for r in log],
                                      "mask_fraction": [r.get("mask_fraction") for r in log]})
+    if cfg.davis_sequences:  # also for runs finished before the study scored J&F (their checkpoints are kept)
+        from dora.davis_synthetic import make_sequences
+
+        davis = make_sequences(cfg.out / "data" / "davis", sequences=cfg.davis_sequences, frames=24)
+        for done in sorted((cfg.out / "runs").glob("*/result.json")):
+            result = json.loads(done.read_text())
+            if "davis" not in result and (done.parent / "checkpoint_init.pt").is_file():
+                write_json_atomic(done, {**result, "davis": davis_scores(done.parent, result["steps"], davis)})
     # Every finished run in the folder, whichever invocation made it: several `dora study` processes
     # (other seeds or methods, e.g. a Slurm array) may share one --out.
     results["runs"] = {path.parent.name: json.loads(path.read_text())
@@ -319,6 +341,12 @@ def summarise(results: dict) -> dict:
                 "linear_beats_untrained_every_seed": "linear" in metrics and all(
                     a > b for a, b in zip(values(final, "linear"), values(first, "linear"))),
             }
+        if all("davis" in r for r in runs):
+            trained = [100 * r["davis"][str(r["steps"])] for r in runs]
+            untrained = [100 * r["davis"]["0"] for r in runs]
+            table[method]["davis"] = {"jf_trained": _mean_std(trained), "jf_untrained": _mean_std(untrained),
+                                      "jf_gain": _mean_std([a - b for a, b in zip(trained, untrained)]),
+                                      "every_seed_gains": all(a > b for a, b in zip(trained, untrained))}
     return {**results, "summary": table}
 
 
@@ -351,6 +379,15 @@ def report(summary: dict) -> str:
         for method, row in summary["summary"].items():
             if name in row:
                 lines.append(f"- {method}: " + ", ".join(f"{s}: {_ms(v)}" for s, v in row[name]["curve"].items()))
+        lines.append("")
+    davis = {method: row["davis"] for method, row in summary["summary"].items() if "davis" in row}
+    if davis:
+        lines += ["## Video object segmentation (DAVIS layout)", "",
+                  "J&F (%) of label propagation (DINO's protocol: 7 previous frames, top-5, T 0.1, neighbourhood 12) "
+                  "on DAVIS-layout sequences of objects moving over real footage with exact masks, frames 320 x 180.",
+                  "", "| method | J&F trained | untrained | gain | every seed gains |", "|---|---|---|---|---|"]
+        lines += [f"| {m} | {_ms(d['jf_trained'])} | {_ms(d['jf_untrained'])} | {_ms(d['jf_gain'])} | "
+                  f"{'yes' if d['every_seed_gains'] else 'no'} |" for m, d in davis.items()]
         lines.append("")
     lines += [f"Recipe: `{json.dumps(recipe)}`", ""]
     return "\n".join(lines)

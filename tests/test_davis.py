@@ -8,6 +8,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dora.cli import app
+from wtours.video import probe
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding")
 runner = CliRunner()
@@ -47,6 +48,8 @@ def test_eval_davis_scores_and_writes_masks(davis_root, tmp_path):
     assert rows[0] == "sequence,object,J,F" and len(rows) == 5
     masks = sorted((out / "masks" / "seq0").glob("*.png"))
     assert len(masks) == 8 and Image.open(masks[3]).mode == "P" and Image.open(masks[3]).size == (192, 112)
+    overlay = probe(out / "masks" / "seq0.mp4")  # the predicted masks over the frames, to look at
+    assert overlay.frames == 8 and (overlay.width, overlay.height) == (192, 112)
     first = np.asarray(Image.open(davis_root / "Annotations" / "480p" / "seq0" / "00000.png"))
     assert np.array_equal(np.asarray(Image.open(masks[0])), first)  # the given first frame
 
@@ -76,3 +79,11 @@ def test_bad_davis_folders_are_clear_errors(davis_root, tmp_path):
     image.save(note)
     extra = run(broken)
     assert extra.exit_code == 2 and "00002.png" in extra.output and "[7]" in extra.output
+
+
+def test_the_encoder_sees_whole_patches_whatever_the_size():
+    from dora.davis import encoder_size
+
+    assert encoder_size(480, 854, 480, 16) == (480, 832)  # DINO's 480p
+    assert encoder_size(180, 320, 180, 16) == (176, 256)  # a short side that is no multiple of 16 (was refused)
+    assert encoder_size(320, 180, 180, 8) == (288, 176)

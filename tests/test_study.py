@@ -15,7 +15,7 @@ def test_the_smallest_study_trains_scores_and_reports(tmp_path):
     tiny = dict(out_dim=256, head_hidden_dim=128, head_bottleneck_dim=64, batch_size=2, local_crops=2, num_workers=0,
                 precision="fp32")
     cfg = StudyConfig(out=tmp_path, methods=["dora", "dino"], seeds=[0], steps=4, eval_every=2, video_seconds=8,
-                      per_class=4, recipe=tiny, linear_epochs=3)
+                      per_class=4, recipe=tiny, linear_epochs=3, davis_sequences=1)
     summary = run_study(cfg, progress=False)
     # The data: a training video with its shards, and a labelled set of the six objects in two splits.
     for labelled in (tmp_path / "data" / "objects", tmp_path / "data" / "objects_recoloured"):
@@ -42,13 +42,20 @@ def test_the_smallest_study_trains_scores_and_reports(tmp_path):
     assert row["knn20_gain"]["mean"] == pytest.approx(run["4"]["objects"]["knn20"] - run["0"]["objects"]["knn20"])
     # The same untrained network for both methods of a seed (same initialisation).
     assert summary["runs"]["dora-s0"]["scores"]["0"] == summary["runs"]["dino-s0"]["scores"]["0"]
+    # J&F of label propagation on the DAVIS-layout set, at step 0 (the same for both methods) and at the end.
+    davis = {name: run["davis"] for name, run in summary["runs"].items()}
+    assert all(set(d) == {"0", "4"} and all(0 <= v <= 1 for v in d.values()) for d in davis.values())
+    assert davis["dora-s0"]["0"] == davis["dino-s0"]["0"]
+    assert summary["summary"]["dora"]["davis"]["jf_gain"]["mean"] == pytest.approx(
+        100 * (davis["dora-s0"]["4"] - davis["dora-s0"]["0"]))
     # A rerun with another seed adds to the study instead of replacing it.
     summary = run_study(StudyConfig(out=tmp_path, methods=["dino"], seeds=[1], steps=4, eval_every=2, video_seconds=8,
-                                    per_class=4, recipe=tiny, linear_epochs=0), progress=False)
+                                    per_class=4, recipe=tiny, linear_epochs=0, davis_sequences=1), progress=False)
     assert set(summary["runs"]) == {"dora-s0", "dino-s0", "dino-s1"} and summary["summary"]["dino"]["seeds"] == [0, 1]
     on_disk = json.loads((tmp_path / "study.json").read_text())
     assert set(on_disk["summary"]) == {"dora", "dino"}
     report = (tmp_path / "study.md").read_text()
     assert "| dora | 1 | 4 |" in report and "| dino | 2 | 4 |" in report and "## objects_recoloured" in report
+    assert "## Video object segmentation (DAVIS layout)" in report
     curves = np.asarray(Image.open(tmp_path / "curves.png").convert("L"))
     assert curves.shape[1] > 500 and curves.std() > 10  # a drawn figure, not a blank one

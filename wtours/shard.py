@@ -20,12 +20,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wtours.config import FORMAT_OPTIONS, ShardConfig
+from wtours.config import FACE_OPTIONS, FORMAT_OPTIONS, ShardConfig
+from wtours.faces import FaceDetector, blur_faces, scale_boxes
 from wtours.inputs import Source, find_sources
 from wtours.shards import FORMAT, INDEX, ShardWriter, describe_shard, encode_jpeg, existing_shards
 from wtours.video import VideoError, probe, read_frames, scaled_size
 from wtours_base.dist import resolve_rank, split_for_rank
-from wtours_base.files import WriteError, read_json, remove_stale_temporaries, write_json_atomic
+from wtours_base.files import WriteError, read_json, remove_stale_temporaries, write_json_atomic, write_text_atomic
 from wtours_base.jobs import run_jobs
 from wtours_base.report import Reporter
 from wtours_base.tools import tool_versions
@@ -62,7 +63,8 @@ class UnitResult:
 
 
 def format_options(cfg: ShardConfig) -> dict[str, Any]:
-    return {k: getattr(cfg, k) for k in FORMAT_OPTIONS}
+    """The options that decide the shards' bytes (a folder holds shards of one set of them)."""
+    return {k: getattr(cfg, k) for k in FORMAT_OPTIONS + (FACE_OPTIONS if cfg.anonymize != "none" else ())}
 
 
 def plan_units(sources: list[Source], cfg: ShardConfig) -> tuple[list[Unit], dict, list[str]]:
@@ -81,6 +83,9 @@ def plan_units(sources: list[Source], cfg: ShardConfig) -> tuple[list[Unit], dic
         videos[source.id] = {"file": source.path.name, "width": info.width, "height": info.height, "fps": info.fps,
                               "duration_s": info.duration_s, "codec": info.codec, "size": [w, h],
                               "sha256": (source.sidecar or {}).get("sha256")}
+        if source.sidecar:  # fetched by `wtours fetch`: where it came from and under which licence
+            videos[source.id].update({k: source.sidecar.get(k) for k in ("title", "uploader", "source_url",
+                                                                         "license_effective")})
         t, seg = cfg.start, 0
         while t < t_end - 1e-9:
             t1 = min(t + cfg.segment_seconds, t_end)
@@ -140,17 +145,30 @@ def run_unit(unit: Unit, cfg: ShardConfig, threads: int = 0, progress=None) -> U
     frames = clips = 0
     message, last_time, last_report = "", unit.t0, time.monotonic()
     write_failed = False
+    faces = cfg.faces
+    if faces is not None:  # faces are found on larger frames than the stored ones, then blurred in the stored ones
+        detector = FaceDetector(faces.threshold)
+        detect_size = scaled_size(unit.src_width, unit.src_height,
+                                  min(faces.detect_size, unit.src_width, unit.src_height))
+        if detect_size == (unit.width, unit.height):
+            detect_size = None
     try:
         if not finished:
             for frame in read_frames(unit.path, fps=cfg.fps * k, size=(unit.width, unit.height), start=unit.t0,
                                      end=unit.t1, first_index=first_index, threads=threads,
-                                     skip_nonref=cfg.skip_nonref):
+                                     skip_nonref=cfg.skip_nonref, detect_size=detect_size if faces else None):
                 last_time = frame.time_s
                 phase, j = frame.index % k, frame.index // k
                 clip = (j // T) * k + phase
                 if clip < next_clip:
                     continue
-                open_clips.setdefault(clip, {})[j % T] = (frame.time_s, encode_jpeg(frame.image, cfg.quality))
+                image, found = frame.image, None
+                if faces is not None:
+                    boxes = detector(frame.image if frame.detect is None else frame.detect)
+                    if frame.detect is not None:
+                        boxes = scale_boxes(boxes, frame.detect.shape[1::-1], (unit.width, unit.height))
+                    image, found = blur_faces(image, boxes, faces.mask_scale), len(boxes)
+                open_clips.setdefault(clip, {})[j % T] = (frame.time_s, encode_jpeg(image, cfg.quality), found)
                 frames += 1
                 if j % T == T - 1:  # this clip's last slot: emit it (and drop older clips with holes)
                     for stale in [c for c in open_clips if c < clip]:
@@ -165,6 +183,8 @@ def run_unit(unit: Unit, cfg: ShardConfig, threads: int = 0, progress=None) -> U
                                 "fps": cfg.fps, "shot": None}
                         if cfg.shots is not None:
                             meta.update(shot_fields(shot_starts, times) if shot_starts else {"cuts_inside": None})
+                        if faces is not None:  # faces blurred in each frame
+                            meta.update(anonymized="faces", faces=[slots[i][2] for i in range(T)])
                         writer.add(f"{unit.name}-{clip:06d}", [slots[i][1] for i in range(T)], meta)
                         clips += 1
                 if progress is not None and time.monotonic() - last_report > 0.5:
@@ -202,7 +222,7 @@ def _check_config(cfg: ShardConfig) -> None:
     wanted = format_options(cfg)
     if path.is_file():
         have = read_json(path).get("format_options", {})
-        diff = {k: (have.get(k), v) for k, v in wanted.items() if have.get(k) != v}
+        diff = {k: (have.get(k), wanted.get(k)) for k in sorted(set(have) | set(wanted)) if have.get(k) != wanted.get(k)}
         if diff:
             listing = ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in diff.items())
             raise ValueError(f"{cfg.out} holds shards made with other options ({listing}); use another --out")
@@ -230,7 +250,32 @@ def write_index(cfg: ShardConfig, units: list[Unit], videos: dict, errors: list[
         "errors": errors,
     }
     write_json_atomic(cfg.out / INDEX, index)
+    write_text_atomic(cfg.out / "ATTRIBUTION.md", attribution(index, cfg))
     return cfg.out / INDEX
+
+
+def attribution(index: dict, cfg: ShardConfig) -> str:
+    """ATTRIBUTION.md of a shard folder: the videos the frames come from, and whether faces were blurred."""
+    lines = ["# Attribution", "", "The frames in these shards were cut by `wtours shard` from the videos below, "
+             "under their licences (given where the videos were fetched by `wtours fetch`).", "",
+             "| video | file | title | uploader | source | licence |", "|---|---|---|---|---|---|"]
+    for vid, v in sorted(index["videos"].items()):
+        cells = [vid, v["file"], v.get("title") or "", v.get("uploader") or "", v.get("source_url") or "",
+                 v.get("license_effective") or "unknown (not fetched by wtours)"]
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    lines += ["", "## Faces", ""]
+    if cfg.faces is None:
+        lines.append("Not anonymised: faces in the frames are as in the videos (`wtours shard --anonymize faces` "
+                     "blurs them).")
+    else:
+        record = cfg.faces.record()
+        blurred = sum(s.get("faces", 0) for s in index["shards"])
+        lines.append(f"Anonymised: every face the detector found in the stored frames is blurred ({blurred} faces in "
+                     f"{index['totals']['frames']} frames). Detector: {record['detector']}, score threshold "
+                     f"{record['threshold']}, on frames of {record['detect_size']} px short side (at most the "
+                     f"source's); blur: {record['blur']}, the box enlarged {record['mask_scale']}x. Licence plates "
+                     "are not covered. A detector misses some faces: check before sharing.")
+    return "\n".join(lines) + "\n"
 
 
 def shard(cfg: ShardConfig, reporter: Reporter | None = None) -> tuple[list[UnitResult], list[str]]:
@@ -241,6 +286,8 @@ def shard(cfg: ShardConfig, reporter: Reporter | None = None) -> tuple[list[Unit
     if cfg.segment_seconds * cfg.fps < cfg.frames_per_clip:
         raise ValueError(f"--segment-seconds {cfg.segment_seconds} is shorter than one clip")
     sources = find_sources(cfg.inputs)
+    if cfg.faces is not None:
+        FaceDetector(cfg.face_threshold)  # fail fast, before any decoding, if the detector cannot be loaded
     shot_table = load_shot_starts(cfg.shots) if cfg.shots is not None else {}
     cfg.out.mkdir(parents=True, exist_ok=True)
     _check_config(cfg)

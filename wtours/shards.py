@@ -52,9 +52,10 @@ class ShardRecord:
     t_end: float | None = None
     last_clip: int = -1  # the unit-wide clip number of the shard's last clip (resume starts after it)
     crossing_cuts: int | None = None  # clips that cross a shot cut (None: the clips record no shots)
+    faces: int | None = None  # faces blurred in the shard's frames (None: not anonymised; then not in the index)
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "faces" or v is not None}
 
 
 @dataclass
@@ -95,7 +96,7 @@ class ShardWriter:
         times = [t for m in metas for t in m["frame_times"]]
         self.written.append(ShardRecord(name, self.video, self.unit, len(self._samples), final.stat().st_size,
                                         sha256_file(final), min(times), max(times), metas[-1]["clip"],
-                                        crossing_cuts(metas)))
+                                        crossing_cuts(metas), faces_blurred(metas)))
         self._samples = []
         self.next_shard += 1
 
@@ -136,13 +137,18 @@ def crossing_cuts(metas: list[dict]) -> int | None:
     return None if any(c is None for c in cuts) else sum(c > 0 for c in cuts)
 
 
+def faces_blurred(metas: list[dict]) -> int | None:
+    """Faces blurred in these clips' frames; None unless the clips were anonymised (`--anonymize faces`)."""
+    return sum(sum(m["faces"]) for m in metas) if metas and all("faces" in m for m in metas) else None
+
+
 def describe_shard(path: Path, video: str, unit: str) -> ShardRecord:
     """Re-read a complete shard (count, checksum, time range), e.g. when resuming."""
     metas = [json.loads(sample["json"]) for sample in iter_samples(path)]
     times = [t for m in metas for t in m["frame_times"]]
     return ShardRecord(path.name, video, unit, len(metas), path.stat().st_size, sha256_file(path),
                        min(times) if times else None, max(times) if times else None,
-                       max((m["clip"] for m in metas), default=-1), crossing_cuts(metas))
+                       max((m["clip"] for m in metas), default=-1), crossing_cuts(metas), faces_blurred(metas))
 
 
 # ---------------------------------------------------------------------------------------------

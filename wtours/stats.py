@@ -51,8 +51,10 @@ def cache_paths(cfg: StatsConfig, source: Source) -> dict[str, Path]:
     folder = cfg.out / ".cache"
     light = _key(source, cfg.fps, cfg.analysis_short_side, cfg.skip_nonref)
     objects = _key(source, cfg.detect_fps, cfg.detector, cfg.conf, cfg.imgsz)
+    faces = _key(source, cfg.detect_fps, cfg.face_threshold, cfg.face_detect_size)
     return {"light": folder / f"{source.id}.light.{light}.parquet",
             "objects": folder / f"{source.id}.objects.{objects}.parquet",
+            "faces": folder / f"{source.id}.faces.{faces}.parquet",
             "info": folder / f"{source.id}.info.{light}.json",
             "error": folder / f"{source.id}.error.{light}.{objects}.json"}
 
@@ -79,7 +81,8 @@ def analyse_video(source: Source, cfg: StatsConfig, threads: int = 0) -> VideoRe
     paths = cache_paths(cfg, source)
     need_light = not paths["light"].is_file()
     need_objects = cfg.objects and not paths["objects"].is_file()
-    if not (need_light or need_objects):
+    need_faces = cfg.faces and not paths["faces"].is_file()
+    if not (need_light or need_objects or need_faces):
         return VideoResult(source.id, "cached")
     remove_stale_temporaries(cfg.out / ".cache", f"{source.id}.*")  # left by a run killed while writing
     try:
@@ -92,6 +95,12 @@ def analyse_video(source: Source, cfg: StatsConfig, threads: int = 0) -> VideoRe
     det_size = scaled_size(info.width, info.height, int(round(min(info.width, info.height) * min(1.0, scale))))
     detector = _detector(cfg) if need_objects else None
     small_rgb, det_rgb = Scaler(small), Scaler(det_size)
+    if need_faces:
+        from wtours.faces import FaceDetector
+
+        face_detector = FaceDetector(cfg.face_threshold)
+        face_rgb = Scaler(scaled_size(info.width, info.height, min(cfg.face_detect_size, info.width, info.height)))
+    face_counts: list[int] = []
     grid_light = grid_det = None
     light_times: list[float] = []
     lightness: list[np.ndarray] = []
@@ -132,11 +141,14 @@ def analyse_video(source: Source, cfg: StatsConfig, threads: int = 0) -> VideoRe
                 batch.append(small_rgb(frame))
                 if len(batch) >= BATCH:
                     flush_light()
-            if need_objects and grid_det.take(t) is not None:
+            if (need_objects or need_faces) and grid_det.take(t) is not None:
                 det_times.append(t)
-                det_frames.append(det_rgb(frame))
-                if len(det_frames) >= 32:
-                    flush_objects()
+                if need_faces:
+                    face_counts.append(len(face_detector(face_rgb(frame))))
+                if need_objects:
+                    det_frames.append(det_rgb(frame))
+                    if len(det_frames) >= 32:
+                        flush_objects()
         flush_light()
         flush_objects()
         if math.isfinite(info.duration_s) and info.duration_s - last_t > 1.0 + 2.0 / max(info.fps, 1.0):
@@ -160,6 +172,9 @@ def analyse_video(source: Source, cfg: StatsConfig, threads: int = 0) -> VideoRe
                                "n_classes": np.asarray([d.n_classes for d in detections], dtype=np.int32),
                                "classes": [d.classes for d in detections]})
             _write_parquet(df, paths["objects"])
+        if need_faces:
+            _write_parquet(pd.DataFrame({"time_s": np.asarray(det_times, dtype=np.float64),
+                                         "n_faces": np.asarray(face_counts, dtype=np.int32)}), paths["faces"])
     except WriteError as exc:  # disk full or the like: this part is not cached, a rerun computes it again
         return VideoResult(source.id, "error", message=str(exc))
     return VideoResult(source.id, "analysed", len(light_times), len(det_times), last_t)
@@ -187,7 +202,7 @@ def build_tables(cfg: StatsConfig, sources: list[Source]) -> dict[str, pd.DataFr
     frames, shots, videos = [], [], []
     for source in sources:
         paths = cache_paths(cfg, source)
-        if not paths["light"].is_file() or (cfg.objects and not paths["objects"].is_file()):
+        if not _finished(cfg, source) or paths["error"].is_file():
             continue
         info = json.loads(paths["info"].read_text())
         light = pd.read_parquet(paths["light"])
@@ -197,9 +212,9 @@ def build_tables(cfg: StatsConfig, sources: list[Source]) -> dict[str, pd.DataFr
         light.loc[cuts, "is_cut"] = True
         light["lightness_rate"] = lightness_change_per_minute(times, light["lightness"].to_numpy()) / 60.0
         df = light
-        if cfg.objects:
-            objects = pd.read_parquet(paths["objects"])
-            df = light.merge(objects, on="time_s", how="outer").sort_values("time_s", kind="stable")
+        for part in ("objects", "faces"):
+            if getattr(cfg, part):
+                df = df.merge(pd.read_parquet(paths[part]), on="time_s", how="outer").sort_values("time_s", kind="stable")
         df.insert(0, "video", source.id)
         frames.append(df)
         end = info["duration_s"] if math.isfinite(info["duration_s"]) else float(times[-1]) if len(times) else 0.0
@@ -219,6 +234,10 @@ def build_tables(cfg: StatsConfig, sources: list[Source]) -> dict[str, pd.DataFr
             "objects_per_frame": float(detected["n_objects"].mean()) if detected is not None and len(detected) else float("nan"),
             "classes_per_frame": float(detected["n_classes"].mean()) if detected is not None and len(detected) else float("nan"),
         })
+        if cfg.faces:
+            counted = df.dropna(subset=["n_faces"])["n_faces"]
+            videos[-1].update(faces=int(counted.sum()), frames_with_faces=int((counted > 0).sum()),
+                              faces_per_frame=float(counted.mean()) if len(counted) else float("nan"))
     empty_frames = pd.DataFrame(columns=["video", "time_s", "lightness", "cut_score", "is_cut", "lightness_rate"])
     return {"frames": pd.concat(frames, ignore_index=True) if frames else empty_frames,
             "shots": pd.concat(shots, ignore_index=True) if shots else pd.DataFrame(columns=["video", "shot", "start_s", "end_s"]),
@@ -238,7 +257,7 @@ def write_outputs(cfg: StatsConfig, tables: dict[str, pd.DataFrame]) -> None:
 def _finished(cfg: StatsConfig, source: Source) -> bool:
     """Analysed (cached) or failed (error marker) with the current file and options."""
     paths = cache_paths(cfg, source)
-    done = paths["light"].is_file() and (not cfg.objects or paths["objects"].is_file())
+    done = paths["light"].is_file() and all(paths[p].is_file() for p in ("objects", "faces") if getattr(cfg, p))
     return done or paths["error"].is_file()
 
 
@@ -262,6 +281,10 @@ def stats(cfg: StatsConfig, reporter: Reporter | None = None) -> tuple[list[Vide
     write_json_atomic(cfg.out / "stats_config.json", {**asdict(cfg), "rank": rank, "world_size": world})
     if cfg.objects:
         _detector(cfg)  # fail fast, before any decoding, if the weights cannot be loaded
+    if cfg.faces:
+        from wtours.faces import FaceDetector
+
+        FaceDetector(cfg.face_threshold)
     mine = split_for_rank(sources, rank, world)
     bar = reporter.bar(total=len(mine), desc="stats (videos)", unit="video")
     try:

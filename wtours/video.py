@@ -73,6 +73,7 @@ class Frame:
     index: int  # grid index: nominal time = start + index / fps
     time_s: float  # the decoded frame's own presentation time
     image: np.ndarray  # H x W x 3 uint8
+    detect: np.ndarray | None = None  # the same frame at read_frames' `detect_size` (for a detector), if asked
 
 
 def scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
@@ -167,6 +168,7 @@ def read_frames(
     threads: int = 0,
     skip_nonref: bool = False,
     interpolation: str = "AREA",
+    detect_size: tuple[int, int] | None = None,
 ) -> Iterator[Frame]:
     """Stream frames of `path` sampled on the Grid start + i/fps (every frame if fps is None).
 
@@ -174,17 +176,19 @@ def read_frames(
     the frames an uninterrupted one would) and stops before `end`. Only sampled frames are scaled.
     `skip_nonref` lets the decoder drop frames nothing refers to (B-frames): 1.3-1.5x faster for
     sparse sampling; a sampled frame may then be a frame or two after its grid point.
+    `detect_size`: each frame also comes at this size (Frame.detect), scaled from the same decoded picture.
     Raises VideoError naming the file and the last timestamp reached if decoding fails.
     """
     grid = None
     scale = Scaler(size, interpolation)
+    scale_detect = Scaler(detect_size, interpolation) if detect_size else None
     seek_to = start + (first_index / fps if fps else 0.0)
     for t, frame, rate in decode(path, seek_to, end, threads, skip_nonref):
         if grid is None:
             grid = Grid(fps, start, first_index, rate)
         index = grid.take(t)
         if index is not None:
-            yield Frame(index, t, scale(frame))
+            yield Frame(index, t, scale(frame), scale_detect(frame) if scale_detect else None)
 
 
 class Scaler:
