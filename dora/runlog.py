@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import deque
 from pathlib import Path
 
@@ -98,6 +99,17 @@ class TrainLog:
                 pass
         if self.writer is not None:
             self.writer.close()
+
+
+def resident_mb() -> float:
+    """This process's resident memory now (Linux /proc), else its peak (getrusage): a leak shows in log.jsonl."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def trim_log(path: Path, step: int) -> None:

@@ -28,7 +28,7 @@ from dora.config import TrainConfig
 from dora.data import ClipStream, DataError, make_loader, median_crop_side
 from dora.loss import DistillLoss
 from dora.model import DINOModel
-from dora.runlog import TrainLog
+from dora.runlog import TrainLog, resident_mb
 from dora.schedules import cosine, teacher_temperatures
 from dora.step import clip_gradients, resolve_precision, train_step  # train_step: looked up here (tests patch it)
 from wtours.shards import ShardSet, open_shards
@@ -332,7 +332,8 @@ def train(cfg: TrainConfig, progress: bool = True, reporter: Reporter | None = N
                     log.warn(f"skipped a bad clip: {problem['shard']} {problem['key']}: {problem['error']}")
                 clips_per_s = cfg.batch_size * run.world / (time.perf_counter() - tick)
                 log.step({"step": state.step, "epoch": epoch, "loss": loss, **info, "clips_per_s": clips_per_s,
-                          "time": time.time(), "skipped": len(state.skipped)}, clips_per_s)
+                          "time": time.time(), "skipped": len(state.skipped), "rss_mb": round(resident_mb(), 1)},
+                         clips_per_s)
                 if state.step % cfg.checkpoint_every == 0:
                     run.save(latest)
                 if cfg.keep_every and state.step % (cfg.keep_every * sched.steps_per_epoch) == 0:

@@ -669,6 +669,7 @@ def test_train_json_prints_only_json_lines_on_stdout(real_shards, tmp_path):
     assert [e["event"] for e in events] == ["step", "step", "done"] and events[-1]["step"] == 2
     logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [e["loss"] for e in events[:2]] == [r["loss"] for r in logged]
+    assert all(50 < r["rss_mb"] < 20_000 for r in logged)  # the process's resident memory, to spot a leak
 
 
 def test_shards_that_are_all_bad_stop_with_the_fraction_error(real_shards, tmp_path):
