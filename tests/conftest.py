@@ -192,13 +192,12 @@ def encode_frames(path: Path, frames, fps: int, size: tuple[int, int]) -> Path:
 
 def _photo(name: str, height: int) -> np.ndarray:
     from PIL import Image
-    from skimage import data
 
-    image = getattr(data, name)()
-    if image.ndim == 2:
-        image = np.stack([image] * 3, axis=-1)
+    from wtours.demo_assets import photo
+
+    image = photo(name)  # the demo's own loader of scikit-image photos (gray ones made RGB)
     width = int(image.shape[1] * height / image.shape[0])
-    return np.asarray(Image.fromarray(image[..., :3]).resize((width, height)))
+    return np.asarray(Image.fromarray(image).resize((width, height)))
 
 
 def pan(photo: np.ndarray, seconds: float, fps: int, size, pixels_per_frame: float, gain=lambda t: 1.0):
@@ -270,26 +269,12 @@ def tiny_checkpoint(real_shards, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def photo_classes(tmp_path_factory) -> Path:
-    """An ImageFolder of real photos: 3 classes (astronaut, coffee, cat), random crops of each, train/val."""
-    from PIL import Image
-    from skimage import data
+    """An ImageFolder of real photos: 3 classes (astronaut, coffee, cat), 8 + 4 random crops of each (the demo's
+    labelled set, smaller)."""
+    from wtours.demo_assets import make_photo_classes
 
-    root = tmp_path_factory.mktemp("classes")
-    rng = np.random.default_rng(0)
-    for name in ("astronaut", "coffee", "chelsea"):
-        photo = getattr(data, name)()
-        h, w = photo.shape[:2]
-        for split, count in (("train", 8), ("val", 4)):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(count):
-                side = int(min(h, w) * rng.uniform(0.5, 0.9))
-                top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-                crop = photo[top:top + side, left:left + side]
-                if rng.random() < 0.5:
-                    crop = crop[:, ::-1]
-                Image.fromarray(np.ascontiguousarray(crop)).resize((72, 72)).save(folder / f"{i}.jpg")
-    return root
+    return make_photo_classes(tmp_path_factory.mktemp("classes"), train=8, val=4, size=72,
+                              names=("astronaut", "coffee", "chelsea"))
 
 
 def file_size_limit(limit: int):

@@ -29,6 +29,23 @@ def _manifest(tmp_path, video_dir, names=("pattern", "smpte"), license_="CC-BY-4
     return write_manifest(tmp_path / "manifest.csv", rows)
 
 
+def test_a_fetched_video_smaller_or_slower_than_the_manifest_says_is_warned_about_and_recorded(tmp_path, video_dir):
+    rows = [{"id": "pattern", "url": (video_dir / "pattern.mp4").as_uri(), "license": "CC-BY-4.0", "width": 3840,
+             "height": 2160, "fps": 60},
+            {"id": "smpte", "url": (video_dir / "smpte.mp4").as_uri(), "license": "CC-BY-4.0", "width": 128,
+             "height": 96, "fps": 30}]
+    manifest = write_manifest(tmp_path / "m.csv", rows, columns=("id", "url", "license", "width", "height", "fps"))
+    result = runner.invoke(app, ["fetch", "--manifest", str(manifest), "--out", str(tmp_path / "out"), "--json",
+                                 "--max-height", "1080"])
+    assert result.exit_code == 0, result.output
+    warnings = [json.loads(line) for line in result.stdout.splitlines() if '"warning"' in line]
+    assert [w["id"] for w in warnings] == ["pattern", "pattern"]
+    assert "fetched 160x120, the manifest lists 3840x2160 (--max-height 1080)" in warnings[0]["message"]
+    assert "fetched at 25.00 fps, the manifest lists 60" in warnings[1]["message"]
+    assert len(json.loads((tmp_path / "out" / "pattern.json").read_text())["differs_from_manifest"]) == 2
+    assert json.loads((tmp_path / "out" / "smpte.json").read_text())["differs_from_manifest"] == []
+
+
 def test_file_urls_fetch_with_sidecars_checksums_and_attribution(tmp_path, video_dir):
     results = fetch(_cfg(tmp_path, _manifest(tmp_path, video_dir)))
     assert [(r.id, r.status) for r in results] == [("pattern", "downloaded"), ("smpte", "downloaded")]

@@ -68,12 +68,13 @@ def make_walk(path: Path, seconds_per_photo: float = 3.0) -> Path:
     return write_video(path, frames(), WALK_FPS, crf=21)
 
 
-def make_photo_classes(root: Path, train: int = 20, val: int = 20, size: int = 64, seed: int = 0) -> Path:
+def make_photo_classes(root: Path, train: int = 20, val: int = 20, size: int = 64, seed: int = 0,
+                       names: tuple[str, ...] = PHOTOS) -> Path:
     """An ImageFolder (train/ and val/) with one class per photo: random crops, flips and colour shifts."""
     if (root / "val").is_dir():
         return root
     rng = np.random.default_rng(seed)
-    for name in PHOTOS:
+    for name in names:
         image = photo(name)
         h, w = image.shape[:2]
         for split, count in (("train", train), ("val", val)):

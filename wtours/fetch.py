@@ -299,6 +299,19 @@ def _sidecar(entry: ManifestEntry, url: str, video: Path, staged: Path, sha256: 
     }
 
 
+def manifest_differences(entry: ManifestEntry, facts: dict, max_height: int) -> list[str]:
+    """How the fetched file differs from what the manifest says the video is (its width, height and fps
+    columns), within --max-height: a site that no longer offers the 4K or 60 fps stream is said so."""
+    out = []
+    wanted = min(entry.height, max_height) if entry.height else None
+    if wanted and facts["height"] < wanted:
+        out.append(f"fetched {facts['width']}x{facts['height']}, the manifest lists {entry.width}x{entry.height} "
+                   f"(--max-height {max_height}): the source offered no taller stream")
+    if entry.fps and abs(facts["fps"] - entry.fps) > 0.5:
+        out.append(f"fetched at {facts['fps']:.2f} fps, the manifest lists {entry.fps:g}")
+    return out
+
+
 def fetch_one(entry: ManifestEntry, cfg: FetchConfig, reporter: Reporter, js_runtimes: dict | None = None) -> FetchResult:
     """Fetch one video from its first source that works, retrying transient failures with exponential
     backoff, then the next source (mirror) after a permanent failure, exhausted retries or a sha256
@@ -337,6 +350,9 @@ def _fetch_source(entry: ManifestEntry, index: int, url: str, cfg: FetchConfig, 
             video = cfg.out / f"{entry.id}{staged.suffix}"
             try:
                 meta = _sidecar(entry, url, video, staged, digest, info)
+                meta["differs_from_manifest"] = manifest_differences(entry, meta, cfg.max_height)
+                for difference in meta["differs_from_manifest"]:
+                    reporter.warn(f"{entry.id}: {difference}", id=entry.id)
             except VideoError as exc:
                 staged.unlink(missing_ok=True)  # not a video (an error page, a broken file): do not resume it
                 raise FetchError(f"downloaded file is not a readable video: {exc}") from exc
