@@ -195,7 +195,9 @@ class DavisConfig(EncoderOptions, PropagationConfig):
     out: Path = Path("runs/davis")  # folder for metrics.json, per_sequence.csv, masks/
     sequences: list[str] = field(default_factory=list)  # sequences to evaluate (default: ImageSets/2017/val.txt)
     size: int = 480  # short side of the frames the encoder sees (DINO: 480)
-    save_masks: bool = False  # write the predicted palette PNGs in the DAVIS result layout
+    save_masks: bool = False  # write the predicted palette PNGs in the DAVIS result layout, and an overlay mp4
+    cache_features: bool = True  # keep each frame's features in OUT/features (float16), so that another run
+    # with other propagation options computes none again
 
     @property
     def propagation(self) -> PropagationConfig:

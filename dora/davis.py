@@ -12,6 +12,7 @@ first and last (`dora.vos_metrics`).
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import time
 from dataclasses import asdict
@@ -80,8 +81,10 @@ def _palette(path: Path) -> list[int]:
 
 
 @torch.no_grad()
-def evaluate_sequence(model: torch.nn.Module, root: Path, name: str, cfg: DavisConfig) -> tuple[dict, list[np.ndarray]]:
-    """Per-object scores of one sequence, and the predicted label maps of frames 1.. (annotation size)."""
+def evaluate_sequence(model: torch.nn.Module, root: Path, name: str, cfg: DavisConfig,
+                      cache: Path | None = None) -> tuple[dict, list[np.ndarray]]:
+    """Per-object scores of one sequence, and the predicted label maps of frames 1.. (annotation size).
+    `cache`: a folder for this encoder's per-frame features (read if there, else computed and written)."""
     frames = sorted((root / "JPEGImages" / "480p" / name).glob("*.jpg"))
     notes = root / "Annotations" / "480p" / name
     if not frames:
@@ -102,12 +105,22 @@ def evaluate_sequence(model: torch.nn.Module, root: Path, name: str, cfg: DavisC
     small = np.asarray(Image.fromarray(first).resize(grid[::-1], Image.NEAREST))
     labels = F.one_hot(torch.from_numpy(small.astype(np.int64)), int(first.max()) + 1).permute(2, 0, 1).float()
 
-    def features():
+    def features():  # one frame at a time: a long sequence's features are never all held
         for path in frames:
+            stat = path.stat()
+            cached = cache / name / f"{path.stem}-{stat.st_size}-{stat.st_mtime_ns}.pt" if cache else None
+            if cached is not None and cached.is_file():
+                yield torch.load(cached, weights_only=True).float()
+                continue
             x, shape = _frame(path, size)
             if shape != original:
                 raise EvalError(f"{path}: frame is {shape[1]}x{shape[0]}, the first {original[1]}x{original[0]}")
             tokens = model.forward_features(x[None])[0, model.num_prefix_tokens:]
+            if cached is not None:  # stored as float16, and used as stored: a cached run scores the same
+                tokens = tokens.half()
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(cached) as tmp:
+                    torch.save(tokens.clone(), tmp)
             yield tokens.float()
 
     predictions = [first]
@@ -137,10 +150,14 @@ def eval_davis(spec: EncoderSpec, cfg: DavisConfig, progress: bool = True) -> di
 
     names = sequence_names(Path(cfg.root), cfg.sequences)
     model, info = load_encoder(spec)
+    cache = None
+    if cfg.cache_features:  # per encoder (its file's identity) and frame size
+        key = hashlib.sha256(f"{spec.identity()}|{cfg.size}|{Path(cfg.root).resolve()}".encode()).hexdigest()[:16]
+        cache = Path(cfg.out) / "features" / key
     per_sequence, seconds, frame_count = {}, 0.0, 0
     for name in tqdm(names, desc="davis", unit="sequence", disable=not progress):
         tick = time.perf_counter()
-        scores, predictions = evaluate_sequence(model, Path(cfg.root), name, cfg)
+        scores, predictions = evaluate_sequence(model, Path(cfg.root), name, cfg, cache)
         seconds += time.perf_counter() - tick
         frame_count += len(predictions)
         per_sequence[name] = scores
@@ -148,7 +165,7 @@ def eval_davis(spec: EncoderSpec, cfg: DavisConfig, progress: bool = True) -> di
             _save_masks(Path(cfg.root), name, predictions, Path(cfg.out) / "masks" / name)
     result = {**summary(per_sequence), "seconds_per_frame": seconds / max(1, frame_count), "encoder": info,
               "options": {"root": str(cfg.root), "out": str(cfg.out), "sequences": cfg.sequences, "size": cfg.size,
-                          "save_masks": cfg.save_masks, "propagation": asdict(cfg.propagation)},
+                          "save_masks": cfg.save_masks, "cache_features": cfg.cache_features, "propagation": asdict(cfg.propagation)},
               "sequences": {n: {str(o): s for o, s in objs.items()} for n, objs in per_sequence.items()}}
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -59,11 +59,13 @@ def load_encoder(spec: EncoderSpec, device: torch.device | str = "cpu") -> tuple
     elif spec.model is not None:
         if spec.model not in timm.list_models():
             raise EvalError(f"unknown timm model {spec.model!r}")
-        model = timm.create_model(spec.model, pretrained=False, num_classes=0, dynamic_img_size=True)
+        with torch.random.fork_rng(devices=[]):  # random init is seeded: the same "random weights" every time,
+            torch.manual_seed(0)  # so features cached for them stay theirs
+            model = timm.create_model(spec.model, pretrained=False, num_classes=0, dynamic_img_size=True)
         state = None
         if spec.weights is not None:
             state = _read_weights(Path(spec.weights))
-        info = {"source": str(spec.weights or "random init"), "arch": spec.model, "which": "weights"}
+        info = {"source": str(spec.weights or "random init (seed 0)"), "arch": spec.model, "which": "weights"}
     else:
         raise EvalError("give --checkpoint CKPT, or --model NAME (with --weights FILE for trained weights)")
     if state is not None:

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -52,6 +53,22 @@ def test_eval_davis_scores_and_writes_masks(davis_root, tmp_path):
     assert overlay.frames == 8 and (overlay.width, overlay.height) == (192, 112)
     first = np.asarray(Image.open(davis_root / "Annotations" / "480p" / "seq0" / "00000.png"))
     assert np.array_equal(np.asarray(Image.open(masks[0])), first)  # the given first frame
+    # Features are cached: a rerun (here with other propagation options) runs no encoder, and the same
+    # options give the same scores from the cache.
+    import timm.models.vision_transformer as vit
+
+    real = vit.VisionTransformer.forward_features
+    vit.VisionTransformer.forward_features = lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed"))
+    try:
+        same = runner.invoke(app, ["eval", "davis", "--root", str(davis_root), "--model", "vit_tiny_patch16_224",
+                                   "--out", str(out), "--size", "96", "--json"])
+        other = runner.invoke(app, ["eval", "davis", "--root", str(davis_root), "--model", "vit_tiny_patch16_224",
+                                    "--out", str(out), "--size", "96", "--n-last-frames", "1", "--topk", "1", "--json"])
+    finally:
+        vit.VisionTransformer.forward_features = real
+    assert same.exit_code == 0 and other.exit_code == 0, same.output + other.output
+    assert json.loads(same.stdout)["JF_mean"] == metrics["JF_mean"]
+    assert json.loads(other.stdout)["options"]["propagation"]["topk"] == 1
 
 
 def test_bad_davis_folders_are_clear_errors(davis_root, tmp_path):
@@ -87,3 +104,12 @@ def test_the_encoder_sees_whole_patches_whatever_the_size():
     assert encoder_size(480, 854, 480, 16) == (480, 832)  # DINO's 480p
     assert encoder_size(180, 320, 180, 16) == (176, 256)  # a short side that is no multiple of 16 (was refused)
     assert encoder_size(320, 180, 180, 8) == (288, 176)
+
+
+def test_random_weights_are_the_same_every_time_so_their_cached_features_stay_theirs():
+    from dora.encoder import EncoderSpec, load_encoder
+
+    a, info = load_encoder(EncoderSpec(model="vit_tiny_patch16_224"))
+    b, _ = load_encoder(EncoderSpec(model="vit_tiny_patch16_224"))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert info["source"] == "random init (seed 0)"
