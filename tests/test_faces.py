@@ -129,8 +129,15 @@ def test_shards_with_anonymize_faces_blur_faces_record_it_and_keep_faceless_fram
     assert "Anonymised" in attribution and "4 faces in 8 frames" in attribution and "CenterFace" in attribution
     assert "Not anonymised" in (tmp_path / "plain" / "ATTRIBUTION.md").read_text()
     assert verify(tmp_path / "anon") == []
-    # Reruns: the same bytes again; the folder refuses to mix anonymised and plain shards.
-    shard(ShardConfig(out=tmp_path / "again", anonymize="faces", **common))
+    # Reruns: the same bytes again, also when a run resumes after its last complete shard (the unit's
+    # record and last shard gone, as after a kill); the folder refuses to mix anonymised and plain shards.
+    shard(ShardConfig(out=tmp_path / "again", anonymize="faces", **{**common, "clips_per_shard": 1}))
+    last = sorted((tmp_path / "again").glob("*.tar"))[-1]
+    last.unlink()
+    for record in (tmp_path / "again" / ".units").glob("*.json"):
+        record.unlink()
+    (tmp_path / "again" / "index.json").unlink()
+    shard(ShardConfig(out=tmp_path / "again", anonymize="faces", **{**common, "clips_per_shard": 1}))
     assert _members(tmp_path / "again") == anon
     with pytest.raises(ValueError, match="anonymize"):
         shard(ShardConfig(out=tmp_path / "anon", **common))
