@@ -5,7 +5,6 @@ frames, then a row per object showing what its mask keeps."""
 
 from __future__ import annotations
 
-import io
 import tarfile
 import warnings
 from pathlib import Path
@@ -23,7 +22,7 @@ from dora.data import normalize  # noqa: E402
 from dora.discover import binary_masks, discover_and_track, merge_heads, pick_heads  # noqa: E402
 from dora.encoder import EncoderSpec, EvalError, load_encoder  # noqa: E402
 from dora.model import ViTBackbone, patch_grid  # noqa: E402
-from wtours.shards import frame_members, iter_samples  # noqa: E402
+from wtours.shards import decode_sample, iter_samples  # noqa: E402
 from wtours.video import VIDEO_SUFFIXES, probe, read_frames, scaled_size, write_video  # noqa: E402
 from wtours_base.files import atomic_path, write_json_atomic  # noqa: E402
 
@@ -49,14 +48,13 @@ def load_frames(path: Path, size: int, frames: int, fps: float, start: float) ->
         try:
             for sample in iter_samples(path):  # the first clip whose frames decode; a bad one is named and passed over
                 try:
-                    images = [np.asarray(Image.open(io.BytesIO(sample[m])).convert("RGB")) for m in frame_members(sample)]
-                except OSError as exc:
+                    images, _ = decode_sample(sample)
+                except (OSError, ValueError, KeyError) as exc:  # a frame that does not decode, no frames, no json
                     bad += 1
                     warnings.warn(f"{path} {sample['__key__']}: skipped a clip whose frames do not decode ({exc})",
                                   stacklevel=2)
                     continue
-                if images:
-                    return np.stack([_square(im, size) for im in images[:frames]]), "shard"
+                return np.stack([_square(im, size) for im in images[:frames]]), "shard"
         except (tarfile.TarError, EOFError) as exc:
             raise EvalError(f"{path}: unreadable shard ({exc})") from exc
         raise EvalError(f"{path}: none of its {bad} clips decodes" if bad else f"{path}: no clip in this shard")

@@ -15,8 +15,8 @@ from typing import Iterator
 import numpy as np
 
 from wtours.config import AnonymizeConfig
-from wtours.faces import FaceDetector, FaceOptions, blur_faces, scale_boxes, union_boxes
-from wtours.video import Frame, VideoError, probe, read_frames, scaled_size, write_video
+from wtours.faces import FaceDetector, FaceOptions, blur_faces, face_detector, union_boxes
+from wtours.video import Frame, VideoError, probe, read_frames, write_video
 from wtours_base.files import atomic_path, write_json_atomic
 from wtours_base.report import Reporter
 from wtours_base.tools import ffmpeg_exe
@@ -31,9 +31,7 @@ def blurred_frames(frames: Iterator[Frame], detector: FaceDetector, every: int, 
         if i % every:
             pending.append(frame.image)
             continue
-        boxes = detector(frame.image if frame.detect is None else frame.detect)
-        if frame.detect is not None:
-            boxes = scale_boxes(boxes, frame.detect.shape[1::-1], frame.image.shape[1::-1])
+        boxes = detector.find(frame.image, frame.detect)
         counts.append(len(boxes))
         between = union_boxes(previous, boxes)
         yield from (blur_faces(image, between, mask_scale) for image in pending)
@@ -47,8 +45,8 @@ def anonymize(cfg: AnonymizeConfig, reporter: Reporter | None = None) -> dict:
     reporter = reporter or Reporter(cfg.mode)
     info = probe(cfg.video)
     faces = FaceOptions(cfg.face_threshold, cfg.face_detect_size)
-    detector = FaceDetector(faces.threshold)
-    detect_size = scaled_size(info.width, info.height, min(faces.detect_size, info.width, info.height))
+    detector = face_detector(faces.threshold)
+    detect_size = faces.detect_dims(info.width, info.height)
     counts: list[int] = []
     decoded = [0]
     began = time.monotonic()

@@ -124,7 +124,6 @@ def verify(
     Example: wtours verify data/shards
     """
     from wtours.shards import verify as run_verify
-    from wtours_base.report import Reporter
 
     reporter = Reporter(_mode(quiet, json_lines))
     problems = run_verify(folder)

