@@ -10,10 +10,7 @@ from dora.config import PRESETS, AttnConfig, DavisConfig, KnnConfig, LinearProbe
 from dora.demo import DemoConfig
 from dora.study import StudyConfig
 from wtours_base.exits import exit_on_errors
-from wtours_base.options import StrictTyper, config_options
-
-JSON = typer.Option(False, "--json", help="JSON on stdout for scripts (nothing else there).")
-QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+from wtours_base.options import JSON, QUIET, StrictTyper, config_options
 
 app = StrictTyper(
     help="DoRA: learn image encoders from long videos by discovering and tracking objects.",
@@ -71,7 +68,7 @@ def train(cfg: TrainConfig, quiet: bool = QUIET, json_lines: bool = typer.Option
 
     with exit_on_errors((DataError, ValueError), failures=(NonFiniteLoss,),
                         interrupted=f"checkpoint kept in {cfg.out / 'checkpoint.pt'}; rerun the same command to resume"):
-        reporter = Reporter(OutputMode.json if json_lines else OutputMode.quiet if quiet else OutputMode.human)
+        reporter = Reporter(OutputMode.of(quiet, json_lines))
         state = run_train(cfg, reporter=reporter)
     reporter.event("done", step=state.step, checkpoint=str(cfg.out / "checkpoint.pt"), skipped=len(state.skipped))
     if not json_lines:
@@ -262,7 +259,7 @@ def demo(cfg: DemoConfig, plan: bool = typer.Option(False, "--plan", help="Print
     from dora.demo import plan_demo, run_demo
     from wtours_base.report import OutputMode
 
-    cfg = replace(cfg, mode=OutputMode.json if json_lines else OutputMode.quiet if quiet else OutputMode.human)
+    cfg = replace(cfg, mode=OutputMode.of(quiet, json_lines))
     with exit_on_errors(interrupted="rerun the same command to continue"):
         if plan:
             typer.echo(json.dumps(plan_demo(cfg).as_dict(), indent=2, default=str))

@@ -11,7 +11,7 @@ import typer
 from wtours.config import AnonymizeConfig, FetchConfig, ShardConfig, StatsConfig
 from wtours.manifest import ManifestError
 from wtours_base.exits import exit_on_errors
-from wtours_base.options import StrictTyper, config_options
+from wtours_base.options import JSON, QUIET, StrictTyper, config_options
 from wtours_base.report import OutputMode, Reporter
 
 app = StrictTyper(
@@ -20,14 +20,6 @@ app = StrictTyper(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
-JSON = typer.Option(False, "--json", help="JSON lines on stdout for scripts.")
-
-
-def _mode(quiet: bool, json_lines: bool) -> OutputMode:
-    return OutputMode.json if json_lines else OutputMode.quiet if quiet else OutputMode.human
 
 
 @app.command()
@@ -43,7 +35,7 @@ def fetch(cfg: FetchConfig, quiet: bool = QUIET, json_lines: bool = JSON) -> Non
 
     with exit_on_errors((ManifestError, ValueError), failures=(SolverMissing,),
                         interrupted="partial downloads are kept in DIR/.partial; rerun the same command to resume"):
-        results = run_fetch(replace(cfg, mode=_mode(quiet, json_lines)))
+        results = run_fetch(replace(cfg, mode=OutputMode.of(quiet, json_lines)))
     if any(r.status in ("failed", "refused") for r in results):
         raise typer.Exit(1)
 
@@ -90,7 +82,7 @@ def shard(cfg: ShardConfig, quiet: bool = QUIET, json_lines: bool = JSON) -> Non
 
     with exit_on_errors((InputError, ValueError, FaceError),
                         interrupted="complete shards are kept; rerun the same command to resume"):
-        results, errors = run_shard(replace(cfg, mode=_mode(quiet, json_lines)))
+        results, errors = run_shard(replace(cfg, mode=OutputMode.of(quiet, json_lines)))
     if errors or any(r.status == "error" for r in results):
         raise typer.Exit(1)
 
@@ -110,7 +102,7 @@ def anonymize(cfg: AnonymizeConfig, quiet: bool = QUIET, json_lines: bool = JSON
 
     with exit_on_errors((ValueError, FaceError), failures=(VideoError,),
                         interrupted="nothing was kept under the final name; rerun the same command"):
-        run_anonymize(replace(cfg, mode=_mode(quiet, json_lines)))
+        run_anonymize(replace(cfg, mode=OutputMode.of(quiet, json_lines)))
 
 
 @app.command()
@@ -125,7 +117,7 @@ def verify(
     """
     from wtours.shards import verify as run_verify
 
-    reporter = Reporter(_mode(quiet, json_lines))
+    reporter = Reporter(OutputMode.of(quiet, json_lines))
     problems = run_verify(folder)
     for problem in problems:
         reporter.error(problem)
@@ -152,7 +144,7 @@ def stats(cfg: StatsConfig, quiet: bool = QUIET, json_lines: bool = JSON) -> Non
 
     with exit_on_errors((InputError, DetectorError, FaceError, ValueError),
                         interrupted="finished videos are cached; rerun the same command to continue"):
-        results, written = run_stats(replace(cfg, mode=_mode(quiet, json_lines)))
+        results, written = run_stats(replace(cfg, mode=OutputMode.of(quiet, json_lines)))
         if written:
             draw_stats(cfg.out, cfg.name)
     if written and not json_lines:
@@ -177,7 +169,7 @@ def figures(
 
     with exit_on_errors((FileNotFoundError, ValueError)):
         paths = compare(list(stats_dirs), out, names.split(",") if names else None)
-    reporter = Reporter(_mode(quiet, json_lines))
+    reporter = Reporter(OutputMode.of(quiet, json_lines))
     for path in paths:
         if json_lines:
             reporter.event("written", path=str(path))

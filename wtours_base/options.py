@@ -29,6 +29,10 @@ from typer.core import TyperCommand
 
 from wtours_base.exits import exit_on_errors
 
+# The output flags every command takes (wtours_base.report.OutputMode.of turns them into a mode).
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars (warnings, errors and the summary only).")
+JSON = typer.Option(False, "--json", help="JSON on stdout for scripts, and nothing else there.")
+
 
 class StrictCommand(TyperCommand):
     """A typer command that refuses an option taking one value when it is given more than once."""

@@ -16,6 +16,11 @@ class OutputMode(str, Enum):
     quiet = "quiet"  # warnings, errors and the summary table only
     json = "json"  # one JSON object per line on stdout, nothing else
 
+    @classmethod
+    def of(cls, quiet: bool, json_lines: bool) -> "OutputMode":
+        """The mode the command-line flags --quiet and --json ask for (--json wins)."""
+        return cls.json if json_lines else cls.quiet if quiet else cls.human
+
 
 class Reporter:
     """One place that decides how a command talks: bars for people, JSON lines for scripts."""
