@@ -298,7 +298,21 @@ def optimise(run: Run, batch: dict, stop: "_StopRequest", began: float) -> tuple
 def train(cfg: TrainConfig, progress: bool = True, reporter: Reporter | None = None) -> RunState:
     """Train; returns the steps done, this run's losses and the bad clips skipped. Raises DataError /
     ValueError before training, NonFiniteLoss, or KeyboardInterrupt after saving (Ctrl-C)."""
-    run = build_run(cfg)
+    try:
+        return _train(build_run(cfg), progress, reporter)
+    finally:
+        leave_distributed()
+
+
+def leave_distributed() -> None:
+    """Tear down the process group. Left to the interpreter's exit, gloo's worker threads can abort a
+    finished rank with SIGABRT ("terminate called without an active exception"; pytorch/pytorch#190489).
+    Every stop is agreed across ranks (`agree`), so all ranks arrive here together, errors included."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _train(run: Run, progress: bool, reporter: Reporter | None) -> RunState:
     cfg, sched, state = run.cfg, run.sched, run.state
     start, latest = state.step, cfg.out / "checkpoint.pt"
     reporter = reporter or Reporter(OutputMode.human if progress else OutputMode.quiet)

@@ -2,14 +2,26 @@
 
 clock: rank 1's clock jumps 1000 s ahead 6 s after start, so it alone thinks --time-budget is spent.
 nan: rank 1's third step returns a NaN loss.
+Every rank also says on stderr if `dora train` left its process group open at exit (gloo may then
+abort the finished process at interpreter shutdown).
 """
 
+import atexit
 import os
 import sys
 import time
 
+import torch.distributed as dist
+
 import dora.train as train_module
 from dora.cli import app
+
+
+@atexit.register
+def _report_open_process_group() -> None:
+    if dist.is_initialized():
+        print(f"rank {os.environ.get('RANK')}: process group left open at exit", file=sys.stderr)
+
 
 if int(os.environ.get("RANK", "0")) == 1:
     fault = os.environ.get("DDP_FAULT", "")

@@ -495,6 +495,7 @@ def test_ranks_stop_together_when_one_rank_runs_out_of_time(real_shards, tmp_pat
     out = tmp_path / "ddp"
     done = _ddp_with_fault(real_shards, out, "clock", "--max-steps", "5000", "--time-budget", "500")
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "process group left open" not in done.stderr
     steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert steps == list(range(1, len(steps) + 1)) and 1 <= len(steps) < 5000
     assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == steps[-1]
@@ -510,6 +511,7 @@ def test_a_nan_on_one_rank_stops_every_rank_cleanly(real_shards, tmp_path):
     # Both ranks exit 1 with our one-line error (torchrun then prints its own summary of the failed ranks).
     assert "exitcode  : 1" in done.stderr and done.stderr.count("exitcode  : 1") == 2
     assert done.stderr.count("Traceback") == 1 and "ChildFailedError" in done.stderr  # torchrun's, not a rank's
+    assert "process group left open" not in done.stderr  # torn down on the error path too
     assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 2
 
 
