@@ -211,11 +211,14 @@ def prepare_data(cfg: StudyConfig) -> tuple[Path, dict[str, Path]]:
     from wtours.shard import ShardConfig, shard
     from wtours_base.report import OutputMode
 
+    # Sizes follow the recipe's crop: frames twice its side (global crops are cut from real pixels, not
+    # blown up), labelled images 1.5 times it (64 px crops: 128 px frames and 96 px images).
+    crop = {**preset("cpu-study"), **cfg.recipe}["global_size"]
     video = make_training_video(cfg.out / "data" / "objects_walk.mp4", cfg.video_seconds)
     shards = cfg.out / "data" / "shards"
-    shard(ShardConfig(inputs=[video], out=shards, fps=4.0, frames_per_clip=4, phases=2, short_side=128,
+    shard(ShardConfig(inputs=[video], out=shards, fps=4.0, frames_per_clip=4, phases=2, short_side=2 * crop,
                       clips_per_shard=32, workers=1, mode=OutputMode.quiet))
-    sets = {name: make_labelled_set(cfg.out / "data" / name, cfg.per_class, recoloured=recoloured)
+    sets = {name: make_labelled_set(cfg.out / "data" / name, cfg.per_class, size=crop * 3 // 2, recoloured=recoloured)
             for name, recoloured in LABELLED_SETS.items()}
     return shards, sets
 

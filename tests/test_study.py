@@ -26,6 +26,9 @@ def test_the_smallest_study_trains_scores_and_reports(tmp_path):
     recoloured = np.asarray(Image.open(tmp_path / "data" / "objects_recoloured" / "val" / "cat" / "000.png"), dtype=float)
     assert np.abs(plain - recoloured).mean() > 5  # the same composite, other colours
     assert list((tmp_path / "data" / "shards").glob("*.tar"))
+    # Sizes follow the recipe's 64 px crop: frames of twice its side, labelled images 1.5 times it.
+    assert json.loads((tmp_path / "data" / "shards" / "index.json").read_text())["options"]["short_side"] == 128
+    assert plain.shape[:2] == (96, 96)
     # Every run scored at steps 0, 2 and 4 against its own untrained network.
     assert set(summary["runs"]) == {"dora-s0", "dino-s0"}
     for run in summary["runs"].values():
