@@ -19,13 +19,15 @@ def test_the_demo_runs_every_step_and_a_rerun_reuses_them(tmp_path, monkeypatch)
     out = tmp_path / "runs" / "demo"
     result = CliRunner().invoke(app, ["demo", "--out", "runs/demo", "--quiet", "--train-steps", "6"])
     assert result.exit_code == 0, result.output
+    assert "warning" not in result.output  # the demo's own settings once drew the blurry-crop warning
     # fetch: the walk through file://, with its sources in the attribution
     walk = probe(out / "videos" / "walk.mp4")
     assert walk.duration_s == pytest.approx(50.0, abs=0.1) and (walk.width, walk.height) == (640, 360)
     assert "Blender Foundation" in (out / "videos" / "ATTRIBUTION.md").read_text()
-    # shard: 50 s sampled at 4 fps x 2 phases = 400 frames, 4 per clip
+    # shard: 50 s sampled at 4 fps x 2 phases = 400 frames, 4 per clip, 128 px (twice the 64 px crop)
     index = read_json(out / "shards" / "index.json")
     assert index["totals"]["clips"] == 100
+    assert index["options"]["short_side"] == 128
     assert verify(out / "shards") == []
     # stats: the walk's hard cuts, people seen by the real detector
     videos = pd.read_csv(out / "stats" / "videos.csv").set_index("video")
