@@ -1,5 +1,7 @@
 import json
+import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from typer.testing import CliRunner
 
 from dora.cli import app
+from dora.config import LinearConfig
 from dora.encoder import EncoderSpec, cached_features
 from dora.export import same_features
 from dora.knn import knn_eval, knn_scores, topk_accuracy
@@ -167,3 +170,13 @@ def test_bad_inputs_are_clear_errors(tiny_checkpoint, photo_classes, tmp_path):
     for args, expected in cases:
         result = runner.invoke(app, ["eval", "knn", *args, "--out", str(tmp_path / "o"), *SMALL])
         assert result.exit_code == 2 and expected in result.output, (args, result.output)
+
+
+def test_readme_quotes_the_linear_probes_default_optimiser():
+    # The README once said lr 0.001 while the probe used the authors' 0.01 per 256 images.
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    probe_text = readme[readme.index("- **Linear probe**"):][:600]
+    quoted = re.search(r"momentum ([\d.]+), lr ([\d.]+) x batch/256", probe_text)
+    defaults = LinearConfig()
+    assert quoted and (float(quoted[1]), float(quoted[2])) == (defaults.momentum, defaults.lr)
+    assert f"`--epochs` ({defaults.epochs})" in probe_text
