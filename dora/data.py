@@ -192,6 +192,12 @@ def median_crop_side(height: int, width: int, cfg: AugmentConfig) -> float:
     return float(crop_sides(height, width, cfg, samples=1000).median())
 
 
+def sharp_short_side(global_size: int) -> int:
+    """A frame short side for small CPU recipes: twice the global crop, so that the median composed crop
+    has at least as many source pixels as it shows (the demo at 64 px: 80 px frames gave 52)."""
+    return 2 * global_size
+
+
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 [..., 3, H, W] -> float, ImageNet mean/std (the last step, on the training device)."""
     shape = images.shape

@@ -55,6 +55,7 @@ class DemoPlan:
 
 def plan_demo(cfg: DemoConfig) -> DemoPlan:
     """Every step's options; raises ValueError for ids the Walking Tours manifest does not list."""
+    from dora.data import sharp_short_side
     from dora.train import TrainConfig
     from wtours.fetch import FetchConfig
     from wtours.manifest import DEFAULT_MANIFEST, load_manifest
@@ -82,10 +83,8 @@ def plan_demo(cfg: DemoConfig) -> DemoPlan:
     return DemoPlan(
         fetch=FetchConfig(out=videos, manifest=out / "manifest.csv", allow_any_license=True,  # BSD footage is not CC
                           mode=mode),
-        # Frames twice the global crop (as `dora study`): the recipe's median composed crop then has at
-        # least as many source pixels as it shows (80 px gave 52 px blown up to 64, and a warning).
         shard=ShardConfig(inputs=[videos], out=out / "shards", fps=4.0, frames_per_clip=4, phases=2,
-                          short_side=2 * train["global_size"], clips_per_shard=16, mode=mode),
+                          short_side=sharp_short_side(train["global_size"]), clips_per_shard=16, mode=mode),
         stats=StatsConfig(inputs=[videos], out=out / "stats", name="demo walk", objects=detector is not None,
                           detector=str(detector), mode=mode),
         train=TrainConfig(shards=[str(out / "shards")], out=out / "train",

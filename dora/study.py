@@ -208,6 +208,7 @@ LABELLED_SETS = {"objects": False, "objects_recoloured": True}  # name: colours 
 
 def prepare_data(cfg: StudyConfig) -> tuple[Path, dict[str, Path]]:
     """(shard folder, {labelled set name: root}), made once and reused by reruns."""
+    from dora.data import sharp_short_side
     from wtours.shard import ShardConfig, shard
     from wtours_base.report import OutputMode
 
@@ -216,7 +217,7 @@ def prepare_data(cfg: StudyConfig) -> tuple[Path, dict[str, Path]]:
     crop = {**preset("cpu-study"), **cfg.recipe}["global_size"]
     video = make_training_video(cfg.out / "data" / "objects_walk.mp4", cfg.video_seconds)
     shards = cfg.out / "data" / "shards"
-    shard(ShardConfig(inputs=[video], out=shards, fps=4.0, frames_per_clip=4, phases=2, short_side=2 * crop,
+    shard(ShardConfig(inputs=[video], out=shards, fps=4.0, frames_per_clip=4, phases=2, short_side=sharp_short_side(crop),
                       clips_per_shard=32, workers=1, mode=OutputMode.quiet))
     sets = {name: make_labelled_set(cfg.out / "data" / name, cfg.per_class, size=crop * 3 // 2, recoloured=recoloured)
             for name, recoloured in LABELLED_SETS.items()}
