@@ -19,7 +19,8 @@ import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from dora.data import normalize  # noqa: E402
-from dora.discover import binary_masks, discover_and_track, merge_heads, pick_heads  # noqa: E402
+from dora.discover import binary_masks, pick_heads  # noqa: E402
+from dora.step import object_maps  # noqa: E402
 from dora.encoder import EncoderSpec, EvalError, load_encoder  # noqa: E402
 from dora.model import ViTBackbone, patch_grid  # noqa: E402
 from wtours.shards import decode_sample, iter_samples  # noqa: E402
@@ -122,11 +123,9 @@ def attention_pictures(spec: EncoderSpec, source: Path, out: Path, size: int | N
     else:
         if not 0 < objects <= backbone.num_heads:
             raise EvalError(f"--objects must be 1..{backbone.num_heads} for {info['arch']}")
-        prefix = backbone.num_prefix
         t = len(images)
         heads = pick_heads(backbone.num_heads, objects, torch.Generator().manual_seed(seed))
-        tracks = discover_and_track(backbone.cls_attention(q[:1], k[:1]), merge_heads(q[:1, :, prefix:]),
-                                    merge_heads(k[:, :, prefix:])[None], tokens[:1, prefix:], heads)
+        tracks = object_maps(backbone, tokens, q, k, 1, heads)
         masks = binary_masks(tracks, grid, (size, size))[0].numpy()  # [T, k, H, W]
         # Rows: the frames, then one row per object: what its mask keeps in every frame.
         rows = [list(images)] + [[_object_view(images[i], masks[i, j], COLOURS[j % len(COLOURS)]) for i in range(t)]

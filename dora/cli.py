@@ -9,6 +9,7 @@ import typer
 from dora.config import PRESETS, AttnConfig, DavisConfig, KnnConfig, LinearProbeConfig, ProbeConfig, TrainConfig
 from dora.demo import DemoConfig
 from dora.study import StudyConfig
+from dora.sweep import SweepConfig
 from wtours_base.exits import exit_on_errors
 from wtours_base.options import JSON, QUIET, StrictTyper, config_options
 
@@ -292,6 +293,32 @@ def study(cfg: StudyConfig, recipe: str = typer.Option("{}", help="JSON override
             raise ValueError(f"--recipe is not JSON ({exc})") from None
         summary = run_study(replace(cfg, recipe={**cfg.recipe, **overrides}), progress=not (quiet or json_lines))
     typer.echo(json.dumps(summary["summary"]) if json_lines else report(summary))
+
+
+@app.command()
+@config_options(SweepConfig, flags={"out": ["--out", "-o"]}, exclude=["grid"])
+def sweep(cfg: SweepConfig, grid: str = typer.Option(..., help="JSON: recipe field -> list of values, e.g. "
+                                                      "'{\"lr\": [0.0005, 0.002, 0.008], \"out_dim\": [1024, 4096]}'."),
+          quiet: bool = QUIET, json_lines: bool = JSON) -> None:
+    """Search the CPU recipe: a grid of recipe values per method, each point trained on the study's data and
+    scored against its untrained network (linear probe, k-NN, tracked masks vs the true objects).
+
+    Example: dora sweep --out runs/sweep --grid '{"lr": [0.0005, 0.002, 0.008]}' --steps 400 --part 0/2
+    """
+    import json
+    from dataclasses import replace
+
+    from dora.sweep import report, run_sweep
+
+    with exit_on_errors((ValueError,)):
+        try:
+            values = json.loads(grid)
+        except ValueError as exc:
+            raise ValueError(f"--grid is not JSON ({exc})") from None
+        if not isinstance(values, dict):
+            raise ValueError("--grid must be a JSON object: field -> list of values")
+        summary = run_sweep(replace(cfg, grid=values), progress=not (quiet or json_lines))
+    typer.echo(json.dumps(summary["best"]) if json_lines else report(summary))
 
 
 if __name__ == "__main__":

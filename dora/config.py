@@ -88,6 +88,8 @@ class TrainConfig:
     resume: bool = True  # resume from DIR/checkpoint.pt if it exists
     checkpoint_every: int = 500  # steps between checkpoint.pt updates
     keep_every: int = 0  # epochs between kept copies checkpoint_eNNNN.pt (0: none)
+    keep_every_steps: int = 0  # steps between kept copies checkpoint_sNNNNNNN.pt (0: none); the schedules do not
+    # depend on it (a study scores these)
     save_init: bool = False  # also keep the untrained networks as checkpoint_init.pt (a baseline)
     log_every: int = 1  # steps between lines of log.jsonl
 

@@ -9,6 +9,7 @@ exactly the batches an uninterrupted run would.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import itertools
@@ -118,23 +119,27 @@ def _inside(outer: Box, size: int, scale: tuple[float, float], gen: torch.Genera
 
 
 def clip_boxes(height: int, width: int, frames: int, cfg: AugmentConfig, gen: torch.Generator) -> dict:
-    """Where every view of a clip comes from: {"pre": box, "globals": [box per global view],
+    """Where every view of a clip comes from: {"pre": box, "globals": [[box per frame] per global view],
     "locals": [[box per local crop] per frame]}.
 
     DoRA (cfg.global_crops == 1, the authors' main.py `DataAugmentationDINO`): one pre-crop per clip
     (RandomResizedCrop 300, scale 0.2-1), the global view a crop of it (224, scale 0.4-1) with the same
-    geometry on every frame, and each frame's local crops (112, scale 0.05-0.4) cut from the pre-crop.
-    DINO (global_crops == 2, Caron et al.): each frame is an image; two independent global crops and the
-    local crops are cut from the whole frame.
+    geometry on every frame (the frames are tracked through it), and each frame's local crops
+    (112, scale 0.05-0.4) cut from the pre-crop.
+    DINO (global_crops == 2, Caron et al.): each frame is an image of its own; its two global crops and
+    its local crops are drawn independently of the other frames', from the whole frame.
     """
     if cfg.global_crops == 1:
         pre = crop_params(height, width, cfg.pre_scale, gen)
-        globals_ = [_inside(pre, cfg.pre_size, cfg.global_scale, gen)]
+        shared = _inside(pre, cfg.pre_size, cfg.global_scale, gen)
+        globals_ = [[shared] * frames]
         locals_ = [[_inside(pre, cfg.pre_size, cfg.local_scale, gen) for _ in range(cfg.local_crops)]
                    for _ in range(frames)]
     else:
         pre = (0.0, 0.0, float(height), float(width))
-        globals_ = [crop_params(height, width, cfg.global_scale, gen) for _ in range(cfg.global_crops)]
+        per_frame = [[crop_params(height, width, cfg.global_scale, gen) for _ in range(cfg.global_crops)]
+                     for _ in range(frames)]
+        globals_ = [[boxes[view] for boxes in per_frame] for view in range(cfg.global_crops)]
         locals_ = [[crop_params(height, width, cfg.local_scale, gen) for _ in range(cfg.local_crops)]
                    for _ in range(frames)]
     return {"pre": pre, "globals": globals_, "locals": locals_}
@@ -147,8 +152,9 @@ def _resized(images: torch.Tensor, box: Box, size: int) -> torch.Tensor:
 
 
 def augment_clip(frames: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """{"globals": [T, 3, G, G] (one geometry for the clip), "locals": [T, L, 3, S, S]} as uint8,
-    plus "globals2" (DINO's second global view) if cfg.global_crops == 2. Boxes from `clip_boxes`.
+    """{"globals": [T, 3, G, G], "locals": [T, L, 3, S, S]} as uint8, plus "globals2" (DINO's second global
+    view) if cfg.global_crops == 2. Boxes from `clip_boxes`: DoRA's global view has one geometry and one
+    flip for the whole clip; DINO crops and flips every frame on its own, as it does every image.
 
     Photometric augmentation per frame: DoRA's global view is blurred with p 0.1 (the authors'
     `global_transfo1`); DINO's first global view with p 1.0, its second with p 0.1 and solarised with
@@ -159,10 +165,14 @@ def augment_clip(frames: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator)
     dino = cfg.global_crops == 2
     blur = (cfg.dino_first_blur_p, cfg.global_blur_p) if dino else (cfg.global_blur_p,)
     out = {}
-    for i, box in enumerate(boxes["globals"]):
-        crop = _resized(frames, box, cfg.global_size)
-        if _chance(0.5, gen):
-            crop = TF.horizontal_flip(crop)
+    for i, frame_boxes in enumerate(boxes["globals"]):
+        if dino:  # every frame its own crop and flip
+            crop = torch.stack([_resized(f, box, cfg.global_size) for f, box in zip(frames, frame_boxes)])
+            crop = torch.stack([TF.horizontal_flip(c) if _chance(0.5, gen) else c for c in crop])
+        else:  # the clip's one geometry
+            crop = _resized(frames, frame_boxes[0], cfg.global_size)
+            if _chance(0.5, gen):
+                crop = TF.horizontal_flip(crop)
         views = [photometric(f, cfg, blur[i], gen) for f in crop]
         if i == 1:
             views = [TF.solarize(v, 128) if _chance(cfg.solarize_p, gen) else v for v in views]
@@ -184,7 +194,9 @@ def crop_sides(height: int, width: int, cfg: AugmentConfig, samples: int = 2000,
     """Side (sqrt of the area, in source pixels) of `samples` first global crops of a height x width frame:
     how many source pixels a --global-size view is made from."""
     gen = torch.Generator().manual_seed(seed)
-    sides = [math.sqrt(b[2] * b[3]) for b in (clip_boxes(height, width, 0, cfg, gen)["globals"][0] for _ in range(samples))]
+    one_frame = dataclasses.replace(cfg, local_crops=0)  # draws only what the first global crop needs
+    sides = [math.sqrt(b[2] * b[3])
+             for b in (clip_boxes(height, width, 1, one_frame, gen)["globals"][0][0] for _ in range(samples))]
     return torch.tensor(sides)
 
 

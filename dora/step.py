@@ -41,13 +41,27 @@ def clip_gradients(model: torch.nn.Module, clip: float) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(norms))
 
 
+def object_maps(backbone, tokens: torch.Tensor, q: torch.Tensor, k: torch.Tensor, clips: int, heads: torch.Tensor,
+                sinkhorn: bool = True, eps: float = 0.05, iters: int = 30) -> torch.Tensor:
+    """Tracks [B, T, k, n] of the objects found in frame 0 of each clip (DoRA, Eq. 2-5), from the teacher's
+    output tokens [B*T, N, D] and last-block queries and keys [B*T, h, N, hd] of clips x T frames."""
+    prefix = backbone.num_prefix
+    frames = tokens.shape[0] // clips
+    n = tokens.shape[1] - prefix
+    first = torch.arange(clips, device=tokens.device) * frames  # frame t0 of each clip
+    attention = backbone.cls_attention(q[first], k[first])  # [B, h, n]
+    queries = merge_heads(q[first][:, :, prefix:])  # [B, n, d]
+    keys = merge_heads(k[:, :, prefix:]).reshape(clips, frames, n, -1)  # [B, T, n, d]
+    return discover_and_track(attention.float(), queries.float(), keys.float(), tokens[first, prefix:].float(),
+                              heads.to(tokens.device), sinkhorn, eps, iters)
+
+
 def object_views(teacher: DINOModel, tokens: torch.Tensor, images: torch.Tensor, clips: int, cfg: TrainConfig,
                  step_gen: torch.Generator) -> tuple[torch.Tensor, float]:
     """The k masked copies of every global frame, [B*T*k, 3, G, G], from the teacher's last block, and
     the mean fraction of pixels the masks keep."""
     backbone = teacher.backbone
     q, k = backbone.last_queries_keys()  # [B*T, h, N, hd]
-    prefix = backbone.num_prefix
     frames = images.shape[0] // clips
     grid = patch_grid(backbone, *images.shape[-2:])
     n = grid[0] * grid[1]
@@ -57,13 +71,8 @@ def object_views(teacher: DINOModel, tokens: torch.Tensor, images: torch.Tensor,
         rank_gen = torch.Generator().manual_seed(step_gen.initial_seed() * 65_537 + rank)
         maps = random_maps(clips, cfg.objects, n, rank_gen).to(images.device)[:, None].expand(-1, frames, -1, -1)
     else:
-        first = torch.arange(clips, device=images.device) * frames  # frame t0 of each clip
-        attention = backbone.cls_attention(q[first], k[first])  # [B, h, n]
-        queries = merge_heads(q[first][:, :, prefix:])  # [B, n, d]
-        keys = merge_heads(k[:, :, prefix:]).reshape(clips, frames, n, -1)  # [B, T, n, d]
-        heads = pick_heads(backbone.num_heads, cfg.objects, step_gen).to(images.device)
-        maps = discover_and_track(attention.float(), queries.float(), keys.float(), tokens[first, prefix:].float(),
-                                  heads, cfg.sinkhorn, cfg.sinkhorn_eps, cfg.sinkhorn_iters)
+        heads = pick_heads(backbone.num_heads, cfg.objects, step_gen)
+        maps = object_maps(backbone, tokens, q, k, clips, heads, cfg.sinkhorn, cfg.sinkhorn_eps, cfg.sinkhorn_iters)
     masks = binary_masks(maps, grid, size).reshape(clips * frames, cfg.objects, 1, *size)
     views = (images[:, None] * masks.to(images.dtype)).reshape(-1, *images.shape[1:])
     return views, float(masks.float().mean())

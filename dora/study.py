@@ -92,14 +92,22 @@ def object_images() -> dict[str, np.ndarray]:
 
 def paste(background: np.ndarray, obj: np.ndarray, centre: tuple[float, float], height: int, flip: bool) -> np.ndarray:
     """`obj` (RGBA) scaled to `height` pixels, centred at (x, y), alpha-blended onto a copy of `background`."""
-    h, w = background.shape[:2]
+    return paste_with_mask(background, obj, centre, height, flip)[0]
+
+
+def paste_with_mask(background: np.ndarray, obj: np.ndarray, centre: tuple[float, float], height: int,
+                    flip: bool) -> tuple[np.ndarray, np.ndarray]:
+    """`paste`, and where the object is: a bool mask of the background's size (alpha >= 50 %)."""
     width = max(1, round(obj.shape[1] * height / obj.shape[0]))
     sprite = Image.fromarray(obj).resize((width, height), Image.BICUBIC)
     if flip:
         sprite = sprite.transpose(Image.FLIP_LEFT_RIGHT)
+    corner = (round(centre[0] - width / 2), round(centre[1] - height / 2))
     canvas = Image.fromarray(background)
-    canvas.paste(sprite, (round(centre[0] - width / 2), round(centre[1] - height / 2)), sprite)
-    return np.asarray(canvas)
+    canvas.paste(sprite, corner, sprite)
+    alpha = Image.new("L", canvas.size, 0)
+    alpha.paste(sprite.getchannel("A"), corner)
+    return np.asarray(canvas), np.asarray(alpha) >= 128
 
 
 def _frames(path: Path, size: tuple[int, int]) -> list[np.ndarray]:
@@ -138,6 +146,49 @@ def make_training_video(path: Path, seconds: float, seed: int = 0) -> Path:
                 yield frame
 
     return write_video(path, frames(), VIDEO_FPS, crf=20)
+
+
+def make_mask_truth(path: Path, size: int, clips: int = 24, frames: int = 4, seed: int = 1234) -> Path:
+    """Clips made as the training video is made (two objects moving and changing scale over the street
+    footage, frames 0.24 s apart as the shards sample it) but never trained on, with each object's exact
+    mask: `frames` uint8 [N, T, size, size, 3] and `masks` bool [N, T, 2, size, size] in an .npz. Square
+    frames (the street's centre square), so the teacher sees the whole frame at its training size."""
+    if path.is_file():
+        return path
+    from wtours.demo_assets import packaged_clip_dir
+
+    rng = np.random.default_rng(seed)
+    objects = object_images()
+    names = list(objects)
+    street = _frames(packaged_clip_dir() / "bikes.mp4", VIDEO_SIZE)
+    side = VIDEO_SIZE[1]
+    left = (VIDEO_SIZE[0] - side) // 2
+    step = round(VIDEO_FPS / 4)  # the shards' 4 fps
+    scene_frames = 4 * VIDEO_FPS
+    out_frames = np.zeros((clips, frames, size, size, 3), np.uint8)
+    out_masks = np.zeros((clips, frames, 2, size, size), bool)
+    for c in range(clips):
+        pair = rng.choice(len(names), 2, replace=False)
+        paths = [(rng.uniform(0.2 * side, 0.8 * side, size=(2, 2)), rng.uniform(0.35, 0.75, 2) * side, rng.random() < 0.5)
+                 for _ in pair]
+        offset, start = rng.integers(len(street)), rng.integers(0, scene_frames - step * frames)
+        for t in range(frames):
+            i = start + t * step
+            a = i / (scene_frames - 1)
+            frame = street[(offset + i) % len(street)][:, left:left + side]
+            for o, (name_index, (ends, heights, flip)) in enumerate(zip(pair, paths)):
+                centre = tuple(ends[0] * (1 - a) + ends[1] * a)
+                frame, mask = paste_with_mask(frame, objects[names[name_index]], centre,
+                                              int(heights[0] * (1 - a) + heights[1] * a), flip)
+                small = np.asarray(Image.fromarray(mask).resize((size, size), Image.NEAREST))
+                out_masks[c, t, :o] &= ~small  # an object in front hides the ones behind it
+                out_masks[c, t, o] = small
+            out_frames[c, t] = np.asarray(Image.fromarray(frame).resize((size, size), Image.BICUBIC))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, frames=out_frames, masks=out_masks)
+    return path
 
 
 def _validation_backgrounds(size: int) -> list[np.ndarray]:
@@ -206,8 +257,8 @@ def make_labelled_set(root: Path, per_class: int, size: int = 96, seed: int = 1,
 LABELLED_SETS = {"objects": False, "objects_recoloured": True}  # name: colours randomised
 
 
-def prepare_data(cfg: StudyConfig) -> tuple[Path, dict[str, Path]]:
-    """(shard folder, {labelled set name: root}), made once and reused by reruns."""
+def prepare_data(cfg: StudyConfig) -> tuple[Path, dict[str, Path], Path]:
+    """(shard folder, {labelled set name: root}, mask truth .npz), made once and reused by reruns."""
     from dora.data import sharp_short_side
     from wtours.shard import ShardConfig, shard
     from wtours_base.report import OutputMode
@@ -221,7 +272,8 @@ def prepare_data(cfg: StudyConfig) -> tuple[Path, dict[str, Path]]:
                       clips_per_shard=32, workers=1, mode=OutputMode.quiet))
     sets = {name: make_labelled_set(cfg.out / "data" / name, cfg.per_class, size=crop * 3 // 2, recoloured=recoloured)
             for name, recoloured in LABELLED_SETS.items()}
-    return shards, sets
+    truth = make_mask_truth(cfg.out / "data" / f"mask_truth_{crop}px.npz", size=crop)
+    return shards, sets, truth
 
 
 def davis_scores(run: Path, steps: int, root: Path) -> dict[str, float]:
@@ -236,12 +288,14 @@ def davis_scores(run: Path, steps: int, root: Path) -> dict[str, float]:
     return out
 
 
-def train_config(cfg: StudyConfig, shards: Path, method: str, seed: int):
+def train_config(cfg: StudyConfig, shards: Path, method: str, seed: int, overrides: dict | None = None,
+                 out: Path | None = None):
+    """The run of one method and seed: the preset, the study's recipe, then `overrides` (a sweep's point)."""
     from dora.train import TrainConfig
 
-    recipe = {**preset("cpu-study"), **cfg.recipe, **METHODS[method]}
-    return TrainConfig(shards=[str(shards)], out=cfg.out / "runs" / f"{method}-s{seed}", seed=seed,
-                       max_steps=cfg.steps, steps_per_epoch=cfg.eval_every, keep_every=1, save_init=True,
+    recipe = {**preset("cpu-study"), **cfg.recipe, **(overrides or {}), **METHODS[method]}
+    return TrainConfig(shards=[str(shards)], out=out or cfg.out / "runs" / f"{method}-s{seed}", seed=seed,
+                       max_steps=cfg.steps, keep_every_steps=cfg.eval_every, save_init=True,
                        checkpoint_every=cfg.eval_every, **recipe)
 
 
@@ -267,11 +321,22 @@ def score(checkpoint: Path, labelled: Path, crop: int, linear_epochs: int, cache
     return result
 
 
+def mask_scores(points: dict[int, Path], truth: Path, objects: int, seed: int) -> dict[str, dict]:
+    """Per scored step: how well the teacher's tracked masks (k = `objects`; 3 for DINO's teacher too, whose
+    training uses none) cover the true objects of the held-out clips, with the random and whole-frame floors."""
+    from dora.encoder import EncoderSpec
+    from dora.mask_quality import load_truth, mask_quality
+
+    frames, masks = load_truth(truth)
+    return {str(step): mask_quality(EncoderSpec(checkpoint=path), frames, masks, objects, seed)
+            for step, path in points.items()}
+
+
 def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
     """Train every (method, seed) and score every kept checkpoint; returns (and writes) the summary."""
-    from dora.train import train
+    from dora.train import kept_checkpoint, train
 
-    shards, labelled = prepare_data(cfg)
+    shards, labelled, truth = prepare_data(cfg)
     results: dict = {"config": {**asdict(cfg), "out": str(cfg.out), "recipe": {**preset("cpu-study"), **cfg.recipe}}}
     for seed in cfg.seeds:
         for method in cfg.methods:
@@ -283,14 +348,14 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
             train(tcfg, progress=progress)
             seconds = time.monotonic() - began
             points = {0: tcfg.out / "checkpoint_init.pt"}
-            points.update({e * cfg.eval_every: tcfg.out / f"checkpoint_e{e:04d}.pt"
-                           for e in range(1, cfg.steps // cfg.eval_every + 1)})
+            points.update({s: kept_checkpoint(tcfg.out, s) for s in range(cfg.eval_every, cfg.steps + 1, cfg.eval_every)})
             scores = {str(step): {name: score(path, root, tcfg.global_size,
                                               cfg.linear_epochs if step in (0, cfg.steps) else 0, cfg.out / "features")
                                   for name, root in labelled.items()} for step, path in points.items()}
+            masks = mask_scores(points, truth, tcfg.objects or 3, seed)
             log = [json.loads(line) for line in (tcfg.out / "log.jsonl").read_text().splitlines()]
             write_json_atomic(done, {"method": method, "seed": seed, "steps": cfg.steps, "train_seconds": seconds,
-                                     "scores": scores, "loss": [r["loss"] for r in log],
+                                     "scores": scores, "masks": masks, "loss": [r["loss"] for r in log],
                                      "mask_fraction": [r.get("mask_fraction") for r in log]})
     if cfg.davis_sequences:  # also for runs finished before the study scored J&F (their checkpoints are kept)
         from dora.davis_synthetic import make_sequences
@@ -345,6 +410,11 @@ def summarise(results: dict) -> dict:
                 "linear_beats_untrained_every_seed": "linear" in metrics and all(
                     a > b for a, b in zip(values(final, "linear"), values(first, "linear"))),
             }
+        if all("masks" in r for r in runs):  # runs of studies before mask quality was measured have none
+            mask_steps = sorted(set.intersection(*(set(r["masks"]) for r in runs)), key=int)
+            table[method]["masks"] = {
+                "curve": {s: {kind: {m: _mean_std([r["masks"][s][kind][m] for r in runs]) for m in ("iou", "hit50")}
+                              for kind in runs[0]["masks"][s]} for s in mask_steps}}
         if all("davis" in r for r in runs):
             trained = [100 * r["davis"][str(r["steps"])] for r in runs]
             untrained = [100 * r["davis"]["0"] for r in runs]
@@ -384,6 +454,21 @@ def report(summary: dict) -> str:
             if name in row:
                 lines.append(f"- {method}: " + ", ".join(f"{s}: {_ms(v)}" for s, v in row[name]["curve"].items()))
         lines.append("")
+    masks = {method: row["masks"]["curve"] for method, row in summary["summary"].items() if "masks" in row}
+    if masks:
+        lines += ["## Do the masks land on the objects?", "",
+                  "Held-out clips made as the training video (two objects moving over the street footage, never "
+                  "trained on), exact object masks. Each of the k = 3 masks the teacher's tracking gives (DoRA's "
+                  "discovery and tracking, Eq. 2-5, on the checkpoint's teacher, whatever method trained it) is "
+                  "compared with the object it overlaps best: mean IoU (%) and share of masks with IoU >= 0.5 (%), "
+                  "mean +- std over seeds. Floors on the same frames: random masks (the ablation's) and the whole frame.",
+                  "", "| method | step | tracked IoU | tracked IoU >= 0.5 | random IoU | whole-frame IoU |",
+                  "|---|---|---|---|---|---|"]
+        for method, curve in masks.items():
+            for step, row in curve.items():
+                lines.append(f"| {method} | {step} | {_ms(row['tracked']['iou'])} | {_ms(row['tracked']['hit50'])} | "
+                             f"{_ms(row['random']['iou'])} | {_ms(row['whole_frame']['iou'])} |")
+        lines.append("")
     davis = {method: row["davis"] for method, row in summary["summary"].items() if "davis" in row}
     if davis:
         lines += ["## Video object segmentation (DAVIS layout)", "",
@@ -404,7 +489,8 @@ def draw_curves(summary: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 1 + len(LABELLED_SETS), figsize=(5 * (1 + len(LABELLED_SETS)), 4))
+    panels = 2 + len(LABELLED_SETS)
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
     colours = dict(zip(METHODS, ("tab:red", "tab:blue", "tab:gray")))
     seen = set()
     for run in summary["runs"].values():
@@ -415,19 +501,33 @@ def draw_curves(summary: dict, path: Path) -> None:
         seen.add(run["method"])
     axes[0].set(xlabel="step", ylabel="loss (20-step mean)", title="training loss")
     axes[0].legend()
+
+    def band(ax, curve: dict, colour: str, label: str, **style) -> None:
+        steps = [int(s) for s in curve]
+        mean = np.array([v["mean"] for v in curve.values()])
+        std = np.array([v["std"] for v in curve.values()])
+        ax.plot(steps, mean, marker="o", color=colour, label=label, **style)
+        ax.fill_between(steps, mean - std, mean + std, color=colour, alpha=0.15)
+
     for ax, name in zip(axes[1:], LABELLED_SETS):
         for method, row in summary["summary"].items():
-            if name not in row:
-                continue
-            curve = row[name]["curve"]
-            steps = [int(s) for s in curve]
-            mean = np.array([v["mean"] for v in curve.values()])
-            std = np.array([v["std"] for v in curve.values()])
-            ax.plot(steps, mean, marker="o", color=colours[method], label=method)
-            ax.fill_between(steps, mean - std, mean + std, color=colours[method], alpha=0.15)
+            if name in row:
+                band(ax, row[name]["curve"], colours[method], method)
         ax.axhline(100 / len(OBJECTS), color="k", linestyle=":", label="chance")
         ax.set(xlabel="step", ylabel="k-NN top-1 (%), k = 20", title=name)
         ax.legend()
+    ax = axes[-1]
+    floors = None
+    for method, row in summary["summary"].items():
+        if "masks" in row:
+            curve = row["masks"]["curve"]
+            band(ax, {s: v["tracked"]["iou"] for s, v in curve.items()}, colours[method], f"{method} (tracked)")
+            floors = floors or curve
+    if floors:
+        band(ax, {s: v["random"]["iou"] for s, v in floors.items()}, "k", "random masks", linestyle="--")
+        band(ax, {s: v["whole_frame"]["iou"] for s, v in floors.items()}, "tab:green", "whole frame", linestyle=":")
+    ax.set(xlabel="step", ylabel="mean IoU with the best object (%)", title="masks vs true objects (held out)")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

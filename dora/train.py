@@ -227,6 +227,11 @@ def resolution_warnings(shards: ShardSet, cfg: TrainConfig) -> list[str]:
 # Checkpoints
 
 
+def kept_checkpoint(out: Path, step: int) -> Path:
+    """The copy `--keep-every-steps` keeps of step `step`."""
+    return out / f"checkpoint_s{step:07d}.pt"
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     """Atomically: a checkpoint is either complete under its name or not there (the previous one stays)."""
     try:
@@ -352,6 +357,8 @@ def _train(run: Run, progress: bool, reporter: Reporter | None) -> RunState:
                     run.save(latest)
                 if cfg.keep_every and state.step % (cfg.keep_every * sched.steps_per_epoch) == 0:
                     run.save(cfg.out / f"checkpoint_e{state.step // sched.steps_per_epoch:04d}.pt")
+                if cfg.keep_every_steps and state.step % cfg.keep_every_steps == 0:
+                    run.save(kept_checkpoint(cfg.out, state.step))
                 if stop_now:  # Ctrl-C (on any rank): finish the step, keep it, then stop
                     run.save(latest)
                     raise KeyboardInterrupt

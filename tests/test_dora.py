@@ -289,7 +289,8 @@ def test_dora_views_come_from_the_clip_precrop_and_dinos_from_the_whole_frame():
     for _ in range(200):
         boxes = clip_boxes(360, 640, 8, dora_cfg, gen)
         pre = boxes["pre"]
-        assert _inside(pre, frame) and len(boxes["globals"]) == 1 and _inside(boxes["globals"][0], pre)
+        assert _inside(pre, frame) and len(boxes["globals"]) == 1 and len(set(boxes["globals"][0])) == 1
+        assert len(boxes["globals"][0]) == 8 and _inside(boxes["globals"][0][0], pre)
         assert len(boxes["locals"]) == 8 and all(len(b) == 6 and all(_inside(x, pre) for x in b) for b in boxes["locals"])
         sizes.append(pre[2] * pre[3])
     assert min(sizes) < 0.5 * 360 * 640  # the pre-crops are real crops, so "inside" says something
@@ -297,10 +298,36 @@ def test_dora_views_come_from_the_clip_precrop_and_dinos_from_the_whole_frame():
     for _ in range(200):
         boxes = clip_boxes(360, 640, 2, AugmentConfig(global_crops=2, local_crops=4), gen)
         assert boxes["pre"] == frame and len(boxes["globals"]) == 2
-        g1, g2 = boxes["globals"]
+        (g1, _), (g2, _) = boxes["globals"]
         outside += not _inside(g2, g1) and not _inside(g1, g2)
     # Independent crops of the frame, not one inside the other (both can be torchvision's fallback centre crop).
     assert outside > 50
+
+
+def test_dino_crops_and_flips_every_frame_of_a_clip_on_its_own():
+    """DINO treats every frame as an image: its global boxes and flips differ from frame to frame (the
+    baseline must not see T near-copies), where DoRA keeps one geometry for the clip it tracks through."""
+    from dora.data import AugmentConfig, augment_clip, clip_boxes
+
+    gen = torch.Generator().manual_seed(1)
+    boxes = clip_boxes(360, 640, 4, AugmentConfig(global_crops=2, local_crops=2), gen)
+    assert all(len(set(view)) == 4 for view in boxes["globals"])  # four frames, four boxes per view
+    # The same frame four times: DINO's views of it differ (crop or flip); DoRA's global views are the same
+    # geometry (they differ only by photometric jitter, so with it off they are equal).
+    frame = torch.zeros(1, 3, 120, 160, dtype=torch.uint8)
+    frame[:, 0, :, :40] = 255
+    frame[:, 1, 60:, :] = 255
+    frame[:, 2, :, 100:130] = 200
+    clip = frame.expand(4, -1, -1, -1).contiguous()
+    still = dict(jitter_p=0.0, gray_p=0.0, global_blur_p=0.0, dino_first_blur_p=0.0, solarize_p=0.0, local_crops=0,
+                 global_size=32, pre_size=48)
+    differ = 0
+    for seed in range(5):
+        dino = augment_clip(clip, AugmentConfig(global_crops=2, **still), torch.Generator().manual_seed(seed))
+        differ += sum(not torch.equal(dino["globals"][0], dino["globals"][t]) for t in range(1, 4))
+        dora = augment_clip(clip, AugmentConfig(global_crops=1, **still), torch.Generator().manual_seed(seed))
+        assert all(torch.equal(dora["globals"][0], dora["globals"][t]) for t in range(1, 4))
+    assert differ >= 12  # (15 pairs; two frames may by chance share a box only if both fall back to the centre)
 
 
 def test_dino_blurs_its_first_global_view_always_and_solarises_only_the_second():

@@ -51,6 +51,27 @@ def test_the_smallest_study_trains_scores_and_reports(tmp_path):
     assert davis["dora-s0"]["0"] == davis["dino-s0"]["0"]
     assert summary["summary"]["dora"]["davis"]["jf_gain"]["mean"] == pytest.approx(
         100 * (davis["dora-s0"]["4"] - davis["dora-s0"]["0"]))
+    # Mask quality at every scored step, tracked against the two floors, in study.json, study.md and the figure.
+    for run in summary["runs"].values():
+        assert set(run["masks"]) == {"0", "2", "4"}
+        for step in run["masks"].values():
+            assert set(step) == {"tracked", "random", "whole_frame"}
+            assert all(0 <= v <= 100 for kinds in step.values() for v in kinds.values())
+    assert set(summary["summary"]["dora"]["masks"]["curve"]) == {"0", "2", "4"}
+    # The schedules are the run's, not the scoring's: scoring every 4 steps instead of every 2 trains the same.
+    from dataclasses import replace
+
+    from dora.study import prepare_data, train_config
+    from dora.train import train
+
+    shards = prepare_data(cfg)[0]
+    other = train_config(replace(cfg, eval_every=4), shards, "dora", 0, out=tmp_path / "every4")
+    train(other, progress=False)
+    logs = [[json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+            for folder in (tmp_path / "runs" / "dora-s0", tmp_path / "every4")]
+    keys = ("lr", "wd", "momentum", "teacher_temp")
+    assert [[r[k] for k in keys] for r in logs[0]] == [[r[k] for k in keys] for r in logs[1]]
+    assert len({r["lr"] for r in logs[0]}) == 4  # the schedule moves, so equality says something
     # A rerun with another seed adds to the study instead of replacing it.
     summary = run_study(StudyConfig(out=tmp_path, methods=["dino"], seeds=[1], steps=4, eval_every=2, video_seconds=8,
                                     per_class=4, recipe=tiny, linear_epochs=0, davis_sequences=1), progress=False)
@@ -59,6 +80,82 @@ def test_the_smallest_study_trains_scores_and_reports(tmp_path):
     assert set(on_disk["summary"]) == {"dora", "dino"}
     report = (tmp_path / "study.md").read_text()
     assert "| dora | 1 | 4 |" in report and "| dino | 2 | 4 |" in report and "## objects_recoloured" in report
-    assert "## Video object segmentation (DAVIS layout)" in report
+    assert "## Video object segmentation (DAVIS layout)" in report and "## Do the masks land on the objects?" in report
     curves = np.asarray(Image.open(tmp_path / "curves.png").convert("L"))
     assert curves.shape[1] > 500 and curves.std() > 10  # a drawn figure, not a blank one
+
+
+def test_best_object_iou_on_hand_made_masks():
+    import torch
+
+    from dora.mask_quality import best_object_iou, summarise_iou
+
+    truth = torch.zeros(1, 2, 4, 4, dtype=torch.bool)
+    truth[0, 0, :2, :2] = True  # object A: top-left 2 x 2
+    truth[0, 1, 2:, :] = True  # object B: bottom half
+    masks = torch.zeros(1, 3, 4, 4, dtype=torch.bool)
+    masks[0, 0, :2, :2] = True  # exactly A
+    masks[0, 1, 2:, :2] = True  # half of B (4 of 8), nothing else
+    masks[0, 2] = True  # the whole frame: A 4/16, B 8/16
+    iou = best_object_iou(masks, truth)
+    assert iou.tolist() == [[1.0, 0.5, 0.5]]
+    assert summarise_iou(iou) == {"iou": pytest.approx(100 * 2 / 3), "hit50": 100.0}
+    assert best_object_iou(torch.zeros(1, 1, 4, 4, dtype=torch.bool), truth).tolist() == [[0.0]]
+
+
+@pytest.mark.slow
+def test_mask_truth_marks_the_pasted_objects_and_scores_floors(tmp_path):
+    from dora.encoder import EncoderSpec
+    from dora.mask_quality import load_truth, mask_quality
+    from dora.study import make_mask_truth
+
+    frames, masks = load_truth(make_mask_truth(tmp_path / "truth.npz", size=64, clips=3, frames=4))
+    assert frames.shape == (3, 4, 64, 64, 3) and masks.shape == (3, 4, 2, 64, 64)
+    assert (masks.sum((-1, -2)) > 20).all()  # every object visible in every frame
+    assert not (masks[:, :, 0] & masks[:, :, 1]).any()  # the object in front hides the one behind
+    assert (masks[:, 0] != masks[:, -1]).any()  # the objects move
+    scores = mask_quality(EncoderSpec(model="vit_tiny_patch16_224"), frames, masks, objects=3)
+    area = masks.any(2).mean()  # the whole frame's IoU with its best object is that object's share of the frame
+    per_object = masks.mean((-1, -2)).max(-1).mean()
+    assert scores["whole_frame"]["iou"] == pytest.approx(100 * per_object, rel=1e-5) and per_object <= area
+    assert 0 < scores["random"]["iou"] < 60 and 0 <= scores["tracked"]["iou"] <= 100
+
+
+def test_paste_with_mask_marks_exactly_the_opaque_pixels():
+    from dora.study import paste_with_mask
+
+    obj = np.zeros((20, 10, 4), np.uint8)
+    obj[..., :3] = 255
+    obj[5:15, 2:8, 3] = 255  # an opaque 10 x 6 rectangle inside a transparent sprite
+    image, mask = paste_with_mask(np.zeros((50, 60, 3), np.uint8), obj, centre=(30, 25), height=20, flip=False)
+    assert mask.shape == (50, 60) and mask.sum() == 60
+    assert ((image.max(-1) > 127) == mask).all()
+
+
+@pytest.mark.slow
+def test_a_sweep_trains_every_point_once_and_splits_them_between_parts(tmp_path):
+    from dora.sweep import SweepConfig, point_name, points, run_sweep
+
+    tiny = dict(out_dim=256, head_hidden_dim=128, head_bottleneck_dim=64, batch_size=2, local_crops=2, num_workers=0,
+                precision="fp32")
+    grid = {"lr": [0.001, 0.004], **{k: [v] for k, v in tiny.items()}}
+    base = dict(out=tmp_path, methods=["dora", "dino"], grid=grid, steps=2, video_seconds=8, per_class=4, linear_epochs=3)
+    assert len(points(SweepConfig(**base))) == 4
+    first = run_sweep(SweepConfig(**base, part="0/2"), progress=False)
+    assert len(first["points"]) == 2  # points 0 and 2: both methods at lr 0.001
+    assert {p["method"] for p in first["points"]} == {"dora", "dino"} and {p["recipe"]["lr"] for p in first["points"]} == {0.001}
+    summary = run_sweep(SweepConfig(**base, part="1/2"), progress=False)
+    assert len(summary["points"]) == 4 and set(summary["best"]) == {"dora", "dino"}
+    for p in summary["points"]:
+        assert set(p["scores"]) == {"0", "2"} and "linear_gain" in p and "knn20_gain" in p
+        assert p["linear_gain"] == pytest.approx(p["scores"]["2"]["linear"] - p["scores"]["0"]["linear"])
+        assert set(p["masks"]) == {"tracked", "random", "whole_frame"}
+        assert not list((tmp_path / "points" / point_name(p["method"], p["overrides"])).glob("*.pt"))
+    best = summary["best"]["dora"]
+    assert best["linear_gain"] == max(p["linear_gain"] for p in summary["points"] if p["method"] == "dora")
+    report = (tmp_path / "sweep.md").read_text()
+    assert "## dora" in report and "## dino" in report and report.count("| lr=") == 4 and "Fixed: batch_size=2" in report
+    # A finished point is never trained again: a rerun only rewrites the table.
+    mtime = (tmp_path / "points" / point_name(best["method"], best["overrides"]) / "result.json").stat().st_mtime_ns
+    run_sweep(SweepConfig(**base, part="0/1"), progress=False)
+    assert (tmp_path / "points" / point_name(best["method"], best["overrides"]) / "result.json").stat().st_mtime_ns == mtime
