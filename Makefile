@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench gpu-check clean
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,10 @@ test: setup
 bench: setup
 	$(BIN)/python -m pip install --quiet -c constraints-ci.txt -e '.[test,bench]'
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+# On a GPU machine: one report of what the first GPU hour must tell (about 8 minutes; see the README).
+gpu-check: setup
+	$(BIN)/python benchmarks/gpu_check.py --out runs/gpu-check
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dora.config import PRESETS, AttnConfig, DavisConfig, KnnConfig, LinearProbeConfig, ProbeConfig, TrainConfig
+from dora.config import PRESETS, AttnConfig, DavisConfig, DiscoverConfig, KnnConfig, LinearProbeConfig, ProbeConfig, TrainConfig
 from dora.demo import DemoConfig
 from dora.study import StudyConfig
 from dora.sweep import SweepConfig
@@ -63,11 +63,12 @@ def train(cfg: TrainConfig, quiet: bool = QUIET, json_lines: bool = typer.Option
     Many GPUs:  torchrun --nproc_per_node 8 -m dora.cli train --shards 'data/shards/*.tar' --out runs/all
     """
     from dora.data import DataError
-    from dora.train import NonFiniteLoss
+    from dora.train import NonFiniteLoss, PeerLost
     from dora.train import train as run_train
+    from wtours_base.lock import FolderBusy
     from wtours_base.report import OutputMode, Reporter
 
-    with exit_on_errors((DataError, ValueError), failures=(NonFiniteLoss,),
+    with exit_on_errors((DataError, ValueError, FolderBusy), failures=(NonFiniteLoss, PeerLost),
                         interrupted=f"checkpoint kept in {cfg.out / 'checkpoint.pt'}; rerun the same command to resume"):
         reporter = Reporter(OutputMode.of(quiet, json_lines))
         state = run_train(cfg, reporter=reporter)
@@ -180,6 +181,30 @@ def eval_davis(cfg: DavisConfig, quiet: bool = QUIET, json_lines: bool = JSON) -
                f"({result['objects']} objects, {result['seconds_per_frame']:.2f} s a frame); {cfg.out / 'metrics.json'}")
 
 
+@eval_app.command("discover")
+@config_options(DiscoverConfig, flags={"out": ["--out", "-o"], "dataset": ["--set"]})
+def eval_discover(cfg: DiscoverConfig, quiet: bool = QUIET, json_lines: bool = JSON) -> None:
+    """Object discovery: CorLoc with LOST (VOC07 / VOC12 trainval, COCO20k) and the Jaccard of attention and of
+    DoRA's masks with the foreground (VOC12 segmentation).
+
+    Example: dora eval discover --checkpoint runs/venice/checkpoint.pt --root data/VOC2007 --set voc07
+    """
+    import json
+
+    from dora.discover_eval import eval_discover as run_discover
+    from dora.encoder import EvalError
+
+    with exit_on_errors((EvalError, ValueError)):
+        m = run_discover(cfg.encoder, cfg, progress=not (quiet or json_lines))
+    if json_lines:
+        typer.echo(json.dumps(m))
+        return
+    jaccard = ("" if m["jaccard_best_head"] is None else
+               f"; Jaccard {m['jaccard_best_head']:.1f} (best head {m['best_head']}), {m['jaccard_mean_heads']:.1f} "
+               f"(mean of heads), DoRA's masks {m['dora_masks_union_jaccard']:.1f} on {m['jaccard_images']} images")
+    typer.echo(f"CorLoc {m['corloc']:.1f} ({m['corloc_found']}/{m['corloc_images']}){jaccard}; {cfg.out / 'metrics.json'}")
+
+
 @eval_app.command("linear")
 @config_options(LinearProbeConfig, flags={"out": ["--out", "-o"]})
 def eval_linear(cfg: LinearProbeConfig, json_lines: bool = JSON) -> None:
@@ -285,8 +310,9 @@ def study(cfg: StudyConfig, recipe: str = typer.Option("{}", help="JSON override
     from dataclasses import replace
 
     from dora.study import report, run_study
+    from wtours_base.lock import FolderBusy
 
-    with exit_on_errors((ValueError,)):
+    with exit_on_errors((ValueError, FolderBusy)):
         try:
             overrides = json.loads(recipe)
         except ValueError as exc:
@@ -309,8 +335,9 @@ def sweep(cfg: SweepConfig, grid: str = typer.Option(..., help="JSON: recipe fie
     from dataclasses import replace
 
     from dora.sweep import report, run_sweep
+    from wtours_base.lock import FolderBusy
 
-    with exit_on_errors((ValueError,)):
+    with exit_on_errors((ValueError, FolderBusy)):
         try:
             values = json.loads(grid)
         except ValueError as exc:

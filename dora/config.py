@@ -219,3 +219,24 @@ class AttnConfig(EncoderOptions):
     fps: float = 1.0  # frames per second sampled from a video
     start: float = 0.0  # start time in a video, seconds
     seed: int = 0  # seed of the random heads
+
+
+@dataclass(kw_only=True)
+class DiscoverConfig(EncoderOptions):
+    """Options of `dora eval discover`."""
+
+    root: Path  # a VOC2007 / VOC2012 folder (JPEGImages, Annotations, ImageSets) or a COCO20k image folder
+    dataset: Literal["voc07", "voc12", "coco20k"] = "voc07"  # the layout and protocol (LOST: VOC07 / VOC12 trainval,
+    # COCO20k)
+    out: Path = Path("runs/discover")  # folder for metrics.json, per_image.csv and boxes/
+    split: str = "trainval"  # VOC image set scored by CorLoc (ImageSets/Main/SPLIT.txt; LOST: trainval)
+    segmentation_split: str = "val"  # VOC image set scored by Jaccard (ImageSets/Segmentation/SPLIT.txt; DINO: val)
+    coco_annotations: Path | None = None  # COCO20k: the instances JSON (default ROOT/coco.json)
+    image_list: Path | None = None  # COCO20k: the image list (default ROOT/coco_20k_filenames.txt)
+    drop_hard: bool = False  # leave out difficult and truncated objects (LOST's --no_hard; off for its results)
+    k_patches: int = 100  # LOST: lowest-degree patches considered in the seed expansion
+    mass: float = 0.6  # Jaccard: each head's attention thresholded to keep this share of its mass (DINO: 0.6)
+    objects: int = 3  # DoRA's masks: objects k discovered in each image
+    max_images: int | None = None  # score only the first N images of each set (a quick look)
+    save_boxes: bool = False  # write boxes/ID.png: the image with the found (red) and true (green) boxes
+    seed: int = 0  # seed of the k heads DoRA's masks start from

@@ -115,7 +115,8 @@ def evaluate_sequence(model: torch.nn.Module, root: Path, name: str, cfg: DavisC
             x, shape = _frame(path, size)
             if shape != original:
                 raise EvalError(f"{path}: frame is {shape[1]}x{shape[0]}, the first {original[1]}x{original[0]}")
-            tokens = model.forward_features(x[None])[0, model.num_prefix_tokens:]
+            device = next(model.parameters()).device  # the encoder on a GPU when there is one; propagation on the CPU
+            tokens = model.forward_features(x[None].to(device))[0, model.num_prefix_tokens:].cpu()
             if cached is not None:  # stored as float16, and used as stored: a cached run scores the same
                 tokens = tokens.half()
                 cached.parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +150,7 @@ def eval_davis(spec: EncoderSpec, cfg: DavisConfig, progress: bool = True) -> di
     from tqdm import tqdm
 
     names = sequence_names(Path(cfg.root), cfg.sequences)
-    model, info = load_encoder(spec)
+    model, info = load_encoder(spec, "cuda" if torch.cuda.is_available() else "cpu")
     cache = None
     if cfg.cache_features:  # per encoder (its file's identity) and frame size
         key = hashlib.sha256(f"{spec.identity()}|{cfg.size}|{Path(cfg.root).resolve()}".encode()).hexdigest()[:16]

@@ -9,11 +9,14 @@ batch with the same random state.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
 import random
+import re
 import signal
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,6 +36,7 @@ from dora.schedules import cosine, teacher_temperatures
 from dora.step import clip_gradients, resolve_precision, train_step  # train_step: looked up here (tests patch it)
 from wtours.shards import ShardSet, open_shards
 from wtours_base.files import atomic_path, cannot_write, remove_stale_temporaries, write_json_atomic
+from wtours_base.lock import FolderBusy, hold_folder
 from wtours_base.report import OutputMode, Reporter
 
 
@@ -40,10 +44,15 @@ class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+class PeerLost(RuntimeError):
+    """Another rank of a multi-process run is gone; the message says where to resume from."""
+
+
 @dataclass
 class RunState:
     step: int = 0
     losses: list[float] = field(default_factory=list)
+    saved_step: int | None = None  # step of the last checkpoint.pt written or restored
     skipped: list[dict] = field(default_factory=list)  # bad clips met by this process: shard, key, error
 
 
@@ -62,8 +71,25 @@ def distributed() -> tuple[int, int, torch.device]:
     else:
         device = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        init_process_group("nccl" if device.type == "cuda" else "gloo", rank, world)
     return rank, world, device
+
+
+def init_process_group(backend: str, rank: int, world: int) -> None:
+    """The default process group, with its keys under this torchrun attempt's own prefix.
+
+    torchrun's static rendezvous (`--max-restarts` without `--rdzv-backend c10d`) keeps one store for
+    every restart, and the default group's keys (each rank's gloo/nccl address) are not told apart by
+    attempt: a restarted rank could read the address of a rank killed in the previous attempt and
+    fail ("Connection refused") or wait on it. Each attempt gets its own prefix in the same store.
+    """
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        dist.init_process_group(backend)
+        return
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False)
+    dist.init_process_group(backend, store=dist.PrefixStore(f"dora/attempt_{attempt}", store), rank=rank,
+                            world_size=world)
 
 
 def param_groups(model: torch.nn.Module) -> list[dict]:
@@ -171,6 +197,8 @@ class Run:
             dist.all_gather_object(rngs, rng_state())
         else:
             rngs = [rng_state()]
+        if path.name == "checkpoint.pt":
+            self.state.saved_step = self.state.step
         if self.main:
             save_checkpoint(path, {**{key: getattr(self, name).state_dict() for key, name in self.SAVED.items()},
                                    "step": self.state.step, "epoch": self.state.step // self.sched.steps_per_epoch,
@@ -184,7 +212,7 @@ class Run:
         for key, name in self.SAVED.items():
             getattr(self, name).load_state_dict(ckpt[key])
         set_rng_state(ckpt["rng"][self.rank] if isinstance(ckpt["rng"], list) else ckpt["rng"])
-        self.state.step = ckpt["step"]
+        self.state.step = self.state.saved_step = ckpt["step"]
 
 
 def build_run(cfg: TrainConfig) -> Run:
@@ -302,11 +330,81 @@ def optimise(run: Run, batch: dict, stop: "_StopRequest", began: float) -> tuple
 
 def train(cfg: TrainConfig, progress: bool = True, reporter: Reporter | None = None) -> RunState:
     """Train; returns the steps done, this run's losses and the bad clips skipped. Raises DataError /
-    ValueError before training, NonFiniteLoss, or KeyboardInterrupt after saving (Ctrl-C)."""
+    ValueError / FolderBusy before training, NonFiniteLoss, PeerLost, or KeyboardInterrupt after saving (Ctrl-C)."""
     try:
-        return _train(build_run(cfg), progress, reporter)
+        rank, world, device = distributed()
+        with run_folder(cfg.out, rank, world, device):
+            run = build_run(cfg)
+            with peer_loss_in_one_line(run):
+                return _train(run, progress, reporter)
     finally:
         leave_distributed()
+
+
+@contextlib.contextmanager
+def run_folder(out: Path, rank: int, world: int, device: torch.device):
+    """One run per folder: rank 0 holds OUT/.lock (pid, host) while the run lasts; a second run into the folder
+    is refused on every rank with one line naming the holder. A lock whose process is gone is taken over (as
+    it is by the workers torchrun restarts)."""
+    with contextlib.ExitStack() as stack:
+        busy = None
+        if rank == 0:
+            try:
+                stack.enter_context(hold_folder(out, "dora train"))
+            except FolderBusy as exc:
+                busy = exc
+        if agree([busy is not None], world, device)[0]:
+            raise busy or FolderBusy(f"{out}: rank 0 could not take the run folder (see its message)")
+        yield
+
+
+def _lost_peer_error(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, dist.DistError) or any(s in text for s in (
+        "Connection closed by peer", "Connection reset by peer", "Broken pipe", "Connection refused", "NCCL error",
+        "Timed out", "timed out"))
+
+
+@contextlib.contextmanager
+def peer_loss_in_one_line(run: Run):
+    """With several ranks, a rank that is gone shows as a failed collective here, or as torchrun's SIGTERM to
+    the ranks left: either way one line (which rank, at which step, where the last checkpoint is, how to
+    resume) instead of a backend traceback."""
+    if run.world == 1:
+        yield
+        return
+
+    def lost(cause: str) -> PeerLost:
+        saved = run.state.saved_step
+        where = (f"the last checkpoint is {run.cfg.out / 'checkpoint.pt'} (step {saved})" if saved is not None
+                 else "no checkpoint was written yet")
+        return PeerLost(f"rank {run.rank}: another rank of this run is gone ({cause}) at step {run.state.step}; "
+                        f"{where}; rerun the same command to resume, or launch with torchrun --max-restarts N to "
+                        "resume by itself")
+
+    def on_sigterm(signum, frame):
+        # torchrun ends the ranks left once one is gone. Nothing can be saved without the lost rank, and an
+        # exception raised here could land in a destructor (the DataLoader's) and be printed as a traceback:
+        # say it in one line and leave (DataLoader workers die with us; checkpoints are atomic).
+        sys.stderr.write(f"error: {lost('torchrun stopped the ranks left: SIGTERM')}\n")
+        sys.stderr.flush()
+        os._exit(1)
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    except PeerLost:
+        raise
+    except RuntimeError as exc:
+        if isinstance(exc, (NonFiniteLoss, DataError)) or not _lost_peer_error(exc):
+            raise
+        cause = re.sub(r"^\[[^\]]*\]\s*", "", str(exc).strip().splitlines()[0])  # gloo's source location
+        raise lost(cause[:100]) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def leave_distributed() -> None:

@@ -1,0 +1,251 @@
+"""`make gpu-check`: what the first GPU hour must tell, in one command of about 8 minutes (text and JSON).
+
+1. machine: `dora info`, the GPU, CUDA, NCCL, bf16.
+2. step: the recipe's step (ViT-S/16, 224 px, 6 x 112 px locals, 16 clips x 8 frames, out_dim 65536) in fp16
+   with the gradient scaler and in bf16: seconds, images per second, peak memory, model FLOPs (counted by
+   torch's FlopCounterMode) and their utilisation of the GPU's peak.
+3. loader: clips per second of the shard pipeline per DataLoader worker (shards of a generated 720p video at
+   the default 448 px short side) against the clips per second the fp16 step consumes: workers needed.
+4. elastic: 200 DoRA steps under torchrun on every GPU (nccl), one rank killed (-9) at step 60 and resumed
+   by --max-restarts: every step logged once, finite loss.
+5. davis: `dora eval davis` seconds per frame at 480p (ViT-S/16).
+6. faces: onnxruntime's providers, and CenterFace's seconds per 720p frame.
+7. decode: GPU JPEG decoding (torchvision nvjpeg), NVDEC decoders in PyAV's FFmpeg.
+
+Without a GPU it says so in one line and exits 1 at once. `--allow-cpu` runs every section at toy sizes on
+the CPU (how the test suite keeps this script working). Each section is timed and written to the report as it
+finishes, so a run stopped early still leaves what it measured; a section that fails records its error and
+the others still run (exit 1 then).
+
+Usage: python benchmarks/gpu_check.py [--out runs/gpu-check] [--allow-cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+
+from dora.config import TrainConfig  # noqa: E402
+from wtours_base.files import write_json_atomic, write_text_atomic  # noqa: E402
+
+# Dense fp16/bf16 tensor-core peak (FLOP/s) by device name, from the vendors' data sheets (SXM where both exist).
+PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L40": 181e12, "L4": 121e12,
+              "A10": 125e12, "RTX 4090": 165e12, "V100": 125e12, "T4": 65e12}
+
+
+def peak_flops(name: str) -> float | None:
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
+class Check:
+    def __init__(self, out: Path, cpu: bool):
+        self.out, self.cpu = out, cpu
+        self.device = torch.device("cpu" if cpu else "cuda")
+        self.report: dict = {"sections": {}}
+        self.work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+
+    def recipe(self) -> TrainConfig:
+        if self.cpu:  # toy sizes: the code paths, not the numbers
+            return TrainConfig(shards=[], arch="vit_tiny_patch16_224", global_size=32, pre_size=40, local_size=16,
+                               local_crops=2, batch_size=1, frames_per_clip=2, out_dim=256, head_hidden_dim=64,
+                               head_bottleneck_dim=32, num_workers=0)
+        return TrainConfig(shards=[], arch="vit_small_patch16_224", batch_size=16, frames_per_clip=8)
+
+    # -- sections ---------------------------------------------------------------------------------
+
+    def machine(self) -> dict:
+        from typer.testing import CliRunner
+
+        from dora.cli import app
+
+        info = json.loads(CliRunner().invoke(app, ["info", "--json"]).output)
+        if self.device.type == "cuda":
+            props = torch.cuda.get_device_properties(0)
+            info.update(gpu=props.name, gpus=torch.cuda.device_count(), memory_gib=round(props.total_memory / 2**30, 1),
+                        capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda,
+                        nccl=".".join(map(str, torch.cuda.nccl.version())), bf16=torch.cuda.is_bf16_supported(),
+                        peak_flops=peak_flops(props.name))
+        return info
+
+    def step(self) -> dict:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        from dora.bench import time_steps
+
+        out = {}
+        for precision in ("fp16", "bf16"):
+            cfg = replace(self.recipe(), precision=precision)
+            if self.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            seconds = time_steps(cfg, steps=2 if self.cpu else 10, warmup=1 if self.cpu else 3)
+            with FlopCounterMode(display=False) as counter:
+                time_steps(cfg, steps=1, warmup=0)
+            flops = counter.get_total_flops()
+            images = cfg.batch_size * cfg.frames_per_clip
+            peak = self.report["sections"].get("machine", {}).get("peak_flops")
+            out[precision] = {"step_s": seconds, "frames_per_s": images / seconds, "clips_per_s": cfg.batch_size / seconds,
+                              "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if self.device.type == "cuda" else None,
+                              "model_tflop_per_step": flops / 1e12, "tflop_per_s": flops / seconds / 1e12,
+                              "mfu": flops / seconds / peak if peak else None}
+        return out
+
+    def shards(self) -> Path:
+        from media import pan_video
+
+        from wtours.shard import ShardConfig, shard
+        from wtours_base.report import OutputMode
+
+        folder = self.work / "shards"
+        if not (folder / "index.json").is_file():
+            video = pan_video(6 if self.cpu else 40, width=640 if self.cpu else 1280, height=360 if self.cpu else 720)
+            shard(ShardConfig(inputs=[video], out=folder, fps=4, frames_per_clip=self.recipe().frames_per_clip,
+                              short_side=80 if self.cpu else 448, clips_per_shard=8, workers=2 if self.cpu else 8,
+                              mode=OutputMode.quiet))
+        return folder
+
+    def loader(self) -> dict:
+        from dora.bench import loader_rate
+
+        cfg = replace(self.recipe(), shards=[str(self.shards())])
+        rates = {w: loader_rate(replace(cfg, num_workers=w), 3 if self.cpu else 20)["loader_clips_per_s"]
+                 for w in ((1,) if self.cpu else (1, 4))}
+        step = self.report["sections"].get("step", {}).get("fp16", {})
+        per_worker = rates[max(rates)] / max(rates)
+        needed = step.get("clips_per_s")
+        return {"clips_per_s_by_workers": rates, "clips_per_s_per_worker": per_worker,
+                "step_consumes_clips_per_s": needed,
+                "workers_needed": math.ceil(needed / per_worker) if needed else None}
+
+    def elastic(self) -> dict:
+        from check_elastic import run
+
+        gpus = torch.cuda.device_count() if self.device.type == "cuda" else 2
+        steps, kill_at = (12, 6) if self.cpu else (200, 60)
+        recipe = (("-q", "--config", "cpu-tiny", "--batch-size", "1", "--num-workers", "1", "--checkpoint-every", "4")
+                  if self.cpu else ("-q", "--arch", "vit_small_patch16_224", "--batch-size", "8", "--frames-per-clip", "4",
+                                    "--num-workers", "6", "--checkpoint-every", "50"))
+        result = run(self.shards(), self.work / "elastic", steps, kill_at=kill_at, nproc=gpus,
+                     kill_rank=1 if gpus > 1 else 0, recipe=recipe, stall=180, timeout=420)
+        finite = all(math.isfinite(x) for x in result["losses"])
+        ok = result["returncode"] == 0 and result["steps"] == list(range(1, steps + 1)) and finite
+        if not ok:
+            raise RuntimeError(f"elastic run: exit {result['returncode']}, hung {result['hung']}, "
+                               f"{len(result['steps'])} steps logged, finite {finite}: {result['stderr'][-800:]}")
+        return {"ranks": gpus, "steps": steps, "killed_at": result["killed_at"], "seconds": result["seconds"],
+                "final_loss": result["losses"][-1], "backend": "nccl" if self.device.type == "cuda" else "gloo"}
+
+    def davis(self) -> dict:
+        from dora.config import DavisConfig
+        from dora.davis import eval_davis
+        from dora.davis_synthetic import make_sequences
+        from dora.encoder import EncoderSpec
+
+        size = (320, 180) if self.cpu else (854, 480)
+        root = make_sequences(self.work / "davis", sequences=1, frames=6 if self.cpu else 24, size=size)
+        arch = "vit_tiny_patch16_224" if self.cpu else "vit_small_patch16_224"
+        result = eval_davis(EncoderSpec(model=arch), DavisConfig(root=root, out=self.work / "davis-out", size=size[1],
+                                                                 cache_features=False), progress=False)
+        return {"arch": arch, "height": size[1], "seconds_per_frame": result["seconds_per_frame"]}
+
+    def faces(self) -> dict:
+        import numpy as np
+
+        try:
+            import onnxruntime
+        except ImportError:
+            return {"onnxruntime": None}
+        from wtours.faces import FaceDetector
+
+        providers = onnxruntime.get_available_providers()
+        detector = FaceDetector()
+        frame = np.random.default_rng(0).integers(0, 255, (360 if self.cpu else 720, 640 if self.cpu else 1280, 3),
+                                                  dtype=np.uint8)
+        detector(frame)
+        tick, n = time.perf_counter(), 2 if self.cpu else 20
+        for _ in range(n):
+            detector(frame)
+        return {"providers": providers, "cuda_provider": "CUDAExecutionProvider" in providers,
+                "seconds_per_frame": (time.perf_counter() - tick) / n, "frame": list(frame.shape[:2])}
+
+    def decode(self) -> dict:
+        import av
+        from torchvision.io import decode_jpeg, encode_jpeg
+
+        out: dict = {"nvdec_in_pyav": sorted(c for c in av.codecs_available if c.endswith("_cuvid"))}
+        try:
+            from wtours_base.tools import ffmpeg_exe
+
+            ffmpeg = subprocess.run([ffmpeg_exe(), "-hide_banner", "-hwaccels"], capture_output=True, text=True, timeout=30)
+            out["ffmpeg_hwaccels"] = ffmpeg.stdout.split()[3:]
+        except (OSError, subprocess.SubprocessError) as exc:
+            out["ffmpeg_hwaccels"] = f"unknown ({exc})"
+        if self.device.type == "cuda":
+            data = encode_jpeg(torch.randint(0, 255, (3, 448, 796), dtype=torch.uint8))
+            try:
+                decode_jpeg([data] * 8, device="cuda")
+                torch.cuda.synchronize()
+                tick = time.perf_counter()
+                for _ in range(10):
+                    decode_jpeg([data] * 32, device="cuda")
+                torch.cuda.synchronize()
+                out["nvjpeg_frames_per_s"] = 320 / (time.perf_counter() - tick)
+            except RuntimeError as exc:
+                out["nvjpeg"] = f"not available ({str(exc).splitlines()[0]})"
+        return out
+
+    SECTIONS = ("machine", "step", "loader", "elastic", "davis", "faces", "decode")
+
+    def run(self, only: list[str] | None = None) -> int:
+        failed = 0
+        for name in only or self.SECTIONS:
+            tick = time.perf_counter()
+            try:
+                result = getattr(self, name)()
+            except Exception as exc:  # noqa: BLE001 - a failed section is a finding; the others still run
+                failed += 1
+                result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-2000:]}
+            result["section_seconds"] = round(time.perf_counter() - tick, 1)
+            self.report["sections"][name] = result
+            self.write()
+            print(f"{name}: {json.dumps({k: v for k, v in result.items() if k != 'traceback'}, default=str)}", flush=True)
+        return 1 if failed else 0
+
+    def write(self) -> None:
+        write_json_atomic(self.out / "report.json", self.report)
+        lines = ["# gpu-check", ""]
+        for name, section in self.report["sections"].items():
+            lines += [f"## {name}", "", *(f"- {k}: {v}" for k, v in section.items() if k != "traceback"), ""]
+        write_text_atomic(self.out / "report.txt", "\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/gpu-check"))
+    parser.add_argument("--allow-cpu", action="store_true", help="toy sizes on the CPU (tests)")
+    parser.add_argument("--only", default="", help=f"comma-separated sections to run (of {', '.join(Check.SECTIONS)})")
+    args = parser.parse_args()
+    only = [s for s in args.only.split(",") if s]
+    unknown = sorted(set(only) - set(Check.SECTIONS))
+    if unknown:
+        parser.error(f"unknown sections {unknown}; choose from {', '.join(Check.SECTIONS)}")
+    if not torch.cuda.is_available() and not args.allow_cpu:
+        print(f"gpu-check: no CUDA GPU on this machine (torch {torch.__version__}, CUDA build "
+              f"{torch.version.cuda or 'none'}); run `make gpu-check` on a machine with one", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(Check(args.out, cpu=not torch.cuda.is_available()).run(only))
+
+
+if __name__ == "__main__":
+    main()
