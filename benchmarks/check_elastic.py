@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-TINY = ["-q", "--config", "cpu-tiny", "--batch-size", "1", "--num-workers", "1", "--checkpoint-every", "20"]
+TINY = ["-q", "--config", "cpu-tiny", "--batch-size", "1", "--num-workers", "1"]
 
 
 def free_port() -> int:
@@ -52,13 +52,13 @@ def _steps(log: Path) -> list[dict]:
 
 def run(shards: Path, out: Path, steps: int, kill_at: int | None = None, max_restarts: int = 2,
         stall: float = 120.0, timeout: float = 600.0, extra: tuple[str, ...] = (), nproc: int = 2,
-        kill_rank: int = 1, recipe: tuple[str, ...] = tuple(TINY)) -> dict:
+        kill_rank: int = 1, recipe: tuple[str, ...] = tuple(TINY), checkpoint_every: int = 20) -> dict:
     """One torchrun of `nproc` ranks (CPU: gloo, GPUs: nccl) training `recipe` + `extra`; kills rank
     `kill_rank` once the log holds `kill_at` steps (None: no kill)."""
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--max-restarts",
            str(max_restarts), "--master_port", str(free_port()), "-m", "dora.cli", "train", "--shards", str(shards),
-           "--out", str(out), "--max-steps", str(steps), *recipe, *extra]
+           "--out", str(out), "--max-steps", str(steps), "--checkpoint-every", str(checkpoint_every), *recipe, *extra]
     began = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})

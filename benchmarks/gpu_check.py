@@ -133,16 +133,20 @@ class Check:
 
         gpus = torch.cuda.device_count() if self.device.type == "cuda" else 2
         steps, kill_at = (12, 6) if self.cpu else (200, 60)
-        recipe = (("-q", "--config", "cpu-tiny", "--batch-size", "1", "--num-workers", "1", "--checkpoint-every", "4")
+        recipe = (("-q", "--config", "cpu-tiny", "--batch-size", "1", "--num-workers", "1", "--frames-per-clip",
+                   str(self.recipe().frames_per_clip))
                   if self.cpu else ("-q", "--arch", "vit_small_patch16_224", "--batch-size", "8", "--frames-per-clip", "4",
-                                    "--num-workers", "6", "--checkpoint-every", "50"))
+                                    "--num-workers", "6"))
         result = run(self.shards(), self.work / "elastic", steps, kill_at=kill_at, nproc=gpus,
-                     kill_rank=1 if gpus > 1 else 0, recipe=recipe, stall=180, timeout=420)
+                     kill_rank=1 if gpus > 1 else 0, recipe=recipe, stall=180, timeout=420,
+                     checkpoint_every=4 if self.cpu else 50)
         finite = all(math.isfinite(x) for x in result["losses"])
         ok = result["returncode"] == 0 and result["steps"] == list(range(1, steps + 1)) and finite
         if not ok:
+            said = [line for line in result["stderr"].splitlines() if line.startswith("error:")]
             raise RuntimeError(f"elastic run: exit {result['returncode']}, hung {result['hung']}, "
-                               f"{len(result['steps'])} steps logged, finite {finite}: {result['stderr'][-800:]}")
+                               f"{len(result['steps'])} steps logged, finite {finite}: "
+                               f"{' / '.join(dict.fromkeys(said)) or result['stderr'][-800:]}")
         return {"ranks": gpus, "steps": steps, "killed_at": result["killed_at"], "seconds": result["seconds"],
                 "final_loss": result["losses"][-1], "backend": "nccl" if self.device.type == "cuda" else "gloo"}
 

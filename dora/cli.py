@@ -110,28 +110,29 @@ eval_app = StrictTyper(help="Evaluate encoders: weighted k-NN and linear probes 
 app.add_typer(eval_app, name="eval")
 
 
-def _features(cfg: ProbeConfig, kind: str, out: Path):
+def _features(cfg: ProbeConfig, kind: str, out: Path, progress: bool = False):
     """(train features, labels, val features, labels, classes); a clear error and exit 2 if unusable."""
     from dora.encoder import EvalError, cached_features
 
     with exit_on_errors((EvalError, ValueError)):
         tr, tr_y, classes = cached_features(cfg.encoder, cfg.train, kind, cfg.resize, cfg.crop, out / "features",
-                                            num_workers=cfg.num_workers)
+                                            num_workers=cfg.num_workers, progress=progress)
         va, va_y, val_classes = cached_features(cfg.encoder, cfg.val, kind, cfg.resize, cfg.crop, out / "features",
-                                                num_workers=cfg.num_workers)
+                                                num_workers=cfg.num_workers, progress=progress)
         if classes != val_classes:
             raise EvalError(f"{cfg.train} and {cfg.val} have different classes: {classes} vs {val_classes}")
     return tr, tr_y, va, va_y, classes
 
 
-def _probe(cfg: ProbeConfig, protocol: str, kind: str, evaluate, json_lines: bool, **extra) -> dict:
+def _probe(cfg: ProbeConfig, protocol: str, kind: str, evaluate, json_lines: bool, quiet: bool = False,
+           **extra) -> dict:
     """Features of the labelled sets (cached), `evaluate(train x, y, val x, y, classes, out)`, metrics.json."""
     import json
 
     from wtours_base.files import write_json_atomic
 
     out = cfg.out_dir("eval" if protocol == "knn" else f"eval_{protocol}")
-    tr, tr_y, va, va_y, classes = _features(cfg, kind, out)
+    tr, tr_y, va, va_y, classes = _features(cfg, kind, out, progress=not (quiet or json_lines))
     out.mkdir(parents=True, exist_ok=True)
     metrics = {"protocol": protocol, "encoder": cfg.encoder.identity(), **extra, "train": str(cfg.train),
                "val": str(cfg.val), "classes": classes, "n_train": len(tr), "n_val": len(va),
@@ -144,7 +145,7 @@ def _probe(cfg: ProbeConfig, protocol: str, kind: str, evaluate, json_lines: boo
 
 @eval_app.command("knn")
 @config_options(KnnConfig, flags={"out": ["--out", "-o"]})
-def eval_knn(cfg: KnnConfig, json_lines: bool = JSON) -> None:
+def eval_knn(cfg: KnnConfig, quiet: bool = QUIET, json_lines: bool = JSON) -> None:
     """Weighted k-NN on L2-normalised [CLS] features (DINO's protocol); prints a table, writes metrics.json.
 
     Example: dora eval knn --checkpoint runs/venice/checkpoint.pt --train data/cls/train --val data/cls/val
@@ -154,7 +155,7 @@ def eval_knn(cfg: KnnConfig, json_lines: bool = JSON) -> None:
     def evaluate(tr, tr_y, va, va_y, classes, out):
         return {str(k): r for k, r in knn_eval(tr, tr_y, va, va_y, cfg.k, cfg.temperature, classes).items()}
 
-    metrics = _probe(cfg, "knn", "cls", evaluate, json_lines, temperature=cfg.temperature)
+    metrics = _probe(cfg, "knn", "cls", evaluate, json_lines, quiet, temperature=cfg.temperature)
     if not json_lines:
         typer.echo(f"{'k':>5} {'top-1':>7} {'top-5':>7}")
         for k, r in metrics["results"].items():
@@ -207,7 +208,7 @@ def eval_discover(cfg: DiscoverConfig, quiet: bool = QUIET, json_lines: bool = J
 
 @eval_app.command("linear")
 @config_options(LinearProbeConfig, flags={"out": ["--out", "-o"]})
-def eval_linear(cfg: LinearProbeConfig, json_lines: bool = JSON) -> None:
+def eval_linear(cfg: LinearProbeConfig, quiet: bool = QUIET, json_lines: bool = JSON) -> None:
     """Linear probe on the frozen [CLS] of the last 4 blocks; top-1 and top-5; resumes from DIR/linear.pt.
 
     Example: dora eval linear --checkpoint runs/venice/checkpoint.pt --train data/cls/train --val data/cls/val
@@ -215,9 +216,9 @@ def eval_linear(cfg: LinearProbeConfig, json_lines: bool = JSON) -> None:
     from dora.linear import train_linear
 
     def evaluate(tr, tr_y, va, va_y, classes, out):
-        return train_linear(tr, tr_y, va, va_y, classes, cfg, out)
+        return train_linear(tr, tr_y, va, va_y, classes, cfg, out, progress=not (quiet or json_lines))
 
-    metrics = _probe(cfg, "linear", "last4", evaluate, json_lines)
+    metrics = _probe(cfg, "linear", "last4", evaluate, json_lines, quiet)
     if not json_lines:
         typer.echo(f"linear probe: top-1 {metrics['results']['top1']:.2f}  top-5 {metrics['results']['top5']:.2f}")
 
@@ -244,19 +245,27 @@ def attn(cfg: AttnConfig, json_lines: bool = JSON) -> None:
 @app.command()
 def export(
     checkpoint: Path = typer.Option(..., help="A `dora train` checkpoint."),
-    out: Path = typer.Option(..., "--out", "-o", help="The .safetensors file to write."),
+    out: Path = typer.Option(..., "--out", "-o", help="A folder for timm (config.json, model.safetensors, README.md), "
+                             "or a .safetensors file."),
     which: str = typer.Option("teacher", help="teacher or student weights."),
     json_lines: bool = JSON,
 ) -> None:
-    """Export the backbone in timm's key layout (safetensors), with a JSON saying how to load it.
+    """Export the backbone as timm shares models: a folder timm loads with local-dir: (and hf-hub: once pushed).
 
-    Example: dora export --checkpoint runs/venice/checkpoint.pt --out venice_vits16.safetensors
+    Example: dora export --checkpoint runs/venice/checkpoint.pt --out venice_vits16
+    One file: dora export --checkpoint runs/venice/checkpoint.pt --out venice_vits16.safetensors
     """
+    import json
+
     from dora.encoder import EvalError
     from dora.export import export as run_export
 
     with exit_on_errors((EvalError, ValueError)):
         path = run_export(checkpoint, out, which)
+    if path.is_dir():
+        typer.echo(json.dumps({"folder": str(path), "load": f"timm.create_model('local-dir:{path}', pretrained=True)"})
+                   if json_lines else f"{path}  (load: timm.create_model('local-dir:{path}', pretrained=True))")
+        return
     if json_lines:
         typer.echo(path.with_suffix(".json").read_text().strip().replace("\n", ""))
         return

@@ -156,7 +156,7 @@ def eval_davis(spec: EncoderSpec, cfg: DavisConfig, progress: bool = True) -> di
         key = hashlib.sha256(f"{spec.identity()}|{cfg.size}|{Path(cfg.root).resolve()}".encode()).hexdigest()[:16]
         cache = Path(cfg.out) / "features" / key
     per_sequence, seconds, frame_count = {}, 0.0, 0
-    for name in tqdm(names, desc="davis", unit="sequence", disable=not progress):
+    for name in tqdm(names, desc="davis", unit="sequence", disable=None if progress else True):
         tick = time.perf_counter()
         scores, predictions = evaluate_sequence(model, Path(cfg.root), name, cfg, cache)
         seconds += time.perf_counter() - tick

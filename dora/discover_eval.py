@@ -140,7 +140,7 @@ def eval_discover(spec: EncoderSpec, cfg: DiscoverConfig, progress: bool = True)
     todo = [("corloc", im) for im in images if ("corloc", im.name) not in rows] + \
            [("jaccard", s) for s in segmentation if ("jaccard", s[0]) not in rows]
     try:
-        for n, (kind, item) in enumerate(tqdm(todo, desc="discover", unit="image", disable=not progress)):
+        for n, (kind, item) in enumerate(tqdm(todo, desc="discover", unit="image", disable=None if progress else True)):
             if kind == "corloc":
                 found = discoverer(item.path)
                 ious = box_iou(found["box"], item.boxes) if len(item.boxes) else np.zeros(0)

@@ -143,9 +143,14 @@ class LastBlocksCLS:
 
 @torch.no_grad()
 def extract(model: nn.Module, dataset: datasets.ImageFolder, kind: str = "cls", batch_size: int = 64,
-            num_workers: int = 2, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Features [N, D] and labels [N]. kind 'cls': final [CLS]; 'last4': [CLS] of the last 4 blocks."""
+            num_workers: int = 2, device: torch.device | str = "cpu", progress: bool = False
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features [N, D] and labels [N]. kind 'cls': final [CLS]; 'last4': [CLS] of the last 4 blocks.
+    `progress`: a bar on a terminal (tqdm leaves pipes and logs alone)."""
+    from tqdm import tqdm
+
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
+    loader = tqdm(loader, desc=f"features {Path(dataset.root).name}", unit="batch", disable=None if progress else True)
     tap = LastBlocksCLS(model, 4) if kind == "last4" else None
     feats, labels = [], []
     try:
@@ -160,7 +165,8 @@ def extract(model: nn.Module, dataset: datasets.ImageFolder, kind: str = "cls", 
 
 
 def cached_features(spec: EncoderSpec, root: Path, kind: str, resize: int, crop: int, cache_dir: Path,
-                    device: torch.device | str = "cpu", num_workers: int = 2) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+                    device: torch.device | str = "cpu", num_workers: int = 2, progress: bool = False
+                    ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Features of one dataset for one encoder, from DIR/features/<key>.pt when already computed."""
     dataset = image_folder(root, resize, crop)
     listing = [(p, Path(p).stat().st_size) for p, _ in dataset.samples]
@@ -170,7 +176,7 @@ def cached_features(spec: EncoderSpec, root: Path, kind: str, resize: int, crop:
         data = torch.load(path, weights_only=False)
         return data["features"], data["labels"], data["classes"]
     model, _ = load_encoder(spec, device)
-    feats, labels = extract(model, dataset, kind, device=device, num_workers=num_workers)
+    feats, labels = extract(model, dataset, kind, device=device, num_workers=num_workers, progress=progress)
     with atomic_path(path) as tmp:
         torch.save({"features": feats, "labels": labels, "classes": dataset.classes}, tmp)
     return feats, labels, dataset.classes

@@ -61,6 +61,8 @@ class StudyConfig:
     linear_epochs: int = 100  # epochs of the linear probe on the first and last checkpoint (0: none)
     davis_sequences: int = 4  # DAVIS-layout sequences (real footage, exact masks) on which the first and last
     # checkpoints are scored by label propagation, J&F (0: none)
+    discovery_images: int = 24  # VOC-layout images of the study's objects on unseen backgrounds on which the first
+    # and last checkpoints are scored by CorLoc (LOST) and Jaccard (0: none)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -288,6 +290,19 @@ def davis_scores(run: Path, steps: int, root: Path) -> dict[str, float]:
     return out
 
 
+def discovery_scores(run: Path, steps: int, root: Path) -> dict[str, dict]:
+    """CorLoc (LOST), the best head's attention Jaccard and DoRA's masks' Jaccard, untrained (step 0) and trained."""
+    from dora.config import DiscoverConfig
+    from dora.discover_eval import eval_discover
+
+    out = {}
+    for step, checkpoint in (("0", run / "checkpoint_init.pt"), (str(steps), run / "checkpoint.pt")):
+        cfg = DiscoverConfig(checkpoint=checkpoint, root=root, dataset="voc12", out=run / "discovery" / f"step{step}")
+        m = eval_discover(cfg.encoder, cfg, progress=False)
+        out[step] = {"corloc": m["corloc"], "jaccard": m["jaccard_best_head"], "dora_jaccard": m["dora_masks_union_jaccard"]}
+    return out
+
+
 def train_config(cfg: StudyConfig, shards: Path, method: str, seed: int, overrides: dict | None = None,
                  out: Path | None = None):
     """The run of one method and seed: the preset, the study's recipe, then `overrides` (a sweep's point)."""
@@ -365,6 +380,15 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
             result = json.loads(done.read_text())
             if "davis" not in result and (done.parent / "checkpoint_init.pt").is_file():
                 write_json_atomic(done, {**result, "davis": davis_scores(done.parent, result["steps"], davis)})
+    if cfg.discovery_images:  # CorLoc and Jaccard, the paper's object-discovery columns
+        from dora.voc_synthetic import make_voc
+
+        crop = {**preset("cpu-study"), **cfg.recipe}["global_size"]
+        voc = make_voc(cfg.out / "data" / "discovery", images=cfg.discovery_images, size=(3 * crop, 9 * crop // 4))
+        for done in sorted((cfg.out / "runs").glob("*/result.json")):
+            result = json.loads(done.read_text())
+            if "discovery" not in result and (done.parent / "checkpoint_init.pt").is_file():
+                write_json_atomic(done, {**result, "discovery": discovery_scores(done.parent, result["steps"], voc)})
     # Every finished run in the folder, whichever invocation made it: several `dora study` processes
     # (other seeds or methods, e.g. a Slurm array) may share one --out.
     results["runs"] = {path.parent.name: json.loads(path.read_text())
@@ -415,6 +439,10 @@ def summarise(results: dict) -> dict:
             table[method]["masks"] = {
                 "curve": {s: {kind: {m: _mean_std([r["masks"][s][kind][m] for r in runs]) for m in ("iou", "hit50")}
                               for kind in runs[0]["masks"][s]} for s in mask_steps}}
+        if all("discovery" in r for r in runs):
+            table[method]["discovery"] = {
+                f"{m}_{when}": _mean_std([r["discovery"][str(r["steps"]) if when == "trained" else "0"][m] for r in runs])
+                for m in ("corloc", "jaccard", "dora_jaccard") for when in ("trained", "untrained")}
         if all("davis" in r for r in runs):
             trained = [100 * r["davis"][str(r["steps"])] for r in runs]
             untrained = [100 * r["davis"]["0"] for r in runs]
@@ -468,6 +496,19 @@ def report(summary: dict) -> str:
             for step, row in curve.items():
                 lines.append(f"| {method} | {step} | {_ms(row['tracked']['iou'])} | {_ms(row['tracked']['hit50'])} | "
                              f"{_ms(row['random']['iou'])} | {_ms(row['whole_frame']['iou'])} |")
+        lines.append("")
+    discovery = {method: row["discovery"] for method, row in summary["summary"].items() if "discovery" in row}
+    if discovery:
+        lines += ["## Object discovery (the paper's CorLoc and Jaccard columns)", "",
+                  "VOC-layout images of the six objects on backgrounds the training video never shows, exact boxes "
+                  "and masks. CorLoc (%): LOST's box (keys of the last block) with IoU >= 0.5 with a true box. "
+                  "Jaccard (%): the best head's [CLS] attention kept to 60 % of its mass, against the foreground. "
+                  "DoRA masks: the union of the k = 3 masks DoRA's discovery gives on the image.", "",
+                  "| method | CorLoc trained | untrained | Jaccard trained | untrained | DoRA masks trained | untrained |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {m} | {_ms(d['corloc_trained'])} | {_ms(d['corloc_untrained'])} | {_ms(d['jaccard_trained'])} | "
+                  f"{_ms(d['jaccard_untrained'])} | {_ms(d['dora_jaccard_trained'])} | {_ms(d['dora_jaccard_untrained'])} |"
+                  for m, d in discovery.items()]
         lines.append("")
     davis = {method: row["davis"] for method, row in summary["summary"].items() if "davis" in row}
     if davis:

@@ -64,13 +64,13 @@ def test_torchrun_restarts_after_a_killed_rank_resume_exactly_and_without_restar
     """torchrun --max-restarts with one rank killed (-9): the restarted ranks resume from the last checkpoint
     (before the fix, a restarted rank read the killed rank's address from the store and failed or hung), every
     step is logged once and the losses equal an uninterrupted run's. Without restarts: one line per rank left."""
-    extra = ("--checkpoint-every", "4")
-    reference = run(real_shards, tmp_path / "reference", 12, extra=extra)
+    extra = dict(checkpoint_every=4)
+    reference = run(real_shards, tmp_path / "reference", 12, **extra)
     assert reference["returncode"] == 0, reference["stderr"][-2000:]
-    killed = run(real_shards, tmp_path / "killed", 12, kill_at=6, extra=extra, stall=150)
+    killed = run(real_shards, tmp_path / "killed", 12, kill_at=6, **extra, stall=150)
     assert killed["killed_at"] is not None
     assert verdict(killed, reference["losses"], 12) is None, verdict(killed, reference["losses"], 12)
-    lost = run(real_shards, tmp_path / "lost", 12, kill_at=6, max_restarts=0, extra=extra, stall=150)
+    lost = run(real_shards, tmp_path / "lost", 12, kill_at=6, max_restarts=0, **extra, stall=150)
     assert lost["returncode"] != 0 and not lost["hung"]
     line = [x for x in lost["stderr"].splitlines() if "another rank of this run is gone" in x]
     assert len(line) == 1 and line[0].startswith("error: rank 0: ")

@@ -1,6 +1,8 @@
+import io
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +108,31 @@ def test_export_round_trips_through_timm(tiny_checkpoint, tmp_path):
     assert same_features(tiny_checkpoint, student, images, which="student") < 1e-5
 
 
+def test_export_folder_loads_with_timm_local_dir_and_carries_a_model_card(tiny_checkpoint, tmp_path):
+    import timm
+
+    from dora.encoder import EncoderSpec, load_encoder
+
+    out = tmp_path / "tiny-dora"
+    result = runner.invoke(app, ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"] == "vit_tiny_patch16_224" and config["num_features"] == 192
+    assert config["pretrained_cfg"]["input_size"] == [3, 64, 64] and config["pretrained_cfg"]["mean"] == [0.485, 0.456, 0.406]
+    model = timm.create_model(f"local-dir:{out}", pretrained=True).eval()  # as a user loads it, no overlay
+    ours, _ = load_encoder(EncoderSpec(checkpoint=tiny_checkpoint))
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert (model.forward_features(images)[:, 0] - ours.forward_features(images)[:, 0]).abs().max() < 1e-5
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: timm\nlicense: cc-by-4.0") and "DoRA (k = " in card and "step 3" in card
+    # A second export into the same folder replaces it whole; no temporary folder is left beside it.
+    assert runner.invoke(app, ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--which",
+                               "student"]).exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-dora"] and "student" in (out / "README.md").read_text()
+
+
 def test_a_timm_model_with_its_weights_file_ranks_on_the_same_protocol(tiny_checkpoint, photo_classes, tmp_path):
     weights = tmp_path / "tiny.safetensors"
     assert runner.invoke(app, ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(weights)]).exit_code == 0
@@ -180,3 +207,28 @@ def test_readme_quotes_the_linear_probes_default_optimiser():
     defaults = LinearConfig()
     assert quoted and (float(quoted[1]), float(quoted[2])) == (defaults.momentum, defaults.lr)
     assert f"`--epochs` ({defaults.epochs})" in probe_text
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_feature_extraction_and_the_probe_show_progress_on_a_terminal_and_not_when_quiet(tiny_checkpoint, photo_classes,
+                                                                                        tmp_path, monkeypatch):
+    from dora.config import LinearConfig
+    from dora.encoder import EncoderSpec, cached_features
+    from dora.linear import train_linear
+
+    spec = EncoderSpec(checkpoint=tiny_checkpoint)
+    for progress, cache in ((True, "a"), (False, "b")):
+        screen = _Terminal()
+        monkeypatch.setattr(sys, "stderr", screen)
+        x, y, classes = cached_features(spec, photo_classes / "train", "cls", 72, 64, tmp_path / cache, num_workers=0,
+                                        progress=progress)
+        train_linear(x, y, x, y, len(classes), LinearConfig(epochs=3, batch_size=8), tmp_path / cache, progress=progress)
+        shown = screen.getvalue()
+        if progress:
+            assert "features train" in shown and "linear probe" in shown and "3/3" in shown
+        else:
+            assert shown == ""

@@ -332,3 +332,34 @@ def test_a_failed_write_names_the_shard_keeps_finished_work_and_a_rerun_complete
     assert verify(out) == []
     for shard_file in clean.glob("*.tar"):
         assert (out / shard_file.name).read_bytes() == shard_file.read_bytes()
+
+
+def test_a_shard_folder_is_a_hugging_face_dataset_with_a_card(real_shards, tmp_path, monkeypatch):
+    """`datasets.load_dataset(DIR)` reads a shard folder with no other argument (the card's configs entry points
+    at the tars), one row per clip, and the card's front matter carries the licence and size."""
+    import datasets
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    card = (real_shards / "README.md").read_text()
+    front = card.split("---")[1]
+    assert "license: other" in front and "- n<1K" in front and 'path: "*.tar"' in front
+    assert "ATTRIBUTION.md" in card and "not blurred" in card
+    clips = datasets.load_dataset(str(real_shards), cache_dir=str(tmp_path / "cache"))["train"]
+    index = json.loads((real_shards / "index.json").read_text())
+    assert clips.num_rows == index["totals"]["clips"] == 10
+    assert {"000.jpg", "003.jpg", "json", "__key__"} <= set(clips.column_names)
+    assert clips[0]["000.jpg"].size[1] == 80  # a decoded frame at the shards' short side
+    assert len(set(clips["__key__"])) == 10  # every clip once
+
+
+def test_a_dataset_card_names_the_videos_licence_when_they_share_one():
+    from wtours.shard import dataset_card
+
+    index = {"videos": {"a": {"license_effective": "CC-BY-3.0"}, "b": {"license_effective": "cc-by-3.0"}},
+             "totals": {"clips": 12_000, "frames": 96_000, "bytes": 1e9, "shards": 40, "videos": 2}}
+    cfg = ShardConfig(inputs=[], out=Path("x"), frames_per_clip=8)
+    card = dataset_card(index, cfg)
+    assert "license: cc-by-3.0" in card and "- 10K<n<100K" in card
+    index["videos"]["b"]["license_effective"] = "CC-BY-4.0"
+    assert "license: other" in dataset_card(index, cfg)

@@ -15,7 +15,8 @@ def test_the_smallest_study_trains_scores_and_reports(tmp_path):
     tiny = dict(out_dim=256, head_hidden_dim=128, head_bottleneck_dim=64, batch_size=2, local_crops=2, num_workers=0,
                 precision="fp32")
     cfg = StudyConfig(out=tmp_path, methods=["dora", "dino"], seeds=[0], steps=4, eval_every=2, video_seconds=8,
-                      per_class=4, recipe=tiny, linear_epochs=3, davis_sequences=1)
+                      per_class=4, recipe=tiny, linear_epochs=3, davis_sequences=1,
+                      discovery_images=4)
     summary = run_study(cfg, progress=False)
     # The data: a training video with its shards, and a labelled set of the six objects in two splits.
     for labelled in (tmp_path / "data" / "objects", tmp_path / "data" / "objects_recoloured"):
@@ -80,6 +81,11 @@ def test_the_smallest_study_trains_scores_and_reports(tmp_path):
     assert set(on_disk["summary"]) == {"dora", "dino"}
     report = (tmp_path / "study.md").read_text()
     assert "| dora | 1 | 4 |" in report and "| dino | 2 | 4 |" in report and "## objects_recoloured" in report
+    # CorLoc and Jaccard at steps 0 and 4, the same at step 0 for both methods (same untrained network).
+    disc = {name: run["discovery"] for name, run in summary["runs"].items()}
+    assert all(set(d) == {"0", "4"} and all(0 <= v <= 100 for s in d.values() for v in s.values()) for d in disc.values())
+    assert disc["dora-s0"]["0"] == disc["dino-s0"]["0"]
+    assert "## Object discovery (the paper's CorLoc and Jaccard columns)" in report
     assert "## Video object segmentation (DAVIS layout)" in report and "## Do the masks land on the objects?" in report
     curves = np.asarray(Image.open(tmp_path / "curves.png").convert("L"))
     assert curves.shape[1] > 500 and curves.std() > 10  # a drawn figure, not a blank one

@@ -249,7 +249,43 @@ def write_index(cfg: ShardConfig, units: list[Unit], videos: dict, errors: list[
     }
     write_json_atomic(cfg.out / INDEX, index)
     write_text_atomic(cfg.out / "ATTRIBUTION.md", attribution(index, cfg))
+    write_text_atomic(cfg.out / "README.md", dataset_card(index, cfg))
     return cfg.out / INDEX
+
+
+def _size_category(n: int) -> str:
+    """The Hugging Face Hub's size_categories value for n rows (clips)."""
+    for bound, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < bound:
+            return name
+    return "1M<n<10M" if n < 10_000_000 else "n>10M"
+
+
+def dataset_card(index: dict, cfg: ShardConfig) -> str:
+    """README.md of a shard folder: a Hugging Face dataset card whose YAML front matter names the licence,
+    tags, size and a `configs` entry with the tars as the train split, so that `datasets.load_dataset(DIR)`
+    reads the folder with no arguments and the folder can be pushed as a dataset repo as it is."""
+    licences = {str(v.get("license_effective") or "").strip().lower() for v in index["videos"].values()}
+    licence = licences.pop() if len(licences) == 1 and next(iter(licences), "").startswith("cc-") else "other"
+    t = index["totals"]
+    frames = ", ".join(f"`{i:03d}.jpg`" for i in range(min(cfg.frames_per_clip, 3))) + (", ..." if cfg.frames_per_clip > 3 else "")
+    return "\n".join([
+        "---", f"license: {licence}", "tags:", "- video", "- webdataset", "- walking-tours", "- self-supervised",
+        "task_categories:", "- image-feature-extraction", "size_categories:", f"- {_size_category(t['clips'])}",
+        "configs:", "- config_name: default", "  data_files:", "  - split: train", "    path: \"*.tar\"", "---", "",
+        "# Video clips in WebDataset shards", "",
+        f"{t['clips']} clips of {cfg.frames_per_clip} frames ({t['frames']} JPEG frames, {t['bytes'] / 1e6:.1f} MB) in "
+        f"{t['shards']} tar shards, cut by `wtours shard` from {t['videos']} video(s) at {cfg.fps:g} frames per second, "
+        f"short side {cfg.short_side} px. Each sample is one clip: frames {frames} and `json` (video, times, size, "
+        "and shot cuts when made with `--shots`).", "",
+        "```python", "import datasets", "", "clips = datasets.load_dataset(\"PATH\")[\"train\"]  # this folder, or the "
+        "repo it is pushed to", "```", "",
+        "`dora train --shards PATH` trains on it; `index.json` lists every shard and clip count; the options used are "
+        "in `index.json` under `options`.", "",
+        f"Licence: {licence if licence != 'other' else 'see ATTRIBUTION.md (several, or not known to wtours)'}. "
+        "The videos and their authors are listed in ATTRIBUTION.md; credit them when you share these shards.",
+        "Faces: " + ("blurred (see ATTRIBUTION.md)." if cfg.faces is not None else "not blurred (`wtours shard "
+                                                                                 "--anonymize faces` blurs them)."), ""])
 
 
 def attribution(index: dict, cfg: ShardConfig) -> str:
