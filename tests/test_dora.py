@@ -497,21 +497,12 @@ def test_bad_input_is_a_clear_error_before_training(real_shards, tmp_path, probl
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 DDP_TINY = ["-q", "--config", "cpu-tiny", "--batch-size", "1", "--num-workers", "1"]
 
 
 def _ddp_with_fault(real_shards: Path, out: Path, fault: str, *args: str) -> subprocess.CompletedProcess:
     entry = Path(__file__).with_name("ddp_faults.py")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-           str(entry), "train", "--shards", str(real_shards), "--out", str(out), *DDP_TINY, *args]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(entry), "train", "--shards", str(real_shards), "--out", str(out), *DDP_TINY, *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=400,
                           env={**os.environ, "OMP_NUM_THREADS": "1", "DDP_FAULT": fault})
 
@@ -545,7 +536,7 @@ def test_a_nan_on_one_rank_stops_every_rank_cleanly(real_shards, tmp_path):
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu(real_shards, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
            "dora.cli", "train", "--shards", str(real_shards), "--out", str(out), "--max-steps", "3", "-q",
            "--config", "cpu-tiny", "--batch-size", "1", "--num-workers", "1", "--precision", "auto"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -793,3 +784,46 @@ def test_batches_mix_clips_from_several_open_shards(real_shards, tmp_path):
     stream = ClipStream(urls, cfg.frames_per_clip, cfg.augment, 1, cfg.seed, shuffle_buffer=1, open_shards=4)
     assert sorted(c["key"] for _, c in zip(range(10), iter(stream))) == sorted(  # still every clip once a pass
         c["key"] for _, c in zip(range(10), iter(ClipStream(urls, cfg.frames_per_clip, cfg.augment, 1, cfg.seed))))
+
+
+def test_the_teacher_has_no_drop_path_starts_as_the_student_and_follows_it_by_ema():
+    """DINO's teacher: built without stochastic depth, the student's weights at the start, then
+    teacher = m * teacher + (1 - m) * student after every step, with no gradient."""
+    from dora.train import build, update_teacher
+
+    cfg = TrainConfig(shards=["x"], **{**TINY, "drop_path": 0.3})
+    student, teacher = build(cfg, torch.device("cpu"))
+    drops = [m for m in student.modules() if m.__class__.__name__ == "DropPath"]
+    assert drops and all(m.drop_prob > 0 for m in drops)  # the student drops paths
+    assert not [m for m in teacher.modules() if m.__class__.__name__ == "DropPath"]  # the teacher has none
+    assert all(torch.equal(a, b) for a, b in zip(teacher.state_dict().values(), student.state_dict().values()))
+    assert not any(p.requires_grad for p in teacher.parameters())
+    x = torch.randn(2, 3, 64, 64)
+    teacher.train()
+    assert torch.equal(teacher(x), teacher(x))  # in train mode too: nothing random in the teacher
+    before = [p.clone() for p in teacher.parameters()]
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(torch.randn_like(p))
+    update_teacher(teacher, student, 0.9)
+    for old, new, s in zip(before, teacher.parameters(), student.parameters()):
+        assert torch.allclose(new, 0.9 * old + 0.1 * s, atol=1e-6)
+
+
+def test_the_heads_last_layer_is_frozen_for_its_epochs_and_then_learns(real_shards, tmp_path):
+    """--freeze-last-layer: the head's last layer gets no update during its first epoch(s), then it does."""
+    from dora.train import build_run
+
+    cfg = _cfg(real_shards, tmp_path / "freeze", max_steps=4, freeze_last_layer=1, steps_per_epoch=2, warmup_epochs=0)
+    run = build_run(cfg)
+    assert run.sched.freeze_steps == 2
+    last = lambda r: [p.detach().clone() for p in r.student.head.last_layer.parameters()]  # noqa: E731
+    start = last(run)
+    train(_cfg(real_shards, tmp_path / "freeze", max_steps=2, freeze_last_layer=1, steps_per_epoch=2,
+               warmup_epochs=0), progress=False)
+    frozen = torch.load(tmp_path / "freeze" / "checkpoint.pt", weights_only=False)["student"]
+    assert all(torch.equal(frozen[k], v) for k, v in zip(
+        [k for k in frozen if k.startswith("head.last_layer.")], start))
+    train(cfg, progress=False)  # resumes to step 4: the last layer now moves
+    moved = torch.load(tmp_path / "freeze" / "checkpoint.pt", weights_only=False)["student"]
+    assert any(not torch.equal(moved[k], frozen[k]) for k in frozen if k.startswith("head.last_layer."))
