@@ -308,7 +308,7 @@ def demo(cfg: DemoConfig, plan: bool = typer.Option(False, "--plan", help="Print
 
 @app.command()
 @config_options(StudyConfig, flags={"out": ["--out", "-o"]}, exclude=["recipe"])
-def study(cfg: StudyConfig, recipe: str = typer.Option("{}", help="JSON overrides of the cpu-study preset, e.g. "
+def study(cfg: StudyConfig, recipe: str = typer.Option("{}", help="JSON overrides of every method's preset, e.g. "
                                                        "'{\"global_size\": 96}'."),
           quiet: bool = QUIET, json_lines: bool = JSON) -> None:
     """Train DoRA, DINO and the random-mask ablation over seeds and score them against their untrained networks.

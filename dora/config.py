@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-PRESETS = Path(__file__).parent / "presets"  # named --config files: cpu-tiny (tests), cpu-demo, cpu-study
+PRESETS = Path(__file__).parent / "presets"  # named --config files: cpu-tiny (tests), cpu-demo, cpu-study(-METHOD), gpu-hour
 
 
 @dataclass(frozen=True)

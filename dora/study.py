@@ -57,7 +57,9 @@ class StudyConfig:
     eval_every: int = 150  # steps between scored checkpoints (learning curves)
     video_seconds: float = 120.0  # length of the training video made for the study
     per_class: int = 30  # labelled images per class and split
-    recipe: dict = field(default_factory=dict)  # overrides of the cpu-study preset (dora/presets/cpu-study.toml)
+    recipe: dict = field(default_factory=dict)  # overrides of every method's preset
+    presets: Literal["searched", "shared"] = "searched"  # searched: each method at its own recipe found by `dora
+    # sweep` (dora/presets/cpu-study-METHOD.toml); shared: every method at cpu-study.toml (the sweep's base)
     linear_epochs: int = 100  # epochs of the linear probe on the first and last checkpoint (0: none)
     davis_sequences: int = 4  # DAVIS-layout sequences (real footage, exact masks) on which the first and last
     # checkpoints are scored by label propagation, J&F (0: none)
@@ -292,6 +294,11 @@ def davis_scores(run: Path, steps: int, root: Path) -> dict[str, float]:
     return out
 
 
+def method_preset(cfg: StudyConfig, method: str) -> dict:
+    """The recipe a method starts from: its searched preset, or the shared cpu-study one."""
+    return preset(f"cpu-study-{method}" if cfg.presets == "searched" else "cpu-study")
+
+
 def discovery_scores(run: Path, steps: int, root: Path) -> dict[str, dict]:
     """CorLoc (LOST), the best head's attention Jaccard and DoRA's masks' Jaccard, untrained (step 0) and trained."""
     from dora.config import DiscoverConfig
@@ -310,7 +317,7 @@ def train_config(cfg: StudyConfig, shards: Path, method: str, seed: int, overrid
     """The run of one method and seed: the preset, the study's recipe, then `overrides` (a sweep's point)."""
     from dora.train import TrainConfig
 
-    recipe = {**preset("cpu-study"), **cfg.recipe, **(overrides or {}), **METHODS[method]}
+    recipe = {**method_preset(cfg, method), **cfg.recipe, **(overrides or {}), **METHODS[method]}
     return TrainConfig(shards=[str(shards)], out=out or cfg.out / "runs" / f"{method}-s{seed}", seed=seed,
                        max_steps=cfg.steps, keep_every_steps=cfg.eval_every, save_init=True,
                        checkpoint_every=cfg.eval_every, **recipe)
@@ -354,7 +361,8 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
     from dora.train import kept_checkpoint, train
 
     shards, labelled, truth = prepare_data(cfg)
-    results: dict = {"config": {**asdict(cfg), "out": str(cfg.out), "recipe": {**preset("cpu-study"), **cfg.recipe}}}
+    results: dict = {"config": {**asdict(cfg), "out": str(cfg.out),
+                                "recipes": {m: {**method_preset(cfg, m), **cfg.recipe, **METHODS[m]} for m in cfg.methods}}}
     for seed in cfg.seeds:
         for method in cfg.methods:
             tcfg = train_config(cfg, shards, method, seed)
@@ -460,7 +468,7 @@ def _ms(d: dict | None) -> str:
 
 def report(summary: dict) -> str:
     """study.md: the tables of `summarise`."""
-    recipe = summary["config"]["recipe"]
+    recipes = summary["config"].get("recipes") or {"every method": summary["config"].get("recipe")}
     lines = ["# dora study", "",
              "Top-1 (%) on validation images with backgrounds the training video never shows (6 object classes, "
              "chance 16.7), mean +- std over seeds; untrained = the same network at step 0 (same seed). "
@@ -521,7 +529,7 @@ def report(summary: dict) -> str:
         lines += [f"| {m} | {_ms(d['jf_trained'])} | {_ms(d['jf_untrained'])} | {_ms(d['jf_gain'])} | "
                   f"{'yes' if d['every_seed_gains'] else 'no'} |" for m, d in davis.items()]
         lines.append("")
-    lines += [f"Recipe: `{json.dumps(recipe)}`", ""]
+    lines += ["Recipes:", "", *(f"- {m}: `{json.dumps(r)}`" for m, r in recipes.items()), ""]
     return "\n".join(lines)
 
 

@@ -54,8 +54,8 @@ class SweepConfig:
     @property
     def study(self) -> StudyConfig:
         """The study whose data and scoring the sweep shares."""
-        return StudyConfig(out=self.data or self.out, methods=list(self.methods), seeds=[self.seed], steps=self.steps,
-                           eval_every=self.steps, video_seconds=self.video_seconds, per_class=self.per_class,
+        return StudyConfig(out=self.data or self.out, presets="shared", methods=list(self.methods), seeds=[self.seed],
+                           steps=self.steps, eval_every=self.steps, video_seconds=self.video_seconds, per_class=self.per_class,
                            linear_epochs=self.linear_epochs, davis_sequences=0,
                            discovery_images=0)
 

@@ -101,7 +101,7 @@ def test_gpu_check_runs_every_section_at_toy_size_on_the_cpu(tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())["sections"]
     errors = {name: s["error"] for name, s in report.items() if "error" in s}
     assert done.returncode == 0 and not errors, (errors, done.stderr[-2000:])
-    assert list(report) == ["machine", "step", "loader", "elastic", "davis", "faces", "decode"]
+    assert set(report) == {"machine", "step", "loader", "elastic", "davis", "faces", "decode"}
     assert report["step"]["fp16"]["model_tflop_per_step"] > 0 and report["step"]["bf16"]["step_s"] > 0
     assert report["loader"]["workers_needed"] >= 1
     assert report["elastic"]["killed_at"] is not None and report["elastic"]["steps"] == 12

@@ -138,7 +138,24 @@ def test_the_dora_presets_are_valid_train_configs_and_the_tests_use_cpu_tiny():
     from dora.config import PRESETS, TrainConfig, preset
 
     names = sorted(p.stem for p in PRESETS.glob("*.toml"))
-    assert names == ["cpu-demo", "cpu-study", "cpu-tiny"]
+    assert names == ["cpu-demo", "cpu-study", "cpu-study-dino", "cpu-study-dora", "cpu-study-random_mask", "cpu-tiny",
+                     "gpu-hour"]
     for name in names:
         TrainConfig(shards=["x"], **preset(name))
     assert TINY == load_config_file(PRESETS / "cpu-tiny.toml", TrainConfig) and TINY["arch"] == "vit_tiny_patch16_224"
+
+
+def test_a_config_file_can_start_from_another_and_change_only_what_it_sets(tmp_path):
+    from dora.config import TrainConfig, preset
+    from wtours_base.options import load_config_file
+
+    (tmp_path / "a.toml").write_text('arch = "vit_tiny_patch16_224"\nlr = 0.1\nbatch_size = 4\n')
+    (tmp_path / "b.toml").write_text('base = "a"\nlr = 0.2\n')
+    assert load_config_file(tmp_path / "b.toml", TrainConfig) == {"arch": "vit_tiny_patch16_224", "lr": 0.2, "batch_size": 4}
+    (tmp_path / "c.toml").write_text('base = "nowhere"\n')
+    with pytest.raises(ValueError, match="base 'nowhere' is not a config file beside it"):
+        load_config_file(tmp_path / "c.toml", TrainConfig)
+    # The searched study presets are the study's recipe with their own lr.
+    for method in ("dora", "dino", "random_mask"):
+        searched, shared = preset(f"cpu-study-{method}"), preset("cpu-study")
+        assert {k: v for k, v in searched.items() if k != "lr"} == {k: v for k, v in shared.items() if k != "lr"}

@@ -161,7 +161,8 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
 
 def load_config_file(path: Path, config: type, section: str | None = None) -> dict[str, Any]:
     """Field values from a TOML or YAML file: top-level keys, or the table named `section` if the file has one
-    (so one file can hold the settings of several commands). Unknown keys and wrong types are errors."""
+    (so one file can hold the settings of several commands). Unknown keys and wrong types are errors.
+    `base = "NAME"` starts from the file NAME (same folder and suffix) and changes only what this file sets."""
     try:
         text = path.read_text()
     except OSError as exc:
@@ -179,9 +180,12 @@ def load_config_file(path: Path, config: type, section: str | None = None) -> di
         raise ValueError(f"{path}: expected a table of settings")
     if section and isinstance(data.get(section), dict):
         data = data[section]
+    base = data.pop("base", None)
+    if base is not None and (not isinstance(base, str) or not path.with_name(f"{base}{path.suffix}").is_file()):
+        raise ValueError(f"{path}: base {base!r} is not a config file beside it")
     hints = typing.get_type_hints(config)
     fields = {f.name for f in dataclasses.fields(config) if f.init}
-    values = {}
+    values = load_config_file(path.with_name(f"{base}{path.suffix}"), config, section) if base else {}
     for key, value in data.items():
         name = str(key).replace("-", "_")
         if isinstance(value, dict) and name not in fields:
