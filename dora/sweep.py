@@ -160,12 +160,12 @@ def report(summary: dict) -> str:
                       key=lambda r: -gain(r))
         keys = sorted({k for r in rows for k in r["recipe"]})
         varying = [k for k in keys if len({json.dumps(r["recipe"].get(k)) for r in rows}) > 1]
-        fixed = ", ".join(f"{k}={rows[0]['recipe'][k]}" for k in keys if k not in varying)
+        fixed = ", ".join(f"{k}={rows[0]['recipe'].get(k, 'preset')}" for k in keys if k not in varying)
         lines += [f"## {method}", "", *([f"Fixed: {fixed}.", ""] if fixed else []), "| recipe | mean gain | linear gain | k-NN 20 gain | linear | k-NN 20 | mask IoU | random IoU "
                   "| whole IoU | final loss | collapsed | s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             last = r["scores"][str(r["steps"])]
-            recipe = ", ".join(f"{k}={r['recipe'].get(k)}" for k in varying) or "(preset)"
+            recipe = ", ".join(f"{k}={r['recipe'][k]}" for k in varying if k in r["recipe"]) or "(preset)"
             lines.append(f"| {recipe} | {gain(r):+.1f} | {r.get('linear_gain', float('nan')):+.1f} | {r.get('knn20_gain', float('nan')):+.1f} "
                          f"| {last.get('linear', float('nan')):.1f} | {last['knn20']:.1f} | {r['masks']['tracked']['iou']:.1f} "
                          f"| {r['masks']['random']['iou']:.1f} | {r['masks']['whole_frame']['iou']:.1f} "
