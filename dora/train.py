@@ -110,7 +110,8 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[DINOModel, DINOModel]
     if cfg.objects > student.backbone.num_heads:
         raise ValueError(f"--objects {cfg.objects} exceeds the {student.backbone.num_heads} heads of {cfg.arch}")
     # The teacher is built without drop path (timm puts no DropPath in it) and starts as the student's copy, as
-    # DINO's main_dino.py builds its teacher. Building it draws no random numbers, so the student's draws stay.
+    # DINO's main_dino.py builds its teacher. Its initialisation draws under fork_rng, so the global random
+    # state after `build` is what it was with a copied teacher (the student's later draws are unchanged).
     with torch.random.fork_rng(devices=[]):
         teacher = network(0.0)
     teacher.load_state_dict(student.state_dict())

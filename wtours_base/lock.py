@@ -61,9 +61,10 @@ def hold_folder(folder: Path, what: str = "job") -> Iterator[Path]:
             try:
                 holder = json.loads(lock.read_text())
             except (OSError, ValueError):  # being written right now, or left empty by a crash
-                if time.time() - lock.stat().st_mtime < 10 if lock.exists() else False:
-                    time.sleep(0.5)
-                    continue
+                with contextlib.suppress(OSError):
+                    if time.time() - lock.stat().st_mtime < 10:  # young: its writer is probably still at it
+                        time.sleep(0.5)
+                        continue
                 holder = {}
             if holder and not _stale(holder, me):
                 raise FolderBusy(f"{folder}: another {what} is using this folder ({describe(holder)}); wait for it to "
@@ -79,5 +80,6 @@ def hold_folder(folder: Path, what: str = "job") -> Iterator[Path]:
         yield lock
     finally:
         with contextlib.suppress(OSError, ValueError):
-            if json.loads(lock.read_text()).get("pid") == me["pid"] and json.loads(lock.read_text()).get("host") == me["host"]:
+            holder = json.loads(lock.read_text())
+            if (holder.get("pid"), holder.get("host")) == (me["pid"], me["host"]):  # still ours: not taken over
                 lock.unlink()
