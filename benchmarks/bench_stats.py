@@ -6,6 +6,9 @@
 2. Lightness and cuts together vs bare ffmpeg decoding the same 1080p file to the analysis size.
 3. Detector path: what objects add to a stats run vs ultralytics `predict` on the same frames,
    already decoded, called directly.
+4. Gradual transitions: on real clips joined by ffmpeg xfade dissolves, a fade through black and hard
+   cuts, which transitions each detector finds (hard cuts and gradual ones apart), and the time of
+   `--cut-detector transnetv2` against the content detector on the same file (needs the `transnet` extra).
 
 Usage: python benchmarks/bench_stats.py   (needs `pip install -e .[bench]` for scenedetect)
 """
@@ -30,7 +33,8 @@ from wtours.objects import prepare_offline  # noqa: E402
 
 prepare_offline(Path(tempfile.mkdtemp(prefix="wtours-yolo-")))
 
-from wtours.demo_assets import packaged_clip_dir  # noqa: E402
+from wtours import transnet  # noqa: E402
+from wtours.demo_assets import make_transitions_video, packaged_clip_dir  # noqa: E402
 from wtours.inputs import find_sources  # noqa: E402
 from wtours.stats import StatsConfig, analyse_video, build_tables, stats  # noqa: E402
 from wtours.video import decode, read_frames, scaled_size, write_video  # noqa: E402
@@ -88,9 +92,10 @@ def f1(found: list[float], truth: list[float], tolerance: float = 0.25) -> tuple
     return (2 * tp / (2 * tp + fp + fn) if truth or found else 1.0), tp, fp, fn
 
 
-def ours(path: Path, out: Path, skip_nonref: bool = False) -> list[float]:
+def ours(path: Path, out: Path, skip_nonref: bool = False, cut_detector: str = "content") -> list[float]:
     shutil.rmtree(out, ignore_errors=True)
-    cfg = StatsConfig(inputs=[path], out=out, objects=False, skip_nonref=skip_nonref, mode=OutputMode.quiet)
+    cfg = StatsConfig(inputs=[path], out=out, objects=False, skip_nonref=skip_nonref, cut_detector=cut_detector,
+                      mode=OutputMode.quiet)
     sources = find_sources([path])
     analyse_video(sources[0], cfg)
     shots = build_tables(cfg, sources)["shots"]
@@ -122,6 +127,46 @@ def decode_floor(path: Path) -> list[float]:
     return []
 
 
+def match_transitions(found: list[float], transitions: list[dict], tolerance: float = 0.25) -> tuple[dict, int]:
+    """Per kind of transition (cut, or gradual: dissolves and fades), how many of them a shot start
+    falls into (within `tolerance` of their span); and the shot starts that fall into none."""
+    hits, false = {"cut": [0, 0], "gradual": [0, 0]}, 0
+    left = list(found)
+    for t in transitions:
+        kind = "cut" if t["kind"] == "cut" else "gradual"
+        hits[kind][1] += 1
+        inside = [f for f in left if t["start_s"] - tolerance <= f <= t["end_s"] + tolerance]
+        if inside:
+            hits[kind][0] += 1
+            left.remove(inside[0])
+    false = len(left)
+    return hits, false
+
+
+def transitions_section(work: Path) -> dict:
+    from scenedetect import AdaptiveDetector, ContentDetector
+
+    path, transitions = make_transitions_video(work / "transitions.mp4", size=(1280, 720))
+    print(f"\n[4] gradual transitions: {path.name}, 720p25, "
+          + ", ".join(f"{t['kind']} {t['start_s']:.1f}-{t['end_s']:.1f} s" for t in transitions))
+    runs = {"wtours": lambda: ours(path, work / "t"),
+            "wtours transnetv2": lambda: ours(path, work / "t", cut_detector="transnetv2"),
+            "ContentDetector": lambda: pyscenedetect(path, ContentDetector()),
+            "AdaptiveDetector": lambda: pyscenedetect(path, AdaptiveDetector())}
+    out = {}
+    for name, fn in runs.items():
+        found, seconds = timed(fn, repeat=1)
+        hits, false = match_transitions(found, transitions)
+        tp = hits["cut"][0] + hits["gradual"][0]
+        score = 2 * tp / max(1, 2 * tp + false + len(transitions) - tp)
+        print(f"      {name:21s} hard cuts {hits['cut'][0]}/{hits['cut'][1]}, dissolves and fades "
+              f"{hits['gradual'][0]}/{hits['gradual'][1]}, false {false}: F1 {score:.3f}  {seconds:5.2f} s")
+        key = name.replace(" ", "_")
+        out.update({f"transitions_{key}_f1": score, f"transitions_{key}_gradual": hits["gradual"][0],
+                    f"transitions_{key}_s": seconds})
+    return out
+
+
 def main() -> None:
     from scenedetect import AdaptiveDetector, ContentDetector
 
@@ -136,6 +181,8 @@ def main() -> None:
                 "ContentDetector": lambda: pyscenedetect(path, ContentDetector()),
                 "AdaptiveDetector": lambda: pyscenedetect(path, AdaptiveDetector()),
                 "decode floor": lambda: decode_floor(path)}
+        if transnet.available():
+            runs["wtours transnetv2"] = lambda: ours(path, work / "o", cut_detector="transnetv2")
         for name, fn in runs.items():
             found, seconds = timed(fn, repeat=2)
             if name == "decode floor":
@@ -155,6 +202,9 @@ def main() -> None:
             continue
         score = 2 * tp / max(1, 2 * tp + fp + fn_)
         print(f"      {name:21s} F1 {score:.3f}  {seconds:5.2f} s")
+    if transnet.available():
+        print(f"    wtours transnetv2 takes {totals['wtours transnetv2'][3] / totals['wtours'][3]:.1f}x the time of the "
+              "content detector (wtours)")
     for ref in ("ContentDetector", "AdaptiveDetector"):
         print(f"    decoding alone (every frame) is {totals[ref][3] / totals['decode floor'][3]:.2f}x the speed of {ref}: "
               "the most any every-frame detector can reach here")
@@ -207,8 +257,9 @@ def main() -> None:
           "(fastest of 3 each; includes deblocking every frame, which a light+cuts-only run skips)")
     print(f"    ultralytics predict on the same frames directly {predict:5.2f} s (fastest of 3) -> {added / predict:.2f}x "
           "(bar <= 1.10)")
+    gradual = transitions_section(work) if transnet.available() else {}
     print("\nJSON " + json.dumps({"ffmpeg_s": bound, "light_cuts_s": light, "objects_added_s": added,
-                                  "predict_direct_s": predict,
+                                  "predict_direct_s": predict, **gradual,
                                   **{f"{k}_f1": 2 * v[0] / max(1, 2 * v[0] + v[1] + v[2]) for k, v in totals.items()},
                                   **{f"{k}_s": v[3] for k, v in totals.items()}}))
     shutil.rmtree(work, ignore_errors=True)

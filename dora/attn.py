@@ -5,6 +5,7 @@ frames, then a row per object showing what its mask keeps."""
 
 from __future__ import annotations
 
+import itertools
 import tarfile
 import warnings
 from pathlib import Path
@@ -39,7 +40,14 @@ def _square(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image[top:top + side, left:left + side]).resize((size, size), Image.BICUBIC))
 
 
-def load_frames(path: Path, size: int, frames: int, fps: float, start: float) -> tuple[np.ndarray, str]:
+def _bar(iterable, progress: bool, **kw):
+    from tqdm import tqdm
+
+    return tqdm(iterable, disable=None if progress else True, **kw)  # a bar on a terminal, nothing in logs
+
+
+def load_frames(path: Path, size: int, frames: int, fps: float, start: float,
+                progress: bool = False) -> tuple[np.ndarray, str]:
     """[T, size, size, 3] uint8 frames and the kind of input ('image', 'video' or 'shard')."""
     suffix = path.suffix.lower()
     if not path.is_file():
@@ -62,7 +70,9 @@ def load_frames(path: Path, size: int, frames: int, fps: float, start: float) ->
     if suffix in VIDEO_SUFFIXES:
         info = probe(path)
         w, h = scaled_size(info.width, info.height, size)
-        images = [f.image for f in read_frames(path, fps=fps, size=(w, h), start=start)][:frames]
+        # Decoding stops at the last frame wanted (a long video is not read to its end).
+        wanted = itertools.islice(read_frames(path, fps=fps, size=(w, h), start=start), frames)
+        images = [f.image for f in _bar(wanted, progress, total=frames, desc=f"frames {path.name}", unit="frame")]
         if not images:
             raise EvalError(f"{path}: no frames after {start} s")
         return np.stack([_square(im, size) for im in images]), "video"
@@ -89,16 +99,19 @@ def _save_png(fig, path: Path) -> None:
 
 @torch.no_grad()
 def attention_pictures(spec: EncoderSpec, source: Path, out: Path, size: int | None = None, objects: int = 3,
-                       frames: int = 8, fps: float = 1.0, start: float = 0.0, seed: int = 0) -> list[Path]:
-    """Write the pictures for one input into `out`; returns their paths."""
+                       frames: int = 8, fps: float = 1.0, start: float = 0.0, seed: int = 0,
+                       progress: bool = False) -> list[Path]:
+    """Write the pictures for one input into `out`; returns their paths. `progress`: bars on a terminal."""
     vit, info = load_encoder(spec)
     backbone = ViTBackbone(info["arch"], vit=vit)
     size = size or info.get("img_size") or 224
     size = max(backbone.patch_size, size // backbone.patch_size * backbone.patch_size)
-    images, kind = load_frames(Path(source), size, frames, fps, start)
+    images, kind = load_frames(Path(source), size, frames, fps, start, progress)
     x = normalize(torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).contiguous())
-    tokens = backbone(x)
-    q, k = backbone.last_queries_keys()
+    outputs = []  # (tokens, queries, keys) of 8 frames at a time: bounded memory, and a bar for long inputs
+    for chunk in _bar(x.split(8), progress and len(x) > 8, desc="attention", unit="batch"):
+        outputs.append((backbone(chunk), *backbone.last_queries_keys()))
+    tokens, q, k = (torch.cat(parts) for parts in zip(*outputs))
     grid = patch_grid(backbone, size, size)
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(source).stem

@@ -225,7 +225,7 @@ def eval_linear(cfg: LinearProbeConfig, quiet: bool = QUIET, json_lines: bool = 
 
 @app.command()
 @config_options(AttnConfig, arguments=["source"], flags={"out": ["--out", "-o"]})
-def attn(cfg: AttnConfig, json_lines: bool = JSON) -> None:
+def attn(cfg: AttnConfig, quiet: bool = QUIET, json_lines: bool = JSON) -> None:
     """Pictures of attention: every head's [CLS] attention on an image; tracked objects in a video or clip.
 
     Example: dora attn runs/demo/videos/bikes.mp4 --checkpoint runs/demo/train/checkpoint.pt --out runs/attn
@@ -237,7 +237,7 @@ def attn(cfg: AttnConfig, json_lines: bool = JSON) -> None:
 
     with exit_on_errors((EvalError, ValueError)):
         paths = attention_pictures(cfg.encoder, cfg.source, cfg.out, cfg.size, cfg.objects, cfg.frames, cfg.fps,
-                                   cfg.start, cfg.seed)
+                                   cfg.start, cfg.seed, progress=not (quiet or json_lines))
     for path in paths:
         typer.echo(json.dumps({"event": "picture", "path": str(path)}) if json_lines else str(path))
 

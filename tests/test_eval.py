@@ -179,6 +179,25 @@ def test_attention_pictures_for_an_image_a_video_and_a_shard(tiny_checkpoint, re
         assert im.size == (4 * 64, 4 * 64)
 
 
+def test_attention_on_a_video_decodes_only_the_frames_it_shows(tiny_checkpoint, tmp_path, monkeypatch):
+    import dora.attn
+    from conftest import packaged_clip
+
+    pulled = []
+    read = dora.attn.read_frames
+
+    def counting(*args, **kwargs):
+        for frame in read(*args, **kwargs):
+            pulled.append(frame.time_s)
+            yield frame
+
+    monkeypatch.setattr(dora.attn, "read_frames", counting)
+    paths = dora.attn.attention_pictures(EncoderSpec(checkpoint=tiny_checkpoint), packaged_clip("bikes.mp4"), tmp_path,
+                                         frames=3, fps=5.0, start=2.0, progress=True)
+    assert len(pulled) == 3 and pulled[0] == pytest.approx(2.0, abs=0.05)  # not the 38 frames to the end of the clip
+    assert json.loads(paths[-1].read_text())["frames"] == 3
+
+
 def test_bad_inputs_are_clear_errors(tiny_checkpoint, photo_classes, tmp_path):
     weights = tmp_path / "tiny.safetensors"
     runner.invoke(app, ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(weights)])

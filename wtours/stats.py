@@ -1,9 +1,10 @@
 """`wtours stats`: lightness, shot cuts and objects per frame, as tables (wtours_analysis draws the figures).
 
-One decode per video feeds two samplings: every frame (or `fps`) at a small analysis size for
-lightness and cut scores, and `detect_fps` frames at the detector's size for objects. Per-video
-results are cached in DIR/.cache keyed by the file and the options they depend on; cuts are
-recomputed from cached scores, so changing the cut options needs no decoding.
+One decode per video feeds its samplings: every frame (or `fps`) at a small analysis size for
+lightness and cut scores, `detect_fps` frames at the detector's size for objects and faces, and with
+`--cut-detector transnetv2` every frame at 48 x 27 for TransNetV2's transition probabilities.
+Per-video results are cached in DIR/.cache keyed by the file and the options they depend on; cuts
+are recomputed from cached scores, so changing the cut options needs no decoding.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from wtours.config import StatsConfig
+from wtours import transnet
 from wtours.cuts import content_scores, detect_cuts, hsv
 from wtours.inputs import Source, find_sources
 from wtours.lightness import lightness_change_per_minute, mean_lightness
@@ -56,7 +58,9 @@ def cache_paths(cfg: StatsConfig, source: Source) -> dict[str, Path]:
             "objects": folder / f"{source.id}.objects.{objects}.parquet",
             "faces": folder / f"{source.id}.faces.{faces}.parquet",
             "info": folder / f"{source.id}.info.{light}.json",
-            "error": folder / f"{source.id}.error.{light}.{objects}.json"}
+            "error": folder / f"{source.id}.error.{light}.{objects}.json",
+            **({"transitions": folder / f"{source.id}.transitions.{_key(source, 'transnetv2', transnet.version())}.parquet"}
+               if cfg.cut_detector == "transnetv2" else {})}
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
@@ -82,7 +86,8 @@ def analyse_video(source: Source, cfg: StatsConfig, threads: int = 0) -> VideoRe
     need_light = not paths["light"].is_file()
     need_objects = cfg.objects and not paths["objects"].is_file()
     need_faces = cfg.faces and not paths["faces"].is_file()
-    if not (need_light or need_objects or need_faces):
+    need_transitions = "transitions" in paths and not paths["transitions"].is_file()
+    if not (need_light or need_objects or need_faces or need_transitions):
         return VideoResult(source.id, "cached")
     remove_stale_temporaries(cfg.out / ".cache", f"{source.id}.*")  # left by a run killed while writing
     try:
@@ -100,6 +105,9 @@ def analyse_video(source: Source, cfg: StatsConfig, threads: int = 0) -> VideoRe
 
         find_faces = face_detector(cfg.face_threshold)
         face_rgb = Scaler(FaceOptions(cfg.face_threshold, cfg.face_detect_size).detect_dims(info.width, info.height))
+    if need_transitions:  # TransNetV2 reads every frame at 48 x 27, scaled as its own ffmpeg call does
+        scorer, thumb = transnet.TransitionScorer(), Scaler(transnet.SIZE, "BICUBIC")
+    transition_times: list[float] = []
     face_counts: list[int] = []
     grid_light = grid_det = None
     light_times: list[float] = []
@@ -130,12 +138,15 @@ def analyse_video(source: Source, cfg: StatsConfig, threads: int = 0) -> VideoRe
     try:
         # Detection alone samples sparsely, so the decoder may always skip B-frames then; light and
         # cuts alone are measured on thumbnails, where skipping the deblocking filter is invisible.
-        skip = cfg.skip_nonref or not need_light
+        skip = (cfg.skip_nonref or not need_light) and not need_transitions
         for t, frame, rate in decode(source.path, threads=threads, skip_nonref=skip, skip_loop_filter=not need_objects):
             last_t = t
             if grid_light is None:
                 grid_light = Grid(cfg.fps, 0.0, 0, rate)
                 grid_det = Grid(cfg.detect_fps, 0.0, 0, rate)
+            if need_transitions:
+                transition_times.append(t)
+                scorer.add(thumb(frame))
             if need_light and grid_light.take(t) is not None:
                 light_times.append(t)
                 batch.append(small_rgb(frame))
@@ -151,6 +162,7 @@ def analyse_video(source: Source, cfg: StatsConfig, threads: int = 0) -> VideoRe
                         flush_objects()
         flush_light()
         flush_objects()
+        transitions = scorer.finish() if need_transitions else None
         if math.isfinite(info.duration_s) and info.duration_s - last_t > 1.0 + 2.0 / max(info.fps, 1.0):
             message = f"{source.path}: stream ends at {last_t:.2f} s, expected {info.duration_s:.2f} s (truncated?)"
     except VideoError as exc:
@@ -175,6 +187,9 @@ def analyse_video(source: Source, cfg: StatsConfig, threads: int = 0) -> VideoRe
         if need_faces:
             _write_parquet(pd.DataFrame({"time_s": np.asarray(det_times, dtype=np.float64),
                                          "n_faces": np.asarray(face_counts, dtype=np.int32)}), paths["faces"])
+        if need_transitions:
+            _write_parquet(pd.DataFrame({"time_s": np.asarray(transition_times, dtype=np.float64),
+                                         "transition": transitions}), paths["transitions"])
     except WriteError as exc:  # disk full or the like: this part is not cached, a rerun computes it again
         return VideoResult(source.id, "error", message=str(exc))
     return VideoResult(source.id, "analysed", len(light_times), len(det_times), last_t)
@@ -197,6 +212,18 @@ def lightness_change_rate(times_s: np.ndarray, lightness: np.ndarray) -> float:
     return float(np.mean(np.abs(np.diff(means))) / bin_s * 60.0)
 
 
+def find_cuts(cfg: StatsConfig, times: np.ndarray, cut_scores: np.ndarray, paths: dict[str, Path]) -> np.ndarray:
+    """Indices of the analysis frames that start a new shot, by the chosen detector."""
+    if cfg.cut_detector == "content":
+        return detect_cuts(times, cut_scores, cfg.cut_options)
+    scored = pd.read_parquet(paths["transitions"])
+    starts = transnet.transition_cuts(scored["time_s"].to_numpy(), scored["transition"].to_numpy(),
+                                      cfg.transition_threshold, cfg.min_shot_s)
+    # Each shot starts at the first analysis frame at or after its time (all frames unless --fps is set).
+    cuts = np.unique(np.searchsorted(times, starts - 1e-6))
+    return cuts[(cuts > 0) & (cuts < len(times))]
+
+
 def build_tables(cfg: StatsConfig, sources: list[Source]) -> dict[str, pd.DataFrame]:
     """frames, shots and videos tables from the cache (sources without a complete cache are left out)."""
     frames, shots, videos = [], [], []
@@ -207,7 +234,7 @@ def build_tables(cfg: StatsConfig, sources: list[Source]) -> dict[str, pd.DataFr
         info = json.loads(paths["info"].read_text())
         light = pd.read_parquet(paths["light"])
         times = light["time_s"].to_numpy()
-        cuts = detect_cuts(times, light["cut_score"].to_numpy(), cfg.cut_options)
+        cuts = find_cuts(cfg, times, light["cut_score"].to_numpy(), paths)
         light["is_cut"] = False
         light.loc[cuts, "is_cut"] = True
         light["lightness_rate"] = lightness_change_per_minute(times, light["lightness"].to_numpy()) / 60.0
@@ -257,7 +284,8 @@ def write_outputs(cfg: StatsConfig, tables: dict[str, pd.DataFrame]) -> None:
 def _finished(cfg: StatsConfig, source: Source) -> bool:
     """Analysed (cached) or failed (error marker) with the current file and options."""
     paths = cache_paths(cfg, source)
-    done = paths["light"].is_file() and all(paths[p].is_file() for p in ("objects", "faces") if getattr(cfg, p))
+    done = (paths["light"].is_file() and all(paths[p].is_file() for p in ("objects", "faces") if getattr(cfg, p))
+            and ("transitions" not in paths or paths["transitions"].is_file()))
     return done or paths["error"].is_file()
 
 
@@ -285,6 +313,8 @@ def stats(cfg: StatsConfig, reporter: Reporter | None = None) -> tuple[list[Vide
         from wtours.faces import face_detector
 
         face_detector(cfg.face_threshold)  # fail fast, as for the objects
+    if cfg.cut_detector == "transnetv2":
+        transnet.load_model()  # fail fast: the package is an optional extra
     mine = split_for_rank(sources, rank, world)
     bar = reporter.bar(total=len(mine), desc="stats (videos)", unit="video")
     try:
