@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from dora.davis import DavisConfig, encoder_size, eval_davis
-from dora.davis_synthetic import make_sequences
-from dora.encoder import EncoderSpec, load_encoder
+from dora.evaluation.davis import DavisConfig, encoder_size, eval_davis
+from dora.evaluation.encoder import EncoderSpec, load_encoder
+from wtours.media.davis import make_sequences
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from media import pan_video  # noqa: E402
 
-from dora.data import AugmentConfig, ClipStream, crop_sides, make_loader  # noqa: E402
+from dora.training.data import AugmentConfig, ClipStream, crop_sides, make_loader  # noqa: E402
 from wtours.shard import ShardConfig, shard  # noqa: E402
 from wtours.shards import open_shards  # noqa: E402
 from wtours_base.report import OutputMode  # noqa: E402

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from dora.config import DiscoverConfig
-from dora.discover_eval import _padded, eval_discover
-from dora.encoder import EncoderSpec, load_encoder
-from dora.voc import voc_images
-from dora.voc_synthetic import make_voc
+from dora.evaluation.config import DiscoverConfig
+from dora.evaluation.discover_eval import _padded, eval_discover
+from dora.evaluation.encoder import EncoderSpec, load_encoder
+from dora.evaluation.voc import voc_images
+from wtours.media.voc import make_voc
 
 
 def main() -> None:

@@ -34,8 +34,8 @@ from wtours.objects import prepare_offline  # noqa: E402
 prepare_offline(Path(tempfile.mkdtemp(prefix="wtours-yolo-")))
 
 from wtours import transnet  # noqa: E402
-from wtours.demo_assets import make_transitions_video, packaged_clip_dir  # noqa: E402
 from wtours.inputs import find_sources  # noqa: E402
+from wtours.media.footage import make_transitions_video, packaged_clip_dir  # noqa: E402
 from wtours.stats import StatsConfig, analyse_video, build_tables, stats  # noqa: E402
 from wtours.video import decode, read_frames, scaled_size, write_video  # noqa: E402
 from wtours_base.report import OutputMode  # noqa: E402

@@ -20,8 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from media import pan_video  # noqa: E402
 
-from dora.bench import bench  # noqa: E402
-from dora.train import TrainConfig  # noqa: E402
+from dora.training.bench import bench  # noqa: E402
+from dora.training.train import TrainConfig  # noqa: E402
 from wtours.shard import ShardConfig, shard  # noqa: E402
 from wtours_base.report import OutputMode  # noqa: E402
 

@@ -102,7 +102,7 @@ def verdict(result: dict, reference: list[float], steps: int) -> str | None:
 
 
 def make_shards(folder: Path) -> Path:
-    from wtours.demo_assets import packaged_clip_dir
+    from wtours.media.footage import packaged_clip_dir
     from wtours.shard import ShardConfig, shard
     from wtours_base.report import OutputMode
 

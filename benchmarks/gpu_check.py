@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from dora.config import TrainConfig  # noqa: E402
+from dora.training.config import TrainConfig  # noqa: E402
 from wtours_base.files import write_json_atomic, write_text_atomic  # noqa: E402
 
 # Dense fp16/bf16 tensor-core peak (FLOP/s) by device name, from the vendors' data sheets (SXM where both exist).
@@ -82,7 +82,7 @@ class Check:
     def step(self) -> dict:
         from torch.utils.flop_counter import FlopCounterMode
 
-        from dora.bench import time_steps
+        from dora.training.bench import time_steps
 
         out = {}
         for precision in ("fp16", "bf16"):
@@ -116,7 +116,7 @@ class Check:
         return folder
 
     def loader(self) -> dict:
-        from dora.bench import loader_rate
+        from dora.training.bench import loader_rate
 
         cfg = replace(self.recipe(), shards=[str(self.shards())])
         rates = {w: loader_rate(replace(cfg, num_workers=w), 3 if self.cpu else 20)["loader_clips_per_s"]
@@ -151,10 +151,10 @@ class Check:
                 "final_loss": result["losses"][-1], "backend": "nccl" if self.device.type == "cuda" else "gloo"}
 
     def davis(self) -> dict:
-        from dora.config import DavisConfig
-        from dora.davis import eval_davis
-        from dora.davis_synthetic import make_sequences
-        from dora.encoder import EncoderSpec
+        from dora.evaluation.config import DavisConfig
+        from dora.evaluation.davis import eval_davis
+        from dora.evaluation.encoder import EncoderSpec
+        from wtours.media.davis import make_sequences
 
         size = (320, 180) if self.cpu else (854, 480)
         root = make_sequences(self.work / "davis", sequences=1, frames=6 if self.cpu else 24, size=size)

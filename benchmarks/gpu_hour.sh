@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The first GPU learning check (README "The first GPU hour"): DoRA, random masks and DINO at the paper's sizes
-# (dora/presets/gpu-hour.toml) on the first 30 minutes of the Venice tour, then k-NN and a linear probe of each
+# (dora/training/presets/gpu-hour.toml) on the first 30 minutes of the Venice tour, then k-NN and a linear probe of each
 # against its untrained network on a labelled set you give (an ImageFolder with train/ and val/).
 # Usage: benchmarks/gpu_hour.sh OUT LABELLED [VIDEO]   (VIDEO: a local tour file; default: fetched by wtours)
 set -euo pipefail

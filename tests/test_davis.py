@@ -17,7 +17,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def davis_root(tmp_path_factory):
-    from dora.davis_synthetic import make_sequences
+    from wtours.media.davis import make_sequences
 
     return make_sequences(tmp_path_factory.mktemp("davis"), sequences=2, frames=8, size=(192, 112))
 
@@ -99,7 +99,7 @@ def test_bad_davis_folders_are_clear_errors(davis_root, tmp_path):
 
 
 def test_the_encoder_sees_whole_patches_whatever_the_size():
-    from dora.davis import encoder_size
+    from dora.evaluation.davis import encoder_size
 
     assert encoder_size(480, 854, 480, 16) == (480, 832)  # DINO's 480p
     assert encoder_size(180, 320, 180, 16) == (176, 256)  # a short side that is no multiple of 16 (was refused)
@@ -107,7 +107,7 @@ def test_the_encoder_sees_whole_patches_whatever_the_size():
 
 
 def test_random_weights_are_the_same_every_time_so_their_cached_features_stay_theirs():
-    from dora.encoder import EncoderSpec, load_encoder
+    from dora.evaluation.encoder import EncoderSpec, load_encoder
 
     a, info = load_encoder(EncoderSpec(model="vit_tiny_patch16_224"))
     b, _ = load_encoder(EncoderSpec(model="vit_tiny_patch16_224"))

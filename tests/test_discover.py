@@ -9,9 +9,9 @@ import torch
 from typer.testing import CliRunner
 
 from dora.cli import app
-from dora.encoder import EvalError
-from dora.lost import attention_mass_masks, box_iou, corloc_hit, degrees, jaccard, lost
-from dora.voc import coco_images, parse_voc_xml, voc_images
+from dora.evaluation.encoder import EvalError
+from dora.evaluation.lost import attention_mass_masks, box_iou, corloc_hit, degrees, jaccard, lost
+from dora.evaluation.voc import coco_images, parse_voc_xml, voc_images
 
 
 def _keys() -> torch.Tensor:
@@ -98,13 +98,13 @@ def test_voc_and_coco_layouts_read_the_same_boxes_and_missing_files_are_named(vo
 
 @pytest.fixture(scope="module")
 def voc_root(tmp_path_factory) -> Path:
-    from dora.voc_synthetic import make_voc
+    from wtours.media.voc import make_voc
 
     return make_voc(tmp_path_factory.mktemp("voc") / "VOC", images=6, size=(240, 180))
 
 
 def test_the_synthetic_set_boxes_and_masks_agree(voc_root):
-    from dora.voc import read_labels, voc_segmentation
+    from dora.evaluation.voc import read_labels, voc_segmentation
 
     for (name, _, note), image in zip(voc_segmentation(voc_root), voc_images(voc_root, "trainval")):
         labels = read_labels(note)
@@ -133,7 +133,7 @@ def test_dora_eval_discover_scores_writes_and_resumes(voc_root, tmp_path, monkey
     rows = (out / "per_image.csv").read_text().splitlines()
     assert rows[0].startswith("# encoder ") and len(rows) == 2 + 12
     # A rerun of the same encoder computes nothing again and gives the same numbers.
-    import dora.discover_eval as module
+    import dora.evaluation.discover_eval as module
 
     def refuse(*a, **k):
         raise AssertionError("recomputed an image")

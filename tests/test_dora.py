@@ -18,10 +18,10 @@ from conftest import TINY
 from typer.testing import CliRunner
 
 from dora.cli import app
-from dora.data import DataError
-from dora.discover import binary_masks, discover_and_track, sinkhorn_knopp
-from dora.loss import DistillLoss
-from dora.train import NonFiniteLoss, TrainConfig, train
+from dora.training.data import DataError
+from dora.training.discover import binary_masks, discover_and_track, sinkhorn_knopp
+from dora.training.loss import DistillLoss
+from dora.training.train import NonFiniteLoss, TrainConfig, train
 
 runner = CliRunner()
 
@@ -96,7 +96,7 @@ def _authors_sinkhorn(logits: torch.Tensor, eps: float = 0.05, iters: int = 30) 
 def test_refined_prototypes_and_tracks_equal_the_authors_code():
     """utils.py MOT of the authors: prototypes from un-normalised queries, SK on L2-normalised output
     tokens, P' = M*^T Z^ with each patch's assignments summing to 1, tracks softmax(P' K^T / sqrt(d))."""
-    from dora.discover import refine
+    from dora.training.discover import refine
 
     torch.manual_seed(0)
     b, h, n, d, frames = 3, 4, 16, 32, 2
@@ -116,7 +116,7 @@ def test_refined_prototypes_and_tracks_equal_the_authors_code():
 
 
 def test_loss_weights_half_on_the_object_views_and_half_on_the_locals():
-    from dora.loss import view_weights
+    from dora.training.loss import view_weights
 
     student, teacher = torch.randn(4, 3 + 6, 16), torch.randn(4, 16)
     loss_fn = DistillLoss(16)
@@ -130,7 +130,7 @@ def test_loss_weights_half_on_the_object_views_and_half_on_the_locals():
 
 
 def test_gradient_clipping_is_dinos_per_tensor_clip():
-    from dora.step import clip_gradients
+    from dora.training.step import clip_gradients
 
     torch.manual_seed(0)
     ours, dinos = (torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2)) for _ in range(2))
@@ -153,7 +153,7 @@ def test_gradient_clipping_is_dinos_per_tensor_clip():
 
 
 def test_collapse_is_warned_about_once_naming_the_step():
-    from dora.runlog import CollapseWatch
+    from dora.training.runlog import CollapseWatch
 
     uniform = math.log(256)
     watch = CollapseWatch(256, objects=3, total_steps=200, window=10)
@@ -168,7 +168,7 @@ def test_collapse_is_warned_about_once_naming_the_step():
 
 
 def test_shards_too_small_for_the_global_size_are_warned_about(real_shards):
-    from dora.train import TrainConfig, resolution_warnings
+    from dora.training.train import TrainConfig, resolution_warnings
     from wtours.shards import open_shards
 
     shards = open_shards([real_shards])  # 188 x 80 frames
@@ -178,7 +178,7 @@ def test_shards_too_small_for_the_global_size_are_warned_about(real_shards):
 
 
 def test_precision_auto_is_the_recipes_fp16_on_cuda_and_bf16_on_a_cpu_that_has_it():
-    from dora.step import resolve_precision
+    from dora.training.step import resolve_precision
 
     assert resolve_precision("auto", torch.device("cuda", 0)) == "fp16"
     cpu = resolve_precision("auto", torch.device("cpu"))
@@ -210,8 +210,8 @@ def test_distill_loss_is_dino_cross_entropy_with_centering():
 
 
 def test_zero_objects_is_dino_two_global_crops_and_locals_and_never_discovers(real_shards, tmp_path, monkeypatch):
-    import dora.step as step_module
-    from dora.model import DINOModel
+    import dora.training.step as step_module
+    from dora.training.model import DINOModel
 
     def no_discovery(*args, **kwargs):
         raise AssertionError("k = 0 must not build object views")
@@ -233,7 +233,7 @@ def test_zero_objects_is_dino_two_global_crops_and_locals_and_never_discovers(re
 
 
 def _one_batch(shards: Path, cfg: TrainConfig) -> dict:
-    from dora.data import ClipStream, make_loader
+    from dora.training.data import ClipStream, make_loader
     from wtours.shards import open_shards
 
     stream = ClipStream(open_shards(cfg.shards).urls, cfg.frames_per_clip, cfg.augment, cfg.batch_size, cfg.seed)
@@ -242,9 +242,9 @@ def _one_batch(shards: Path, cfg: TrainConfig) -> dict:
 
 def test_zero_objects_step_equals_dinos_loss_written_out(real_shards, tmp_path):
     """k = 0 is facebookresearch/dino's loss: each teacher global view against every other student view."""
-    from dora.data import normalize
-    from dora.step import train_step
-    from dora.train import build
+    from dora.training.data import normalize
+    from dora.training.step import train_step
+    from dora.training.train import build
 
     cfg = _cfg(real_shards, tmp_path, objects=0, drop_path=0.0)
     batch = _one_batch(real_shards, cfg)
@@ -280,7 +280,7 @@ def _inside(box, outer, slack=1e-6) -> bool:
 def test_dora_views_come_from_the_clip_precrop_and_dinos_from_the_whole_frame():
     """The authors cut the global view and every local crop from the clip's 300 px pre-crop; DINO treats
     each frame as an image (two independent global crops and the locals from the whole frame)."""
-    from dora.data import AugmentConfig, clip_boxes
+    from dora.training.data import AugmentConfig, clip_boxes
 
     gen = torch.Generator().manual_seed(0)
     frame = (0.0, 0.0, 360.0, 640.0)
@@ -307,7 +307,7 @@ def test_dora_views_come_from_the_clip_precrop_and_dinos_from_the_whole_frame():
 def test_dino_crops_and_flips_every_frame_of_a_clip_on_its_own():
     """DINO treats every frame as an image: its global boxes and flips differ from frame to frame (the
     baseline must not see T near-copies), where DoRA keeps one geometry for the clip it tracks through."""
-    from dora.data import AugmentConfig, augment_clip, clip_boxes
+    from dora.training.data import AugmentConfig, augment_clip, clip_boxes
 
     gen = torch.Generator().manual_seed(1)
     boxes = clip_boxes(360, 640, 4, AugmentConfig(global_crops=2, local_crops=2), gen)
@@ -331,7 +331,7 @@ def test_dino_crops_and_flips_every_frame_of_a_clip_on_its_own():
 
 
 def test_dino_blurs_its_first_global_view_always_and_solarises_only_the_second():
-    from dora.data import AugmentConfig, augment_clip
+    from dora.training.data import AugmentConfig, augment_clip
 
     frames = torch.zeros(2, 3, 96, 96, dtype=torch.uint8)
     frames[:, :, :, 48:] = 200  # a sharp vertical edge
@@ -348,8 +348,8 @@ def test_dino_blurs_its_first_global_view_always_and_solarises_only_the_second()
 
 def test_bench_reference_loop_computes_the_same_loss_as_the_batched_step(real_shards, tmp_path):
     """`dora bench` times the reference code's loop structure; it must be the same computation."""
-    from dora.bench import STEPS, explicit_attention
-    from dora.train import build
+    from dora.training.bench import STEPS, explicit_attention
+    from dora.training.train import build
 
     cfg = _cfg(real_shards, tmp_path, objects=2, drop_path=0.0)
     batch = _one_batch(real_shards, cfg)
@@ -394,7 +394,7 @@ def test_loss_is_finite_and_decreases_on_shards_of_a_real_clip(real_shards, tmp_
 
 def test_a_resumed_run_follows_the_same_loss_curve(real_shards, tmp_path, monkeypatch):
     full = train(_cfg(real_shards, tmp_path / "full", max_steps=8, checkpoint_every=1), progress=False).losses
-    import dora.train as train_module
+    import dora.training.train as train_module
 
     real_step = train_module.train_step
     calls = {"n": 0}
@@ -416,7 +416,7 @@ def test_a_resumed_run_follows_the_same_loss_curve(real_shards, tmp_path, monkey
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(real_shards, tmp_path, monkeypatch):
     full = train(_cfg(real_shards, tmp_path / "full", max_steps=6), progress=False).losses
-    import dora.train as train_module
+    import dora.training.train as train_module
 
     real_step = train_module.train_step
     calls = {"n": 0}
@@ -439,7 +439,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(real_shards, tmp_path, mo
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(real_shards, tmp_path, monkeypatch):
-    import dora.train as train_module
+    import dora.training.train as train_module
 
     real_step = train_module.train_step
     calls = {"n": 0}
@@ -703,7 +703,7 @@ def test_shards_that_are_all_bad_stop_with_the_fraction_error(real_shards, tmp_p
 
 
 def test_a_clip_read_again_in_the_same_epoch_gets_new_views(real_shards, tmp_path):
-    from dora.data import ClipStream
+    from dora.training.data import ClipStream
     from wtours.shards import open_shards
 
     cfg = _cfg(real_shards, tmp_path)
@@ -717,10 +717,10 @@ def test_a_clip_read_again_in_the_same_epoch_gets_new_views(real_shards, tmp_pat
 
 
 def test_random_masks_differ_between_ranks(real_shards, tmp_path, monkeypatch):
-    import dora.train as train_module
-    from dora.data import normalize
-    from dora.step import object_views
-    from dora.train import build
+    import dora.training.train as train_module
+    from dora.training.data import normalize
+    from dora.training.step import object_views
+    from dora.training.train import build
 
     cfg = _cfg(real_shards, tmp_path, mask="random")
     batch = _one_batch(real_shards, cfg)
@@ -769,7 +769,7 @@ def test_url_shards_have_the_epoch_length_of_local_ones(real_shards, tmp_path):
 def test_batches_mix_clips_from_several_open_shards(real_shards, tmp_path):
     """Read one shard at a time, a reader's first clips all come from one shard; with several shards open
     they come from several (the shuffle buffer is 1 here, so only the interleaving mixes)."""
-    from dora.data import ClipStream
+    from dora.training.data import ClipStream
     from wtours.shards import open_shards
 
     cfg = _cfg(real_shards, tmp_path)
@@ -789,7 +789,7 @@ def test_batches_mix_clips_from_several_open_shards(real_shards, tmp_path):
 def test_the_teacher_has_no_drop_path_starts_as_the_student_and_follows_it_by_ema():
     """DINO's teacher: built without stochastic depth, the student's weights at the start, then
     teacher = m * teacher + (1 - m) * student after every step, with no gradient."""
-    from dora.train import build, update_teacher
+    from dora.training.train import build, update_teacher
 
     cfg = TrainConfig(shards=["x"], **{**TINY, "drop_path": 0.3})
     student, teacher = build(cfg, torch.device("cpu"))
@@ -812,7 +812,7 @@ def test_the_teacher_has_no_drop_path_starts_as_the_student_and_follows_it_by_em
 
 def test_the_heads_last_layer_is_frozen_for_its_epochs_and_then_learns(real_shards, tmp_path):
     """--freeze-last-layer: the head's last layer gets no update during its first epoch(s), then it does."""
-    from dora.train import build_run
+    from dora.training.train import build_run
 
     cfg = _cfg(real_shards, tmp_path / "freeze", max_steps=4, freeze_last_layer=1, steps_per_epoch=2, warmup_epochs=0)
     run = build_run(cfg)

@@ -14,10 +14,10 @@ from sklearn.neighbors import KNeighborsClassifier
 from typer.testing import CliRunner
 
 from dora.cli import app
-from dora.config import LinearConfig
-from dora.encoder import EncoderSpec, cached_features
-from dora.export import same_features
-from dora.knn import knn_eval, knn_scores, topk_accuracy
+from dora.evaluation.config import LinearConfig
+from dora.evaluation.encoder import EncoderSpec, cached_features
+from dora.evaluation.export import same_features
+from dora.evaluation.knn import knn_eval, knn_scores, topk_accuracy
 from wtours.video import probe
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities of TorchVision")
@@ -59,7 +59,7 @@ def test_knn_command_writes_metrics_and_reuses_cached_features(tiny_checkpoint, 
     ref = KNeighborsClassifier(n_neighbors=10, metric="cosine", algorithm="brute",
                                weights=lambda d: np.exp((1 - d) / 0.07)).fit(tr.numpy(), tr_y.numpy())
     assert round(metrics["results"]["10"]["top1"], 2) == round(100 * (ref.predict(va.numpy()) == va_y.numpy()).mean(), 2)
-    import dora.encoder as encoder_module
+    import dora.evaluation.encoder as encoder_module
 
     monkeypatch.setattr(encoder_module, "load_encoder", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     assert runner.invoke(app, args).exit_code == 0  # features come from the cache
@@ -112,7 +112,7 @@ def test_export_round_trips_through_timm(tiny_checkpoint, tmp_path):
 def test_export_folder_loads_with_timm_local_dir_and_carries_a_model_card(tiny_checkpoint, tmp_path):
     import timm
 
-    from dora.encoder import EncoderSpec, load_encoder
+    from dora.evaluation.encoder import EncoderSpec, load_encoder
 
     out = tmp_path / "tiny-dora"
     result = runner.invoke(app, ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--json"])
@@ -180,19 +180,20 @@ def test_attention_pictures_for_an_image_a_video_and_a_shard(tiny_checkpoint, re
 
 
 def test_attention_on_a_video_decodes_only_the_frames_it_shows(tiny_checkpoint, tmp_path, monkeypatch):
-    import dora.attn
     from conftest import packaged_clip
 
+    import dora.evaluation.attn
+
     pulled = []
-    read = dora.attn.read_frames
+    read = dora.evaluation.attn.read_frames
 
     def counting(*args, **kwargs):
         for frame in read(*args, **kwargs):
             pulled.append(frame.time_s)
             yield frame
 
-    monkeypatch.setattr(dora.attn, "read_frames", counting)
-    paths = dora.attn.attention_pictures(EncoderSpec(checkpoint=tiny_checkpoint), packaged_clip("bikes.mp4"), tmp_path,
+    monkeypatch.setattr(dora.evaluation.attn, "read_frames", counting)
+    paths = dora.evaluation.attn.attention_pictures(EncoderSpec(checkpoint=tiny_checkpoint), packaged_clip("bikes.mp4"), tmp_path,
                                          frames=3, fps=5.0, start=2.0, progress=True)
     assert len(pulled) == 3 and pulled[0] == pytest.approx(2.0, abs=0.05)  # not the 38 frames to the end of the clip
     assert json.loads(paths[-1].read_text())["frames"] == 3
@@ -236,9 +237,9 @@ class _Terminal(io.StringIO):
 
 def test_feature_extraction_and_the_probe_show_progress_on_a_terminal_and_not_when_quiet(tiny_checkpoint, photo_classes,
                                                                                         tmp_path, monkeypatch):
-    from dora.config import LinearConfig
-    from dora.encoder import EncoderSpec, cached_features
-    from dora.linear import train_linear
+    from dora.evaluation.config import LinearConfig
+    from dora.evaluation.encoder import EncoderSpec, cached_features
+    from dora.evaluation.linear import train_linear
 
     spec = EncoderSpec(checkpoint=tiny_checkpoint)
     for progress, cache in ((True, "a"), (False, "b")):

@@ -135,7 +135,7 @@ def test_a_single_value_option_given_twice_is_refused():
 def test_the_dora_presets_are_valid_train_configs_and_the_tests_use_cpu_tiny():
     from conftest import TINY
 
-    from dora.config import PRESETS, TrainConfig, preset
+    from dora.training.config import PRESETS, TrainConfig, preset
 
     names = sorted(p.stem for p in PRESETS.glob("*.toml"))
     assert names == ["cpu-demo", "cpu-study", "cpu-study-dino", "cpu-study-dora", "cpu-study-random_mask", "cpu-tiny",
@@ -146,7 +146,7 @@ def test_the_dora_presets_are_valid_train_configs_and_the_tests_use_cpu_tiny():
 
 
 def test_a_config_file_can_start_from_another_and_change_only_what_it_sets(tmp_path):
-    from dora.config import TrainConfig, preset
+    from dora.training.config import TrainConfig, preset
     from wtours_base.options import load_config_file
 
     (tmp_path / "a.toml").write_text('arch = "vit_tiny_patch16_224"\nlr = 0.1\nbatch_size = 4\n')

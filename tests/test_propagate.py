@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from dora.propagate import PropagationConfig, neighbourhood_mask, propagate, propagate_step, to_label_map
+from dora.evaluation.propagate import PropagationConfig, neighbourhood_mask, propagate, propagate_step, to_label_map
 
 
 def _scene(frames: int = 6, rows: int = 8, cols: int = 8):

@@ -256,7 +256,7 @@ def test_shots_from_stats_fill_each_clips_shot_and_the_trainer_can_skip_clips_ac
                                                                                            tmp_path):
     import csv
 
-    from dora.data import AugmentConfig, ClipStream, DataError
+    from dora.training.data import AugmentConfig, ClipStream, DataError
     from wtours.stats import StatsConfig, stats
 
     stats(StatsConfig(inputs=[scene_video], out=tmp_path / "stats", objects=False, mode=OutputMode.quiet))

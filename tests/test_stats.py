@@ -245,7 +245,7 @@ def test_a_killed_stats_run_keeps_finished_videos_and_a_rerun_does_only_the_rest
 
 @pytest.fixture(scope="session")
 def transitions_video(tmp_path_factory):
-    from wtours.demo_assets import make_transitions_video
+    from wtours.media.footage import make_transitions_video
 
     return make_transitions_video(tmp_path_factory.mktemp("transitions") / "transitions.mp4")
 

@@ -63,7 +63,7 @@ def test_the_smallest_study_trains_scores_and_reports(tmp_path):
     from dataclasses import replace
 
     from dora.study import prepare_data, train_config
-    from dora.train import train
+    from dora.training.train import train
 
     shards = prepare_data(cfg)[0]
     other = train_config(replace(cfg, eval_every=4), shards, "dora", 0, out=tmp_path / "every4")
@@ -94,7 +94,7 @@ def test_the_smallest_study_trains_scores_and_reports(tmp_path):
 def test_best_object_iou_on_hand_made_masks():
     import torch
 
-    from dora.mask_quality import best_object_iou, summarise_iou
+    from dora.evaluation.mask_quality import best_object_iou, summarise_iou
 
     truth = torch.zeros(1, 2, 4, 4, dtype=torch.bool)
     truth[0, 0, :2, :2] = True  # object A: top-left 2 x 2
@@ -111,9 +111,9 @@ def test_best_object_iou_on_hand_made_masks():
 
 @pytest.mark.slow
 def test_mask_truth_marks_the_pasted_objects_and_scores_floors(tmp_path):
-    from dora.encoder import EncoderSpec
-    from dora.mask_quality import load_truth, mask_quality
-    from dora.study import make_mask_truth
+    from dora.evaluation.encoder import EncoderSpec
+    from dora.evaluation.mask_quality import load_truth, mask_quality
+    from wtours.media.objects import make_mask_truth
 
     frames, masks = load_truth(make_mask_truth(tmp_path / "truth.npz", size=64, clips=3, frames=4))
     assert frames.shape == (3, 4, 64, 64, 3) and masks.shape == (3, 4, 2, 64, 64)
@@ -128,7 +128,7 @@ def test_mask_truth_marks_the_pasted_objects_and_scores_floors(tmp_path):
 
 
 def test_paste_with_mask_marks_exactly_the_opaque_pixels():
-    from dora.study import paste_with_mask
+    from wtours.media.objects import paste_with_mask
 
     obj = np.zeros((20, 10, 4), np.uint8)
     obj[..., :3] = 255

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from dora.vos_metrics import boundary_map, contour_accuracy, region_similarity, sequence_scores, summary
+from dora.evaluation.vos_metrics import boundary_map, contour_accuracy, region_similarity, sequence_scores, summary
 
 
 def square(top: int, left: int, side: int = 10, size: int = 100) -> np.ndarray:

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from wtours.config import StatsConfig
 from wtours import transnet
+from wtours.config import StatsConfig
 from wtours.cuts import content_scores, detect_cuts, hsv
 from wtours.inputs import Source, find_sources
 from wtours.lightness import lightness_change_per_minute, mean_lightness

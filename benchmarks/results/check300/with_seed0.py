@@ -1,6 +1,8 @@
 # The searched recipes over seeds 0-2: seed 0 is the sweep's point, seeds 1 and 2 this folder's study (run from the repo root after run.sh runs/check300).
-import json, statistics
+import json
+import statistics
 from pathlib import Path
+
 sweep = {p["method"]: p for p in json.load(open("benchmarks/results/sweep/sweep.json"))["best"].values()}
 rows = {}
 for m in ("dora", "dino", "random_mask"):

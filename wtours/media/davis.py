@@ -25,8 +25,8 @@ def make_sequences(root: Path, sequences: int = 2, frames: int = 24, size: tuple
     """root/JPEGImages/480p/seqN/*.jpg, root/Annotations/480p/seqN/*.png, root/ImageSets/2017/val.txt."""
     if (root / "ImageSets" / "2017" / "val.txt").is_file():
         return root
-    from dora.study import object_images
-    from wtours.demo_assets import packaged_clip_dir
+    from wtours.media.footage import packaged_clip_dir
+    from wtours.media.objects import object_images
     from wtours.video import read_frames
 
     rng = np.random.default_rng(seed)

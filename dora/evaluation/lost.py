@@ -8,7 +8,7 @@ valeoai/LOST `object_discovery.py`): one object box per image from the keys of a
   m      = sum_{s in S} A_s,:            > 0 on the patch grid: the 4-connected component holding the seed
   box    = that component's bounding box, in pixels (x0, y0, x1, y1), clipped to the image
 
-Pure tensor maths; `dora.discover_eval` runs the encoder and scores CorLoc (IoU >= 0.5 with any true box).
+Pure tensor maths; `dora.evaluation.discover_eval` runs the encoder and scores CorLoc (IoU >= 0.5 with any true box).
 """
 
 from __future__ import annotations

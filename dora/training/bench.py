@@ -10,11 +10,11 @@ from dataclasses import replace
 
 import torch
 
-from dora.config import TrainConfig
-from dora.data import ClipStream, make_loader, normalize
-from dora.loss import DistillLoss, view_weights
-from dora.step import autocast, object_views, resolve_precision, train_step
-from dora.train import build, update_teacher
+from dora.training.config import TrainConfig
+from dora.training.data import ClipStream, make_loader, normalize
+from dora.training.loss import DistillLoss, view_weights
+from dora.training.step import autocast, object_views, resolve_precision, train_step
+from dora.training.train import build, update_teacher
 from wtours.shards import open_shards
 
 

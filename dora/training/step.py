@@ -8,11 +8,11 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from dora.config import TrainConfig
-from dora.data import normalize
-from dora.discover import binary_masks, discover_and_track, merge_heads, pick_heads, random_maps
-from dora.loss import DistillLoss, view_weights
-from dora.model import DINOModel, patch_grid
+from dora.training.config import TrainConfig
+from dora.training.data import normalize
+from dora.training.discover import binary_masks, discover_and_track, merge_heads, pick_heads, random_maps
+from dora.training.loss import DistillLoss, view_weights
+from dora.training.model import DINOModel, patch_grid
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

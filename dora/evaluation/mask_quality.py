@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dora.data import normalize
-from dora.discover import binary_masks, pick_heads, random_maps
-from dora.encoder import EncoderSpec, load_encoder
-from dora.model import ViTBackbone, patch_grid
-from dora.step import object_maps
+from dora.evaluation.encoder import EncoderSpec, load_encoder
+from dora.training.data import normalize
+from dora.training.discover import binary_masks, pick_heads, random_maps
+from dora.training.model import ViTBackbone, patch_grid
+from dora.training.step import object_maps
 
 
 def best_object_iou(masks: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:

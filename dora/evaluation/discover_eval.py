@@ -22,14 +22,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from dora.config import DiscoverConfig
-from dora.data import normalize
-from dora.discover import binary_masks, pick_heads
-from dora.encoder import EncoderSpec, EvalError, load_encoder
-from dora.lost import attention_mass_masks, box_iou, corloc_hit, jaccard, lost
-from dora.model import ViTBackbone
-from dora.step import object_maps
-from dora.voc import coco_images, read_labels, voc_images, voc_segmentation
+from dora.evaluation.config import DiscoverConfig
+from dora.evaluation.encoder import EncoderSpec, EvalError, load_encoder
+from dora.evaluation.lost import attention_mass_masks, box_iou, corloc_hit, jaccard, lost
+from dora.evaluation.voc import coco_images, read_labels, voc_images, voc_segmentation
+from dora.training.data import normalize
+from dora.training.discover import binary_masks, pick_heads
+from dora.training.model import ViTBackbone
+from dora.training.step import object_maps
 from wtours_base.files import atomic_path, write_json_atomic, write_text_atomic
 
 COLUMNS = ["kind", "image", "corloc", "best_iou", "box", "seed", "jaccard_heads", "dora_union", "dora_best"]

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from dora.config import LinearConfig
-from dora.knn import topk_accuracy
+from dora.evaluation.config import LinearConfig
+from dora.evaluation.knn import topk_accuracy
 from wtours_base.files import atomic_path
 
 

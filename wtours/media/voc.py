@@ -13,18 +13,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from dora.davis_synthetic import PALETTE
+from wtours.media.davis import PALETTE
 from wtours_base.files import atomic_path
 
 VOID = 255
 
 
 def _backgrounds(size: tuple[int, int]) -> list[np.ndarray]:
-    from dora.study import _validation_backgrounds
+    from wtours.media.objects import validation_backgrounds
 
     w, h = size
     out = []
-    for image in _validation_backgrounds(h):
+    for image in validation_backgrounds(h):
         side_h, side_w = image.shape[:2]
         scale = max(w / side_w, h / side_h)
         resized = Image.fromarray(image).resize((max(w, round(side_w * scale)), max(h, round(side_h * scale))))
@@ -65,7 +65,7 @@ def make_voc(root: Path, images: int = 12, size: tuple[int, int] = (500, 375), s
     root = Path(root)
     if (root / "coco_20k_filenames.txt").is_file():
         return root
-    from dora.study import object_images, paste_with_mask
+    from wtours.media.objects import object_images, paste_with_mask
 
     rng = np.random.default_rng(seed)
     photos = object_images()

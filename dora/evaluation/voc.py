@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dora.encoder import EvalError
+from dora.evaluation.encoder import EvalError
 
 
 @dataclass
