@@ -243,7 +243,7 @@ def _one_batch(shards: Path, cfg: TrainConfig) -> dict:
 def test_zero_objects_step_equals_dinos_loss_written_out(real_shards, tmp_path):
     """k = 0 is facebookresearch/dino's loss: each teacher global view against every other student view."""
     from dora.training.data import normalize
-    from dora.training.step import train_step
+    from dora.training.step import step_spec, train_step
     from dora.training.train import build
 
     cfg = _cfg(real_shards, tmp_path, objects=0, drop_path=0.0)
@@ -251,7 +251,8 @@ def test_zero_objects_step_equals_dinos_loss_written_out(real_shards, tmp_path):
     assert batch["globals2"].shape == batch["globals"].shape and not torch.equal(batch["globals2"], batch["globals"])
     torch.manual_seed(0)
     student, teacher = build(cfg, torch.device("cpu"))
-    loss, info = train_step(student, teacher, DistillLoss(cfg.out_dim), batch, cfg, 0.04, torch.device("cpu"),
+    loss, info = train_step(student, teacher, DistillLoss(cfg.out_dim), batch, step_spec(cfg, torch.device("cpu")), 0.04,
+                            torch.device("cpu"),
                             torch.Generator().manual_seed(0))
     assert info == {}  # no masks in DINO
     with torch.no_grad():
@@ -349,6 +350,7 @@ def test_dino_blurs_its_first_global_view_always_and_solarises_only_the_second()
 def test_bench_reference_loop_computes_the_same_loss_as_the_batched_step(real_shards, tmp_path):
     """`dora bench` times the reference code's loop structure; it must be the same computation."""
     from dora.training.bench import STEPS, explicit_attention
+    from dora.training.step import step_spec
     from dora.training.train import build
 
     cfg = _cfg(real_shards, tmp_path, objects=2, drop_path=0.0)
@@ -359,7 +361,8 @@ def test_bench_reference_loop_computes_the_same_loss_as_the_batched_step(real_sh
         student, teacher = build(cfg, torch.device("cpu"))
         if explicit:
             explicit_attention(student, teacher)
-        losses[name, explicit], info = STEPS[name](student, teacher, DistillLoss(cfg.out_dim), batch, cfg, 0.04,
+        losses[name, explicit], info = STEPS[name](student, teacher, DistillLoss(cfg.out_dim), batch,
+                                                   step_spec(cfg, torch.device("cpu")), 0.04,
                                                    torch.device("cpu"), torch.Generator().manual_seed(3))
         assert 0 < info["mask_fraction"] < 1
     expected = losses["batched", False]
@@ -716,10 +719,9 @@ def test_a_clip_read_again_in_the_same_epoch_gets_new_views(real_shards, tmp_pat
     assert all(not torch.equal(first[k], again[k]) for k in first)
 
 
-def test_random_masks_differ_between_ranks(real_shards, tmp_path, monkeypatch):
-    import dora.training.train as train_module
+def test_random_masks_differ_between_ranks(real_shards, tmp_path):
     from dora.training.data import normalize
-    from dora.training.step import object_views
+    from dora.training.step import object_views, step_spec
     from dora.training.train import build
 
     cfg = _cfg(real_shards, tmp_path, mask="random")
@@ -727,16 +729,14 @@ def test_random_masks_differ_between_ranks(real_shards, tmp_path, monkeypatch):
     student, teacher = build(cfg, torch.device("cpu"))
     images = normalize(batch["globals"]).flatten(0, 1)
     views = {}
-    monkeypatch.setattr(train_module.dist, "is_initialized", lambda: True)
+    with torch.no_grad():
+        tokens, q, k = teacher.backbone.tokens_queries_keys(images)
     for rank in (0, 1):
-        monkeypatch.setattr(train_module.dist, "get_rank", lambda rank=rank: rank)
-        with torch.no_grad():
-            tokens = teacher.backbone(images)
-            views[rank], _ = object_views(teacher, tokens, images, cfg.batch_size, cfg, torch.Generator().manual_seed(7))
+        spec = step_spec(cfg, torch.device("cpu"), rank)
+        views[rank], _ = object_views(teacher, tokens, q, k, images, cfg.batch_size, spec, torch.Generator().manual_seed(7))
     assert not torch.equal(views[0], views[1])
-    with torch.no_grad():  # and a rank draws the same masks again for the same step (resume stays exact)
-        again, _ = object_views(teacher, teacher.backbone(images), images, cfg.batch_size, cfg,
-                                torch.Generator().manual_seed(7))
+    # and a rank draws the same masks again for the same step (resume stays exact)
+    again, _ = object_views(teacher, tokens, q, k, images, cfg.batch_size, spec, torch.Generator().manual_seed(7))
     assert torch.equal(again, views[1])
 
 
@@ -827,3 +827,24 @@ def test_the_heads_last_layer_is_frozen_for_its_epochs_and_then_learns(real_shar
     train(cfg, progress=False)  # resumes to step 4: the last layer now moves
     moved = torch.load(tmp_path / "freeze" / "checkpoint.pt", weights_only=False)["student"]
     assert any(not torch.equal(moved[k], frozen[k]) for k in frozen if k.startswith("head.last_layer."))
+
+
+def test_queries_and_keys_are_the_ones_the_last_block_computes_and_tokens_are_timms():
+    """`tokens_queries_keys` holds no state and uses no hook; a hook on timm's own `qkv` is the oracle here."""
+    from dora.training.model import ViTBackbone
+
+    torch.manual_seed(0)
+    backbone = ViTBackbone("vit_tiny_patch16_224", img_size=64).eval()
+    seen = []
+    attn = backbone.vit.blocks[-1].attn
+    handle = attn.qkv.register_forward_hook(lambda module, inputs, output: seen.append(output))
+    x = torch.randn(3, 3, 64, 80)  # not square: the dynamic image size
+    with torch.no_grad():
+        tokens, q, k = backbone.tokens_queries_keys(x)
+        reference = backbone.vit.forward_features(x)
+    handle.remove()
+    assert torch.allclose(tokens, reference, atol=1e-5) and torch.allclose(tokens, backbone(x), atol=1e-5)
+    qkv = seen[-1].reshape(3, tokens.shape[1], 3, backbone.num_heads, -1).permute(2, 0, 3, 1, 4)
+    assert q.shape == (3, backbone.num_heads, 1 + 4 * 5, 192 // backbone.num_heads)
+    assert torch.allclose(q, attn.q_norm(qkv[0]), atol=1e-6) and torch.allclose(k, attn.k_norm(qkv[1]), atol=1e-6)
+    assert not any(m._forward_hooks for m in backbone.modules())  # nothing left behind to read later

@@ -110,7 +110,7 @@ def attention_pictures(spec: EncoderSpec, source: Path, out: Path, size: int | N
     x = normalize(torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).contiguous())
     outputs = []  # (tokens, queries, keys) of 8 frames at a time: bounded memory, and a bar for long inputs
     for chunk in _bar(x.split(8), progress and len(x) > 8, desc="attention", unit="batch"):
-        outputs.append((backbone(chunk), *backbone.last_queries_keys()))
+        outputs.append(backbone.tokens_queries_keys(chunk))
     tokens, q, k = (torch.cat(parts) for parts in zip(*outputs))
     grid = patch_grid(backbone, size, size)
     out.mkdir(parents=True, exist_ok=True)

@@ -64,8 +64,7 @@ class Discoverer:
         b, patch = self.backbone, self.backbone.patch_size
         x, (h, w), rgb = _padded(path, patch, self.device)
         grid = (x.shape[-2] // patch, x.shape[-1] // patch)
-        tokens = b(x)
-        q, k = b.last_queries_keys()  # [1, heads, tokens, head_dim]
+        tokens, q, k = b.tokens_queries_keys(x)  # q, k: [1, heads, tokens, head_dim]
         keys = k[0, :, b.num_prefix:].transpose(0, 1).flatten(1)  # [n, heads * head_dim], as LOST's k features
         found = lost(keys, grid, patch, (h, w), self.cfg.k_patches)
         attention = b.cls_attention(q, k)[0]  # [heads, n]

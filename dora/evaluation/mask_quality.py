@@ -54,8 +54,7 @@ def mask_quality(spec: EncoderSpec, frames: np.ndarray, truth: np.ndarray, objec
     tracked, random = [], []
     for c in range(clips):
         x = normalize(torch.from_numpy(frames[c]).permute(0, 3, 1, 2).contiguous())
-        tokens = backbone(x)
-        q, k = backbone.last_queries_keys()
+        tokens, q, k = backbone.tokens_queries_keys(x)
         maps = object_maps(backbone, tokens, q, k, 1, pick_heads(backbone.num_heads, objects, gen))
         tracked.append(binary_masks(maps, grid, (size, size))[0])  # [T, k, S, S]
         noise = random_maps(1, objects, grid[0] * grid[1], gen)[:, None].expand(-1, t, -1, -1)

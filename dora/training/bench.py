@@ -12,8 +12,8 @@ import torch
 
 from dora.training.config import TrainConfig
 from dora.training.data import ClipStream, make_loader, normalize
-from dora.training.loss import DistillLoss, view_weights
-from dora.training.step import autocast, object_views, resolve_precision, train_step
+from dora.training.loss import DistillLoss
+from dora.training.step import StepSpec, autocast, object_views, step_spec, train_step
 from dora.training.train import build, update_teacher
 from wtours.shards import open_shards
 
@@ -27,34 +27,32 @@ def fake_batch(cfg: TrainConfig, gen: torch.Generator) -> dict:
     return batch
 
 
-def reference_step(student, teacher, loss_fn, batch, cfg, temp, device, gen) -> tuple[torch.Tensor, dict]:
+def reference_step(student, teacher, loss_fn, batch, spec: StepSpec, temp, device, gen) -> tuple[torch.Tensor, dict]:
     """The reference code's step structure (shashankvkt/DoRA_ICLR24, utils.MultiCropWrapper and main.py):
     the teacher runs once per frame index; the student once per (object, frame) on the masked frames
     and once per frame on that frame's local crops. Same networks, maths and loss as ours, so the
     timing difference is the loop structure (plus the attention kernel, see `explicit_attention`)."""
     clips, frames = batch["globals"].shape[:2]
-    k = cfg.objects
+    k = spec.objects
     images = normalize(batch["globals"].to(device))  # [B, T, 3, G, G]
     local = normalize(batch["locals"].to(device))  # [B, T, L, 3, S, S]
-    with autocast(resolve_precision(cfg.precision, device), device):
+    with autocast(spec.precision, device):
         with torch.no_grad():
-            teacher_out, tokens, qkv = [], [], []
+            teacher_out, outputs = [], []
             for t in range(frames):
-                out = teacher.backbone(images[:, t])
-                tokens.append(out)
-                qkv.append(teacher.backbone._qkv)
-                teacher_out.append(teacher.head(out[:, 0]))
+                outputs.append(teacher.backbone.tokens_queries_keys(images[:, t]))
+                teacher_out.append(teacher.head(outputs[-1][0][:, 0]))
             teacher_out = torch.stack(teacher_out, 1).flatten(0, 1)  # clip-major, as ours
-            teacher.backbone._qkv = torch.stack(qkv, 1).flatten(0, 1)
+            tokens, queries, keys = (torch.stack(parts, 1).flatten(0, 1) for parts in zip(*outputs))
             flat = images.flatten(0, 1)
-            views, fraction = object_views(teacher, torch.stack(tokens, 1).flatten(0, 1), flat, clips, cfg, gen)
+            views, fraction = object_views(teacher, tokens, queries, keys, flat, clips, spec, gen)
             views = views.reshape(clips, frames, k, *flat.shape[1:])
         object_out = torch.stack([torch.stack([student(views[:, t, i]) for i in range(k)], 1)
                                   for t in range(frames)], 1)  # [B, T, k, K]
-        local_out = torch.stack([student(local[:, t].flatten(0, 1)).reshape(clips, cfg.local_crops, -1)
+        local_out = torch.stack([student(local[:, t].flatten(0, 1)).reshape(clips, spec.local_crops, -1)
                                  for t in range(frames)], 1)  # [B, T, L, K]
     student_out = torch.cat([object_out, local_out], dim=2).flatten(0, 1)
-    loss = loss_fn(student_out, teacher_out, temp, view_weights(k, cfg.local_crops, cfg.loss_weighting))
+    loss = loss_fn(student_out, teacher_out, temp, spec.view_weights)
     loss_fn.update_center(teacher_out)
     return loss, {"mask_fraction": fraction}
 
@@ -82,13 +80,13 @@ def time_steps(cfg: TrainConfig, steps: int, warmup: int, step: str = "batched",
     loss_fn = DistillLoss(cfg.out_dim).to(device)
     gen = torch.Generator().manual_seed(0)
     batch = fake_batch(cfg, gen)
-    step_fn = STEPS[step]
+    step_fn, spec = STEPS[step], step_spec(cfg, device)
     times = []
     for i in range(warmup + steps):
         if device.type == "cuda":
             torch.cuda.synchronize()
         tick = time.perf_counter()
-        loss, _ = step_fn(student, teacher, loss_fn, batch, cfg, 0.04, device, torch.Generator().manual_seed(i))
+        loss, _ = step_fn(student, teacher, loss_fn, batch, spec, 0.04, device, torch.Generator().manual_seed(i))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

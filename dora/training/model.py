@@ -1,4 +1,4 @@
-"""The networks: a timm ViT used as it is, a tap on its last block, and DINO's projection head."""
+"""The networks: a timm ViT used as it is (its last block's queries and keys on request) and DINO's projection head."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import torch.nn.functional as F
 
 
 class ViTBackbone(nn.Module):
-    """A timm ViT (no classifier) that also keeps the last block's patch queries and keys.
+    """A timm ViT (no classifier) that can also give its last block's patch queries and keys.
 
-    The keys and queries come from a forward hook on the last block's `qkv` projection, so the
-    ViT runs unchanged and costs nothing extra; the [CLS] attention is recomputed from them.
+    `forward` is timm's `forward_features`. `tokens_queries_keys` runs the same modules in the same
+    order and, beside the last block, applies that block's own `norm1`, `qkv`, `q_norm` and `k_norm` to
+    the block's input: the queries and keys the block computes inside (tested equal), returned rather
+    than kept in hidden state, for one extra `qkv` projection (about 2 % of a ViT-S forward).
     """
 
     def __init__(self, arch: str, img_size: int = 224, drop_path_rate: float = 0.0, vit: nn.Module | None = None):
@@ -32,24 +34,22 @@ class ViTBackbone(nn.Module):
         self.num_heads: int = attn.num_heads
         self.num_prefix: int = self.vit.num_prefix_tokens
         self.patch_size: int = self.vit.patch_embed.patch_size[0]
-        self._qkv: torch.Tensor | None = None
-        attn.qkv.register_forward_hook(self._keep_qkv)
-
-    def _keep_qkv(self, module, inputs, output) -> None:
-        self._qkv = output
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Output tokens [B, prefix + patches, D] after the final norm."""
         return self.vit.forward_features(images)
 
-    def last_queries_keys(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Queries and keys of the last forward's last block, [B, heads, tokens, head_dim] each."""
-        if self._qkv is None:
-            raise RuntimeError("run a forward pass first")
-        b, n, _ = self._qkv.shape
-        attn = self.vit.blocks[-1].attn
-        qkv = self._qkv.reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        return attn.q_norm(qkv[0]), attn.k_norm(qkv[1])
+    def tokens_queries_keys(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Output tokens [B, N, D] (as `forward`) and the last block's queries and keys [B, heads, N, head_dim]."""
+        vit = self.vit
+        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(images))))  # timm's forward_features, in order
+        for block in vit.blocks[:-1]:
+            x = block(x)
+        last = vit.blocks[-1]
+        b, n, _ = x.shape
+        qkv = last.attn.qkv(last.norm1(x)).reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k = last.attn.q_norm(qkv[0]), last.attn.k_norm(qkv[1])
+        return vit.norm(last(x)), q, k
 
     def cls_attention(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """[CLS] attention over the patches, per head: [B, heads, patches] (softmax over all tokens)."""

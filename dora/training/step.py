@@ -1,12 +1,16 @@
 """One DoRA step's maths (Venkataramanan et al., ICLR 2024, Eq. 1-6; the authors' main.py `train_one_epoch`):
 the teacher on the global frames, objects discovered on its last block and tracked through the clip, the
 student on the k masked frames and the local crops; and the precision it runs in. No optimiser here.
+
+A step reads nothing but its arguments: what it needs of a run's options is a small frozen `StepSpec`,
+built once (`step_spec`) with the precision resolved and the rank passed in.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
-import torch.distributed as dist
 
 from dora.training.config import TrainConfig
 from dora.training.data import normalize
@@ -29,6 +33,28 @@ def autocast(precision: str, device: torch.device):
     """The autocast context of a resolved precision (disabled for fp32)."""
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16,
                           enabled=precision != "fp32")
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """What a step needs of a run's options, fixed for the run."""
+
+    objects: int  # k: object views per frame (0: plain DINO, two global crops)
+    mask: str  # "object" (tracked) or "random"
+    sinkhorn: bool
+    sinkhorn_eps: float
+    sinkhorn_iters: int
+    local_crops: int
+    precision: str  # resolved: fp32, bf16 or fp16
+    rank: int = 0  # random masks differ between ranks
+    view_weights: torch.Tensor | None = field(default=None, compare=False)  # of the k object and L local views
+
+
+def step_spec(cfg: TrainConfig, device: torch.device, rank: int = 0) -> StepSpec:
+    """The step's part of a run's options, with the precision resolved for `device`."""
+    return StepSpec(cfg.objects, cfg.mask, cfg.sinkhorn, cfg.sinkhorn_eps, cfg.sinkhorn_iters, cfg.local_crops,
+                    resolve_precision(cfg.precision, device), rank,
+                    view_weights(cfg.objects, cfg.local_crops, cfg.loss_weighting))
 
 
 def clip_gradients(model: torch.nn.Module, clip: float) -> torch.Tensor:
@@ -56,32 +82,30 @@ def object_maps(backbone, tokens: torch.Tensor, q: torch.Tensor, k: torch.Tensor
                               heads.to(tokens.device), sinkhorn, eps, iters)
 
 
-def object_views(teacher: DINOModel, tokens: torch.Tensor, images: torch.Tensor, clips: int, cfg: TrainConfig,
-                 step_gen: torch.Generator) -> tuple[torch.Tensor, float]:
-    """The k masked copies of every global frame, [B*T*k, 3, G, G], from the teacher's last block, and
-    the mean fraction of pixels the masks keep."""
+def object_views(teacher: DINOModel, tokens: torch.Tensor, q: torch.Tensor, k: torch.Tensor, images: torch.Tensor,
+                 clips: int, spec: StepSpec, step_gen: torch.Generator) -> tuple[torch.Tensor, float]:
+    """The k masked copies of every global frame, [B*T*k, 3, G, G], from the teacher's output tokens and
+    last-block queries and keys [B*T, h, N, hd], and the mean fraction of pixels the masks keep."""
     backbone = teacher.backbone
-    q, k = backbone.last_queries_keys()  # [B*T, h, N, hd]
     frames = images.shape[0] // clips
     grid = patch_grid(backbone, *images.shape[-2:])
     n = grid[0] * grid[1]
     size = tuple(images.shape[-2:])
-    if cfg.mask == "random":  # each rank draws its own masks (its own clips)
-        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        rank_gen = torch.Generator().manual_seed(step_gen.initial_seed() * 65_537 + rank)
-        maps = random_maps(clips, cfg.objects, n, rank_gen).to(images.device)[:, None].expand(-1, frames, -1, -1)
+    if spec.mask == "random":  # each rank draws its own masks (its own clips)
+        rank_gen = torch.Generator().manual_seed(step_gen.initial_seed() * 65_537 + spec.rank)
+        maps = random_maps(clips, spec.objects, n, rank_gen).to(images.device)[:, None].expand(-1, frames, -1, -1)
     else:
-        heads = pick_heads(backbone.num_heads, cfg.objects, step_gen)
-        maps = object_maps(backbone, tokens, q, k, clips, heads, cfg.sinkhorn, cfg.sinkhorn_eps, cfg.sinkhorn_iters)
-    masks = binary_masks(maps, grid, size).reshape(clips * frames, cfg.objects, 1, *size)
+        heads = pick_heads(backbone.num_heads, spec.objects, step_gen)
+        maps = object_maps(backbone, tokens, q, k, clips, heads, spec.sinkhorn, spec.sinkhorn_eps, spec.sinkhorn_iters)
+    masks = binary_masks(maps, grid, size).reshape(clips * frames, spec.objects, 1, *size)
     views = (images[:, None] * masks.to(images.dtype)).reshape(-1, *images.shape[1:])
     return views, float(masks.float().mean())
 
 
-def train_step(student, teacher: DINOModel, loss_fn: DistillLoss, batch: dict, cfg: TrainConfig,
+def train_step(student, teacher: DINOModel, loss_fn: DistillLoss, batch: dict, spec: StepSpec,
                teacher_temp: float, device: torch.device, step_gen: torch.Generator) -> tuple[torch.Tensor, dict]:
     """The loss of one batch and what to log of it ({"mask_fraction": ...} with k > 0): teacher on the
-    global frames, student on the k masked frames and the locals, weighted by `cfg.loss_weighting`.
+    global frames, student on the k masked frames and the locals, weighted by `spec.view_weights`.
 
     With k = 0 it is plain DINO (Caron et al.) on the same frames: two global crops of each frame
     (batch["globals2"] is the second), the teacher on both, the student on both and the locals,
@@ -91,31 +115,30 @@ def train_step(student, teacher: DINOModel, loss_fn: DistillLoss, batch: dict, c
     images = normalize(batch["globals"].to(device, non_blocking=True)).flatten(0, 1)  # [B*T, 3, G, G]
     local = normalize(batch["locals"].to(device, non_blocking=True)).flatten(0, 2)  # [B*T*L, 3, S, S]
     frames = images.shape[0]
-    if not cfg.objects:
+    if not spec.objects:
         second = normalize(batch["globals2"].to(device, non_blocking=True)).flatten(0, 1)
         images = torch.cat([images, second])  # [2*B*T, ...]: view 1 of every frame, then view 2
     info = {}
-    with autocast(resolve_precision(cfg.precision, device), device):
+    with autocast(spec.precision, device):
         with torch.no_grad():
-            tokens = teacher.backbone(images)
-            teacher_out = teacher.head(tokens[:, 0])
-            if cfg.objects:
-                views, info["mask_fraction"] = object_views(teacher, tokens, images, clips, cfg, step_gen)
+            if spec.objects:
+                tokens, q, k = teacher.backbone.tokens_queries_keys(images)
+                views, info["mask_fraction"] = object_views(teacher, tokens, q, k, images, clips, spec, step_gen)
             else:
-                views = images
+                tokens, views = teacher.backbone(images), images
+            teacher_out = teacher.head(tokens[:, 0])
         student_out = student([views, local])
     dim = teacher_out.shape[-1]
-    if cfg.objects:
+    if spec.objects:
         # Rows: k object views per frame first, then L local views per frame.
-        object_out = student_out[: frames * cfg.objects].reshape(frames, cfg.objects, dim)
-        local_out = student_out[frames * cfg.objects:].reshape(frames, cfg.local_crops, dim)
+        object_out = student_out[: frames * spec.objects].reshape(frames, spec.objects, dim)
+        local_out = student_out[frames * spec.objects:].reshape(frames, spec.local_crops, dim)
         student_views = torch.cat([object_out, local_out], dim=1)  # [F, k + L, K] against teacher [F, K]
     else:
         global_out = student_out[: 2 * frames].reshape(2, frames, 1, dim)
-        local_out = student_out[2 * frames:].reshape(1, frames, cfg.local_crops, dim).expand(2, -1, -1, -1)
+        local_out = student_out[2 * frames:].reshape(1, frames, spec.local_crops, dim).expand(2, -1, -1, -1)
         # Teacher view 1 against the student's view 2 and the locals; teacher view 2 against view 1.
         student_views = torch.cat([global_out.flip(0), local_out], dim=2).flatten(0, 1)  # [2F, 1 + L, K]
-    weights = view_weights(cfg.objects, cfg.local_crops, cfg.loss_weighting)
-    loss = loss_fn(student_views, teacher_out, teacher_temp, weights)
+    loss = loss_fn(student_views, teacher_out, teacher_temp, spec.view_weights)
     loss_fn.update_center(teacher_out)
     return loss, info

@@ -33,8 +33,9 @@ from dora.training.model import DINOModel
 from dora.training.runlog import TrainLog, resident_mb
 from dora.training.schedules import cosine, teacher_temperatures
 from dora.training.step import (  # train_step: looked up here (tests patch it)
+    StepSpec,
     clip_gradients,
-    resolve_precision,
+    step_spec,
     train_step,
 )
 from wtours.shards import ShardSet, open_shards
@@ -191,7 +192,7 @@ class Run:
     loss_fn: DistillLoss
     sched: Schedules
     shards: ShardSet
-    precision: str
+    spec: StepSpec  # what a step needs of cfg, with the precision resolved
     clips: int | None
     state: RunState = field(default_factory=RunState)
 
@@ -236,13 +237,13 @@ def build_run(cfg: TrainConfig) -> Run:
     steps_per_epoch = cfg.steps_per_epoch or max(1, (clips or 0) // (cfg.batch_size * world))
     torch.manual_seed(cfg.seed)
     student, teacher = build(cfg, device)
-    precision = resolve_precision(cfg.precision, device)
+    spec = step_spec(cfg, device, rank)
     run = Run(cfg, rank, world, device, student, teacher,
               model=DistributedDataParallel(student) if world > 1 else student,
               optimizer=torch.optim.AdamW(param_groups(student)),
-              scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
+              scaler=torch.amp.GradScaler(device.type, enabled=spec.precision == "fp16"),
               loss_fn=DistillLoss(cfg.out_dim, cfg.student_temp, cfg.center_momentum).to(device),
-              sched=schedules(cfg, steps_per_epoch, world), shards=shards, precision=precision, clips=clips)
+              sched=schedules(cfg, steps_per_epoch, world), shards=shards, spec=spec, clips=clips)
     cfg.out.mkdir(parents=True, exist_ok=True)
     if cfg.resume and (cfg.out / "checkpoint.pt").is_file():
         run.restore(cfg.out / "checkpoint.pt")
@@ -309,7 +310,7 @@ def optimise(run: Run, batch: dict, stop: "_StopRequest", began: float) -> tuple
         if i == 0:
             group["weight_decay"] = sched.wd[step]
     step_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-    loss, info = train_step(run.model, run.teacher, run.loss_fn, batch, cfg, float(sched.teacher_temp[step]),
+    loss, info = train_step(run.model, run.teacher, run.loss_fn, batch, run.spec, float(sched.teacher_temp[step]),
                             run.device, step_gen)
     finite = bool(torch.isfinite(loss))
     out_of_time = bool(cfg.time_budget) and time.monotonic() - began > cfg.time_budget
@@ -433,7 +434,7 @@ def _train(run: Run, progress: bool, reporter: Reporter | None) -> RunState:
         write_json_atomic(cfg.out / "config.json", {**asdict(cfg), "out": str(cfg.out), "world_size": run.world,
                                                     "steps_per_epoch": sched.steps_per_epoch,
                                                     "total_steps": sched.total_steps, "clips_in_shards": run.clips,
-                                                    "shard_count": len(run.shards.urls), "precision_used": run.precision})
+                                                    "shard_count": len(run.shards.urls), "precision_used": run.spec.precision})
         for warning in resolution_warnings(run.shards, cfg):
             reporter.warn(warning)
         remove_stale_temporaries(cfg.out, "checkpoint*.pt")  # left by a run killed while saving
