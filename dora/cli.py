@@ -113,16 +113,12 @@ app.add_typer(eval_app, name="eval")
 
 def _features(cfg: ProbeConfig, kind: str, out: Path, progress: bool = False):
     """(train features, labels, val features, labels, classes); a clear error and exit 2 if unusable."""
-    from dora.evaluation.encoder import EvalError, cached_features
+    from dora.evaluation.encoder import EvalError, labelled_features
 
     with exit_on_errors((EvalError, ValueError)):
-        tr, tr_y, classes = cached_features(cfg.encoder, cfg.train, kind, cfg.resize, cfg.crop, out / "features",
-                                            num_workers=cfg.num_workers, progress=progress)
-        va, va_y, val_classes = cached_features(cfg.encoder, cfg.val, kind, cfg.resize, cfg.crop, out / "features",
-                                                num_workers=cfg.num_workers, progress=progress)
-        if classes != val_classes:
-            raise EvalError(f"{cfg.train} and {cfg.val} have different classes: {classes} vs {val_classes}")
-    return tr, tr_y, va, va_y, classes
+        f = labelled_features(cfg.encoder, cfg.train, cfg.val, kind, cfg.resize, cfg.crop, out / "features",
+                              cfg.num_workers, progress)
+    return f.train, f.train_labels, f.val, f.val_labels, f.classes
 
 
 def _probe(cfg: ProbeConfig, protocol: str, kind: str, evaluate, json_lines: bool, quiet: bool = False,

@@ -142,7 +142,7 @@ def _plot_losses(log: Path, path: Path) -> Path:
 def run_demo(cfg: DemoConfig) -> int:
     """Run every step into cfg.out; write and print summary.md; return the exit code."""
     from dora.evaluation.attn import attention_pictures
-    from dora.evaluation.encoder import EncoderSpec, cached_features
+    from dora.evaluation.encoder import EncoderSpec, labelled_features
     from dora.evaluation.knn import knn_eval
     from dora.training.train import train
     from wtours.fetch import fetch
@@ -205,9 +205,9 @@ def run_demo(cfg: DemoConfig) -> int:
     for name, spec in (("trained", EncoderSpec(checkpoint=checkpoint)),
                        ("untrained (step 0)", EncoderSpec(checkpoint=out / "train" / "checkpoint_init.pt"))):
         sizes = (plan.eval_resize, plan.eval_crop)
-        tr, tr_y, names = cached_features(spec, classes / "train", "cls", *sizes, out / "eval" / "features", num_workers=0)
-        va, va_y, _ = cached_features(spec, classes / "val", "cls", *sizes, out / "eval" / "features", num_workers=0)
-        results[name] = knn_eval(tr, tr_y, va, va_y, (10, 20), 0.07, len(names))
+        f = labelled_features(spec, classes / "train", classes / "val", "cls", *sizes, out / "eval" / "features",
+                              num_workers=0)
+        results[name] = knn_eval(f.train, f.train_labels, f.val, f.val_labels, (10, 20), 0.07, len(f.classes))
     done("eval")
 
     step("attn")

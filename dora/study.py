@@ -141,23 +141,21 @@ def train_config(cfg: StudyConfig, shards: Path, method: str, seed: int, overrid
 
 def score(checkpoint: Path, labelled: Path, crop: int, linear_epochs: int, cache: Path) -> dict:
     """k-NN top-1 (k = 10, 20) and linear-probe top-1 of a checkpoint's teacher on the labelled set."""
-    from dora.evaluation.encoder import EncoderSpec, cached_features
+    from dora.evaluation.encoder import EncoderSpec, labelled_features
     from dora.evaluation.knn import knn_eval
     from dora.evaluation.linear import LinearConfig, train_linear
 
     spec = EncoderSpec(checkpoint=checkpoint)
     resize = round(crop * 256 / 224)
-    tr, tr_y, classes = cached_features(spec, labelled / "train", "cls", resize, crop, cache, num_workers=0)
-    va, va_y, _ = cached_features(spec, labelled / "val", "cls", resize, crop, cache, num_workers=0)
-    knn = knn_eval(tr, tr_y, va, va_y, (10, 20), 0.07, len(classes))
+    f = labelled_features(spec, labelled / "train", labelled / "val", "cls", resize, crop, cache, num_workers=0)
+    knn = knn_eval(f.train, f.train_labels, f.val, f.val_labels, (10, 20), 0.07, len(f.classes))
     result = {"knn10": knn[10]["top1"], "knn20": knn[20]["top1"]}
     if linear_epochs:
-        tr4, _, _ = cached_features(spec, labelled / "train", "last4", resize, crop, cache, num_workers=0)
-        va4, _, _ = cached_features(spec, labelled / "val", "last4", resize, crop, cache, num_workers=0)
+        f4 = labelled_features(spec, labelled / "train", labelled / "val", "last4", resize, crop, cache, num_workers=0)
         probe_dir = cache / f"probe-{checkpoint.parent.name}-{checkpoint.stem}"
         probe_dir.mkdir(parents=True, exist_ok=True)
-        result["linear"] = train_linear(tr4, tr_y, va4, va_y, len(classes), LinearConfig(epochs=linear_epochs, batch_size=64),
-                                        probe_dir)["top1"]
+        result["linear"] = train_linear(f4.train, f4.train_labels, f4.val, f4.val_labels, len(f4.classes),
+                                        LinearConfig(epochs=linear_epochs, batch_size=64), probe_dir)["top1"]
     return result
 
 

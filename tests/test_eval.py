@@ -253,3 +253,20 @@ def test_feature_extraction_and_the_probe_show_progress_on_a_terminal_and_not_wh
             assert "features train" in shown and "linear probe" in shown and "3/3" in shown
         else:
             assert shown == ""
+
+
+def test_every_features_then_knn_path_refuses_splits_with_different_classes(tiny_checkpoint, photo_classes, tmp_path):
+    """The CLI, the study and the demo share `labelled_features`, so each gets the class check."""
+    from dora.evaluation.encoder import EvalError, labelled_features
+
+    val = tmp_path / "val"
+    shutil.copytree(photo_classes / "val", val)
+    first = sorted(val.iterdir())[0]
+    first.rename(val / ("zz_" + first.name))
+    spec = EncoderSpec(checkpoint=tiny_checkpoint)
+    with pytest.raises(EvalError, match="different classes"):
+        labelled_features(spec, photo_classes / "train", val, "cls", 72, 64, tmp_path / "f", num_workers=0)
+    same = labelled_features(spec, photo_classes / "train", photo_classes / "val", "cls", 72, 64, tmp_path / "f",
+                             num_workers=0)
+    assert same.classes == sorted(p.name for p in (photo_classes / "val").iterdir())
+    assert len(same.train) == len(same.train_labels) and same.val.shape[1] == same.train.shape[1]

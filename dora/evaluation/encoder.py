@@ -180,3 +180,26 @@ def cached_features(spec: EncoderSpec, root: Path, kind: str, resize: int, crop:
     with atomic_path(path) as tmp:
         torch.save({"features": feats, "labels": labels, "classes": dataset.classes}, tmp)
     return feats, labels, dataset.classes
+
+
+@dataclass
+class LabelledFeatures:
+    """Features and labels of a labelled set's two splits, and its class names."""
+
+    train: torch.Tensor
+    train_labels: torch.Tensor
+    val: torch.Tensor
+    val_labels: torch.Tensor
+    classes: list[str]
+
+
+def labelled_features(spec: EncoderSpec, train: Path, val: Path, kind: str, resize: int, crop: int, cache_dir: Path,
+                      num_workers: int = 2, progress: bool = False) -> LabelledFeatures:
+    """Features of the train and val ImageFolders (cached); EvalError if their classes differ."""
+    tr, tr_y, classes = cached_features(spec, train, kind, resize, crop, cache_dir, num_workers=num_workers,
+                                        progress=progress)
+    va, va_y, val_classes = cached_features(spec, val, kind, resize, crop, cache_dir, num_workers=num_workers,
+                                            progress=progress)
+    if classes != val_classes:
+        raise EvalError(f"{train} and {val} have different classes: {classes} vs {val_classes}")
+    return LabelledFeatures(tr, tr_y, va, va_y, classes)
