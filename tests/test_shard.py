@@ -363,3 +363,14 @@ def test_a_dataset_card_names_the_videos_licence_when_they_share_one():
     assert "license: cc-by-3.0" in card and "- 10K<n<100K" in card
     index["videos"]["b"]["license_effective"] = "CC-BY-4.0"
     assert "license: other" in dataset_card(index, cfg)
+
+
+@pytest.mark.parametrize("args, expected", [(["--fps", "0"], "must be positive"),
+                                            (["--segment-seconds", "0.5", "--frames-per-clip", "8"], "shorter than one clip"),
+                                            (["--quality", "0"], "--quality must be 1-100")])
+def test_impossible_shard_options_are_refused_when_the_config_is_made(tmp_path, args, expected):
+    with pytest.raises(ValueError, match=expected):  # the config itself refuses, whoever builds it
+        ShardConfig(inputs=[tmp_path], out=tmp_path / "s", **{a.lstrip("-").replace("-", "_"): float(v) if "." in v else int(v)
+                                                              for a, v in zip(args[::2], args[1::2])})
+    result = runner.invoke(app, ["shard", str(tmp_path), "--out", str(tmp_path / "s"), *args])
+    assert result.exit_code == 2 and expected in result.output and not (tmp_path / "s").exists()

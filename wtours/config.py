@@ -94,6 +94,10 @@ class ShardConfig:
         self.end = None if self.end is None else float(self.end)
         if not 1 <= self.quality <= 100:
             raise ValueError(f"--quality must be 1-100, not {self.quality}")
+        if self.fps <= 0 or self.frames_per_clip < 1 or self.phases < 1 or self.clips_per_shard < 1:
+            raise ValueError("--fps, --frames-per-clip, --phases and --clips-per-shard must be positive")
+        if self.segment_seconds * self.fps < self.frames_per_clip:
+            raise ValueError(f"--segment-seconds {self.segment_seconds} is shorter than one clip")
         if self.shots is not None:
             self.shots = Path(self.shots)
             if self.shots.is_dir():

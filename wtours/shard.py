@@ -315,10 +315,6 @@ def attribution(index: dict, cfg: ShardConfig) -> str:
 def shard(cfg: ShardConfig, reporter: Reporter | None = None) -> tuple[list[UnitResult], list[str]]:
     """Shard this rank's units with `workers` processes; write index.json when all units are done."""
     reporter = reporter or Reporter(cfg.mode)
-    if cfg.fps <= 0 or cfg.frames_per_clip < 1 or cfg.phases < 1 or cfg.clips_per_shard < 1:
-        raise ValueError("--fps, --frames-per-clip, --phases and --clips-per-shard must be positive")
-    if cfg.segment_seconds * cfg.fps < cfg.frames_per_clip:
-        raise ValueError(f"--segment-seconds {cfg.segment_seconds} is shorter than one clip")
     sources = find_sources(cfg.inputs)
     if cfg.faces is not None:
         face_detector(cfg.face_threshold)  # fail fast, before any decoding, if the detector cannot be loaded

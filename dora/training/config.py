@@ -71,10 +71,12 @@ class TrainConfig:
     head_hidden_dim: int = 2048  # hidden width of the DINO head
     head_bottleneck_dim: int = 256  # bottleneck width of the DINO head
     norm_last_layer: bool = False  # weight-normalise the head's last layer with fixed norm
-    global_size: int = 224  # global frame size (the teacher's and the masked views')
-    pre_size: int = 300  # size of the first RandomResizedCrop of a clip (the global and local crops come from it)
-    local_size: int = 112  # local crop size
-    local_crops: int = 6  # local crops per frame
+    # The augmentation's sizes, with AugmentConfig's defaults (written once, there).
+    global_size: int = AugmentConfig.global_size  # global frame size (the teacher's and the masked views')
+    pre_size: int = AugmentConfig.pre_size  # size of the first RandomResizedCrop of a clip (the global and local crops
+    # come from it)
+    local_size: int = AugmentConfig.local_size  # local crop size
+    local_crops: int = AugmentConfig.local_crops  # local crops per frame
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: fp16 on CUDA (the recipe), bf16 on CPUs
     # with native bf16, else fp32
     num_workers: int = 4  # DataLoader workers per process
