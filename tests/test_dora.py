@@ -156,14 +156,14 @@ def test_collapse_is_warned_about_once_naming_the_step():
     from dora.training.runlog import CollapseWatch
 
     uniform = math.log(256)
-    watch = CollapseWatch(256, objects=3, total_steps=200, window=10)
+    watch = CollapseWatch(256, total_steps=200, window=10)
     messages = [watch.check(step, uniform - 0.01, 0.4) for step in range(1, 201)]
     warned = [m for m in messages if m]
     assert len(warned) == 1 and "step 40" in warned[0] and "ln(out_dim)" in warned[0]
-    watch = CollapseWatch(256, objects=3, total_steps=200, window=10)
+    watch = CollapseWatch(256, total_steps=200, window=10)
     warned = [m for m in (watch.check(step, 2.0, 0.0) for step in range(1, 201)) if m]
     assert len(warned) == 1 and "keep 0.0 %" in warned[0]
-    healthy = CollapseWatch(256, objects=3, total_steps=200, window=10)
+    healthy = CollapseWatch(256, total_steps=200, window=10)
     assert not any(healthy.check(step, 3.0, 0.4) for step in range(1, 201))
 
 

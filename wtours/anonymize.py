@@ -15,7 +15,7 @@ from typing import Iterator
 import numpy as np
 
 from wtours.config import AnonymizeConfig
-from wtours.faces import FaceDetector, FaceOptions, blur_faces, face_detector, union_boxes
+from wtours.faces import FaceDetector, blur_faces, face_detector, union_boxes
 from wtours.video import Frame, VideoError, probe, read_frames, write_video
 from wtours_base.files import atomic_path, write_json_atomic
 from wtours_base.report import Reporter
@@ -44,7 +44,7 @@ def anonymize(cfg: AnonymizeConfig, reporter: Reporter | None = None) -> dict:
     """Write cfg.out (and cfg.out's sidecar .anonymize.json); returns what was done. Raises VideoError, FaceError."""
     reporter = reporter or Reporter(cfg.mode)
     info = probe(cfg.video)
-    faces = FaceOptions(cfg.face_threshold, cfg.face_detect_size)
+    faces = cfg.face_options
     detector = face_detector(faces.threshold)
     detect_size = faces.detect_dims(info.width, info.height)
     counts: list[int] = []

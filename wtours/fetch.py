@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
 import re
 import shutil
 import socket
@@ -29,7 +28,6 @@ from wtours_base.files import (
     write_json_atomic,
     write_text_atomic,
 )
-from wtours_base.jobs import run_jobs
 from wtours_base.report import Reporter
 from wtours_base.tools import ffmpeg_exe, tool_versions
 
@@ -400,8 +398,7 @@ def write_attribution(out: Path) -> Path:
     return path
 
 
-def _fetch_entry(entry: ManifestEntry, cfg: FetchConfig, reporter: Reporter, js_runtimes: dict, threads: int = 0,
-                 progress=None) -> FetchResult:
+def _fetch_entry(entry: ManifestEntry, cfg: FetchConfig, reporter: Reporter, js_runtimes: dict) -> FetchResult:
     reporter.event("start", id=entry.id, url=entry.url)
     result = fetch_one(entry, cfg, reporter, js_runtimes)
     reporter.event("done", **asdict(result))
@@ -424,8 +421,7 @@ def fetch(cfg: FetchConfig, reporter: Reporter | None = None) -> list[FetchResul
     cfg.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(cfg.out / "fetch_config.json", {**asdict(cfg), "rank": rank, "world_size": world})
     # One download at a time: its progress bar is this process's (the network, not the CPU, is the limit).
-    results = run_jobs(entries, functools.partial(_fetch_entry, cfg=cfg, reporter=reporter, js_runtimes=js_runtimes),
-                       workers=1)
+    results = [_fetch_entry(entry, cfg, reporter, js_runtimes) for entry in entries]
     write_attribution(cfg.out)
     with contextlib.suppress(OSError):  # leave no empty staging folder behind
         (cfg.out / STAGING).rmdir()

@@ -101,10 +101,10 @@ def analyse_video(source: Source, cfg: StatsConfig, threads: int = 0) -> VideoRe
     detector = _detector(cfg) if need_objects else None
     small_rgb, det_rgb = Scaler(small), Scaler(det_size)
     if need_faces:
-        from wtours.faces import FaceOptions, face_detector
+        from wtours.faces import face_detector
 
         find_faces = face_detector(cfg.face_threshold)
-        face_rgb = Scaler(FaceOptions(cfg.face_threshold, cfg.face_detect_size).detect_dims(info.width, info.height))
+        face_rgb = Scaler(cfg.face_options.detect_dims(info.width, info.height))
     if need_transitions:  # TransNetV2 reads every frame at 48 x 27, scaled as its own ffmpeg call does
         scorer, thumb = transnet.TransitionScorer(), Scaler(transnet.SIZE, "BICUBIC")
     transition_times: list[float] = []

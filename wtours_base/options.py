@@ -235,7 +235,9 @@ def config_options(config: type, *, arguments: Sequence[str] = (), flags: dict[s
         own = [p.replace(annotation=resolved.get(p.name, p.annotation))
                for p in list(inspect.signature(command).parameters.values())[1:]]
         params, fields = [], []
-        for f in dataclasses.fields(config):
+        # A command's own options first, then shared keyword-only groups it inherits (e.g. the face detector's);
+        # where every field is keyword-only (the eval configs) the order stays as declared.
+        for f in sorted(dataclasses.fields(config), key=lambda f: f.kw_only):
             if not f.init or f.name in exclude:
                 continue
             option_type = _option_type(hints[f.name])

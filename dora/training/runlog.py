@@ -19,7 +19,7 @@ class CollapseWatch:
     output is uniform) or the object masks keep under 2 % or over 98 % of the pixels. Judged on the mean
     of the last `window` steps, from a fifth of the run on (the loss starts near ln(out_dim))."""
 
-    def __init__(self, out_dim: int, objects: int, total_steps: int, window: int = 50):
+    def __init__(self, out_dim: int, total_steps: int, window: int = 50):
         self.uniform = math.log(out_dim)
         self.after = max(window, total_steps // 5)
         self.losses: deque[float] = deque(maxlen=window)
@@ -51,10 +51,10 @@ class CollapseWatch:
 class TrainLog:
     """The run's outputs of each step. Only rank 0 writes (`main`); every rank counts what it skipped."""
 
-    def __init__(self, out: Path, start: int, total_steps: int, out_dim: int, objects: int, log_every: int,
+    def __init__(self, out: Path, start: int, total_steps: int, out_dim: int, log_every: int,
                  reporter: Reporter, main: bool):
         self.path, self.log_every, self.reporter, self.main = out / "log.jsonl", log_every, reporter, main
-        self.watch = CollapseWatch(out_dim, objects, total_steps)
+        self.watch = CollapseWatch(out_dim, total_steps)
         self.bar = reporter.bar(total=total_steps, initial=start, desc="dora train", unit="step") if main else None
         self.file = self.writer = None
         if main:

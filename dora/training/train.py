@@ -440,7 +440,7 @@ def _train(run: Run, progress: bool, reporter: Reporter | None) -> RunState:
         remove_stale_temporaries(cfg.out, "checkpoint*.pt")  # left by a run killed while saving
     stream = ClipStream(run.shards.urls, cfg.frames_per_clip, cfg.augment, cfg.batch_size, cfg.seed, run.rank,
                         run.world, cfg.shuffle_buffer, cfg.skip_cut_clips, cfg.max_bad_fraction, cfg.open_shards)
-    log = TrainLog(cfg.out, start, sched.total_steps, cfg.out_dim, cfg.objects, cfg.log_every, reporter, run.main)
+    log = TrainLog(cfg.out, start, sched.total_steps, cfg.out_dim, cfg.log_every, reporter, run.main)
     if cfg.save_init and start == 0 and not (cfg.out / "checkpoint_init.pt").exists():
         run.save(cfg.out / "checkpoint_init.pt")
     stop, began, out_of_time = _StopRequest(), time.monotonic(), False
