@@ -850,3 +850,14 @@ def test_queries_and_keys_are_the_ones_the_last_block_computes_and_tokens_are_ti
     assert q.shape == (3, backbone.num_heads, 1 + 4 * 5, 192 // backbone.num_heads)
     assert torch.allclose(q, attn.q_norm(qkv[0]), atol=1e-6) and torch.allclose(k, attn.k_norm(qkv[1]), atol=1e-6)
     assert not any(m._forward_hooks for m in backbone.modules())  # nothing left behind to read later
+
+
+def test_bad_clips_are_stood_in_for_by_a_good_one_so_every_sample_gives_one_clip():
+    from dora.training.data import stand_in_for_bad
+
+    a, b = {"key": "a"}, {"key": "b"}
+    bad = [{"key": f"x{i}"} for i in range(3)]
+    stream = [(None, bad[0]), (a, None), (None, bad[1]), (None, bad[2]), (b, None)]
+    out = list(stand_in_for_bad(iter(stream)))
+    assert [c["key"] for c in out] == ["a", "a", "a", "a", "b"]  # before the first good clip: the next one
+    assert [c["bad"] for c in out] == [[bad[0]], [], [bad[1]], [bad[2]], []]

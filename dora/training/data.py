@@ -241,53 +241,56 @@ class ClipStream(IterableDataset):
         self.epoch, self.skip_batches = epoch, skip_batches
 
     def __iter__(self):
+        # Stages, each a generator over the one before (webdataset's style): this reader's shards, read
+        # interleaved and shuffled, pass after pass -> clips with a cut dropped -> the resume skip -> decoded
+        # and augmented -> bad clips stood in for.
+        reader, readers, skip = self._reader()
+        shards = shards_for_reader(self.urls, self.seed, self.epoch, reader, readers)
+        samples = self._samples(shards, random.Random(f"{self.seed}-{self.epoch}-{reader}"))
+        samples = itertools.islice(samples, skip, None)  # counted before decoding: a resume decodes nothing twice
+        yield from stand_in_for_bad(self._clips(samples))
+
+    def _reader(self) -> tuple[int, int, int]:
+        """(this reader's index, the number of readers, samples to skip): a reader is one DataLoader worker
+        of one rank. The DataLoader takes whole batches from its workers in turn: this worker's share of the
+        batches to skip."""
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        reader = self.rank * workers + worker
-        shards = shards_for_reader(self.urls, self.seed, self.epoch, reader, self.world_size * workers)
-        # The DataLoader takes whole batches from workers in turn: this worker's share of the skip.
-        skip = (self.skip_batches // workers + (1 if worker < self.skip_batches % workers else 0)) * self.batch_size
-        stream_rng = random.Random(f"{self.seed}-{self.epoch}-{reader}")
-        # A bad clip is stood in for by the reader's previous good clip (or the next one), so every sample
-        # read still gives one clip: batches, and the resume skip (which counts samples before decoding),
-        # stay exactly those of a run without the fault. Each stand-in carries the bad clip's name.
-        last_good, waiting, read, bad = None, [], 0, 0
-        for repeat in itertools.count():  # an epoch is a number of steps; the stream repeats its shards as needed
-            # Several of the reader's shards are read at once, their clips interleaved at random, then
-            # shuffled: a batch mixes clips from many shards (videos, times), not from one or two.
-            pipeline = wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 64),
-                                   rng=stream_rng)(interleave(shards, self.open_shards, stream_rng))
-            count = 0
-            for sample in pipeline:
+        skip = self.skip_batches // workers + (1 if worker < self.skip_batches % workers else 0)
+        return self.rank * workers + worker, self.world_size * workers, skip * self.batch_size
+
+    def _samples(self, shards: list[str], rng: random.Random):
+        """(pass, sample) without end: an epoch is a number of steps, so the shards are read again as needed.
+        Several shards are read at once, their clips interleaved at random, then shuffled: a batch mixes
+        clips of many shards (videos, times). Clips with a cut inside are dropped here, before the resume
+        skip, so a resumed run counts the same clips."""
+        for repeat in itertools.count():
+            kept = 0
+            for sample in wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 64), rng=rng)(
+                    interleave(shards, self.open_shards, rng)):
                 if self.skip_cut_clips and _cuts_inside(sample) != 0:
-                    continue  # filtered before the resume skip, so a resumed run counts the same clips
-                count += 1
-                if skip:
-                    skip -= 1
                     continue
-                read += 1
-                try:
-                    clip = self._clip(sample, repeat)
-                except BadClip as exc:
-                    bad += 1
-                    problem = {"shard": sample.get("__url__", "?"), "key": sample.get("__key__", "?"), "error": str(exc)}
-                    if too_many_bad(bad, read, self.max_bad_fraction):
-                        raise DataError(f"{bad} of {read} clips read could not be used, more than --max-bad-fraction "
-                                        f"{self.max_bad_fraction}; the last: {problem['shard']} {problem['key']}: "
-                                        f"{problem['error']}") from exc
-                    if last_good is None:
-                        waiting.append(problem)
-                        continue
-                    yield {**last_good, "bad": [problem]}
-                    continue
-                last_good = clip
-                for problem in waiting:  # bad clips before the first good one: stood in for by it
-                    yield {**clip, "bad": [problem]}
-                waiting = []
-                yield {**clip, "bad": []}
-            if count == 0:
+                kept += 1
+                yield repeat, sample
+            if not kept:
                 what = "clips without a shot cut" if self.skip_cut_clips else "clips"
                 raise DataError(f"shards {shards[:3]}... hold no {what}")
+
+    def _clips(self, samples):
+        """(clip, None) or (None, problem) per sample; DataError once more than --max-bad-fraction are bad."""
+        read = bad = 0
+        for repeat, sample in samples:
+            read += 1
+            try:
+                yield self._clip(sample, repeat), None
+            except BadClip as exc:
+                bad += 1
+                problem = {"shard": sample.get("__url__", "?"), "key": sample.get("__key__", "?"), "error": str(exc)}
+                if too_many_bad(bad, read, self.max_bad_fraction):
+                    raise DataError(f"{bad} of {read} clips read could not be used, more than --max-bad-fraction "
+                                    f"{self.max_bad_fraction}; the last: {problem['shard']} {problem['key']}: "
+                                    f"{problem['error']}") from exc
+                yield None, problem
 
     def _clip(self, sample: dict, repeat: int = 0) -> dict:
         """The augmented clip, or BadClip saying what is wrong with it. `repeat`: how many times this reader
@@ -308,6 +311,25 @@ class ClipStream(IterableDataset):
         gen = torch.Generator().manual_seed(clip_seed(self.seed, self.epoch, sample["__key__"], repeat))
         return {**augment_clip(frames, self.augment, gen), "key": sample["__key__"], "video": meta.get("video", ""),
                 "shard": sample.get("__url__", "")}
+
+
+def stand_in_for_bad(clips):
+    """One clip per sample: a bad clip is stood in for by the previous good clip (before the first good one,
+    by the next), carrying the bad clip's name in "bad". Batches, and the resume skip (which counts
+    samples before decoding), stay exactly those of a run without the fault."""
+    last_good, waiting = None, []
+    for clip, problem in clips:
+        if problem is not None:
+            if last_good is None:
+                waiting.append(problem)
+            else:
+                yield {**last_good, "bad": [problem]}
+            continue
+        last_good = clip
+        for earlier in waiting:
+            yield {**clip, "bad": [earlier]}
+        waiting = []
+        yield {**clip, "bad": []}
 
 
 def interleave(shards: list[str], open_shards: int, rng: random.Random):
