@@ -80,14 +80,115 @@ def _detector(cfg: StatsConfig):
     return _DETECTORS[key]
 
 
+class LightAndCuts:
+    """Lightness and content scores of every frame (or `--fps` frames) at the analysis size, in batches."""
+
+    def __init__(self, cfg: StatsConfig, size: tuple[int, int], rate: float):
+        self.grid, self.rgb = Grid(cfg.fps, 0.0, 0, rate), Scaler(size)
+        self.times: list[float] = []
+        self.batch: list[np.ndarray] = []
+        self.lightness: list[np.ndarray] = []
+        self.scores: list[np.ndarray] = []
+        self.previous = None  # the HSV frame before the batch, for the batch's first score
+
+    def add(self, t: float, frame) -> None:
+        if self.grid.take(t) is not None:
+            self.times.append(t)
+            self.batch.append(self.rgb(frame))
+            if len(self.batch) >= BATCH:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self.batch:
+            frames = np.stack(self.batch)
+            h = hsv(frames)
+            self.lightness.append(mean_lightness(frames))
+            self.scores.append(content_scores(h, self.previous))
+            self.previous, self.batch = h[-1], []
+
+    def finish(self) -> pd.DataFrame:
+        self._flush()
+        empty = np.zeros(0, np.float32)
+        return pd.DataFrame({"time_s": np.asarray(self.times, dtype=np.float64),
+                             "lightness": np.concatenate(self.lightness) if self.lightness else empty,
+                             "cut_score": np.concatenate(self.scores) if self.scores else empty})
+
+
+class Objects:
+    """Objects and classes counted by the detector on `--detect-fps` frames, 32 frames a call."""
+
+    def __init__(self, cfg: StatsConfig, size: tuple[int, int], rate: float):
+        self.grid, self.rgb, self.detector = Grid(cfg.detect_fps, 0.0, 0, rate), Scaler(size), _detector(cfg)
+        self.times: list[float] = []
+        self.frames: list[np.ndarray] = []
+        self.detections: list = []
+
+    def add(self, t: float, frame) -> None:
+        if self.grid.take(t) is not None:
+            self.times.append(t)
+            self.frames.append(self.rgb(frame))
+            if len(self.frames) >= 32:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self.frames:
+            self.detections.extend(self.detector(self.frames))
+            self.frames = []
+
+    def finish(self) -> pd.DataFrame:
+        self._flush()
+        return pd.DataFrame({"time_s": np.asarray(self.times, dtype=np.float64),
+                             "n_objects": np.asarray([d.n_objects for d in self.detections], dtype=np.int32),
+                             "n_classes": np.asarray([d.n_classes for d in self.detections], dtype=np.int32),
+                             "classes": [d.classes for d in self.detections]})
+
+
+class Faces:
+    """Faces counted on `--detect-fps` frames by the detector `wtours shard --anonymize faces` blurs with."""
+
+    def __init__(self, cfg: StatsConfig, size: tuple[int, int], rate: float):
+        from wtours.faces import face_detector
+
+        self.grid, self.rgb, self.find = Grid(cfg.detect_fps, 0.0, 0, rate), Scaler(size), face_detector(cfg.face_threshold)
+        self.times: list[float] = []
+        self.counts: list[int] = []
+
+    def add(self, t: float, frame) -> None:
+        if self.grid.take(t) is not None:
+            self.times.append(t)
+            self.counts.append(len(self.find(self.rgb(frame))))
+
+    def finish(self) -> pd.DataFrame:
+        return pd.DataFrame({"time_s": np.asarray(self.times, dtype=np.float64),
+                             "n_faces": np.asarray(self.counts, dtype=np.int32)})
+
+
+class Transitions:
+    """TransNetV2's transition probability of every frame, at 48 x 27 scaled as its own ffmpeg call does."""
+
+    def __init__(self, cfg: StatsConfig, size: tuple[int, int], rate: float):
+        self.scorer, self.thumb = transnet.TransitionScorer(), Scaler(transnet.SIZE, "BICUBIC")
+        self.times: list[float] = []
+
+    def add(self, t: float, frame) -> None:
+        self.times.append(t)
+        self.scorer.add(self.thumb(frame))
+
+    def finish(self) -> pd.DataFrame:
+        return pd.DataFrame({"time_s": np.asarray(self.times, dtype=np.float64), "transition": self.scorer.finish()})
+
+
 def analyse_video(source: Source, cfg: StatsConfig, threads: int = 0) -> VideoResult:
-    """Compute what the cache lacks for one video, in one decode; never raises VideoError."""
+    """Compute what the cache lacks for one video, in one decode; never raises VideoError.
+
+    One decode loop hands every frame to the measures the cache lacks (`add(t, frame)`), each sampling
+    and scaling what it needs; `finish()` gives each one's table, cached under its name."""
     paths = cache_paths(cfg, source)
-    need_light = not paths["light"].is_file()
-    need_objects = cfg.objects and not paths["objects"].is_file()
-    need_faces = cfg.faces and not paths["faces"].is_file()
-    need_transitions = "transitions" in paths and not paths["transitions"].is_file()
-    if not (need_light or need_objects or need_faces or need_transitions):
+    wanted = {name: measure for name, measure, on in (("light", LightAndCuts, True), ("objects", Objects, cfg.objects),
+                                                    ("faces", Faces, cfg.faces),
+                                                    ("transitions", Transitions, "transitions" in paths))
+              if on and not paths[name].is_file()}
+    if not wanted:
         return VideoResult(source.id, "cached")
     remove_stale_temporaries(cfg.out / ".cache", f"{source.id}.*")  # left by a run killed while writing
     try:
@@ -95,74 +196,25 @@ def analyse_video(source: Source, cfg: StatsConfig, threads: int = 0) -> VideoRe
     except VideoError as exc:
         write_json_atomic(paths["error"], {"video": source.id, "message": str(exc)})
         return VideoResult(source.id, "error", message=str(exc))
-    small = scaled_size(info.width, info.height, cfg.analysis_short_side)
-    scale = cfg.imgsz / max(info.width, info.height)
-    det_size = scaled_size(info.width, info.height, int(round(min(info.width, info.height) * min(1.0, scale))))
-    detector = _detector(cfg) if need_objects else None
-    small_rgb, det_rgb = Scaler(small), Scaler(det_size)
-    if need_faces:
-        from wtours.faces import face_detector
-
-        find_faces = face_detector(cfg.face_threshold)
-        face_rgb = Scaler(cfg.face_options.detect_dims(info.width, info.height))
-    if need_transitions:  # TransNetV2 reads every frame at 48 x 27, scaled as its own ffmpeg call does
-        scorer, thumb = transnet.TransitionScorer(), Scaler(transnet.SIZE, "BICUBIC")
-    transition_times: list[float] = []
-    face_counts: list[int] = []
-    grid_light = grid_det = None
-    light_times: list[float] = []
-    lightness: list[np.ndarray] = []
-    scores: list[np.ndarray] = []
-    batch: list[np.ndarray] = []
-    previous = None
-    det_times: list[float] = []
-    det_frames: list[np.ndarray] = []
-    detections: list = []
-
-    def flush_light() -> None:
-        nonlocal previous, batch
-        if batch:
-            frames = np.stack(batch)
-            h = hsv(frames)
-            lightness.append(mean_lightness(frames))
-            scores.append(content_scores(h, previous))
-            previous, batch = h[-1], []
-
-    def flush_objects() -> None:
-        nonlocal det_frames
-        if det_frames:
-            detections.extend(detector(det_frames))
-            det_frames = []
-
+    detect_short = int(round(min(info.width, info.height) * min(1.0, cfg.imgsz / max(info.width, info.height))))
+    sizes = {"light": scaled_size(info.width, info.height, cfg.analysis_short_side),
+             "objects": scaled_size(info.width, info.height, detect_short),
+             "faces": cfg.face_options.detect_dims(info.width, info.height), "transitions": transnet.SIZE}
+    measures: dict = {}
     message, last_t = "", 0.0
     try:
-        # Detection alone samples sparsely, so the decoder may always skip B-frames then; light and
-        # cuts alone are measured on thumbnails, where skipping the deblocking filter is invisible.
-        skip = (cfg.skip_nonref or not need_light) and not need_transitions
-        for t, frame, rate in decode(source.path, threads=threads, skip_nonref=skip, skip_loop_filter=not need_objects):
+        # Sparse sampling lets the decoder skip B-frames (always, unless lightness, cuts or TransNetV2 need
+        # every frame); thumbnails hide a skipped deblocking filter, the detector's larger frames do not.
+        skip = (cfg.skip_nonref or "light" not in wanted) and "transitions" not in wanted
+        for t, frame, rate in decode(source.path, threads=threads, skip_nonref=skip,
+                                     skip_loop_filter="objects" not in wanted):
+            if not measures:  # sampling grids follow the stream's own rate
+                measures = {name: measure(cfg, sizes[name], rate) for name, measure in wanted.items()}
             last_t = t
-            if grid_light is None:
-                grid_light = Grid(cfg.fps, 0.0, 0, rate)
-                grid_det = Grid(cfg.detect_fps, 0.0, 0, rate)
-            if need_transitions:
-                transition_times.append(t)
-                scorer.add(thumb(frame))
-            if need_light and grid_light.take(t) is not None:
-                light_times.append(t)
-                batch.append(small_rgb(frame))
-                if len(batch) >= BATCH:
-                    flush_light()
-            if (need_objects or need_faces) and grid_det.take(t) is not None:
-                det_times.append(t)
-                if need_faces:
-                    face_counts.append(len(find_faces(face_rgb(frame))))
-                if need_objects:
-                    det_frames.append(det_rgb(frame))
-                    if len(det_frames) >= 32:
-                        flush_objects()
-        flush_light()
-        flush_objects()
-        transitions = scorer.finish() if need_transitions else None
+            for measure in measures.values():
+                measure.add(t, frame)
+        measures = measures or {name: measure(cfg, sizes[name], info.fps) for name, measure in wanted.items()}
+        tables = {name: measure.finish() for name, measure in measures.items()}
         if math.isfinite(info.duration_s) and info.duration_s - last_t > 1.0 + 2.0 / max(info.fps, 1.0):
             message = f"{source.path}: stream ends at {last_t:.2f} s, expected {info.duration_s:.2f} s (truncated?)"
     except VideoError as exc:
@@ -172,27 +224,15 @@ def analyse_video(source: Source, cfg: StatsConfig, threads: int = 0) -> VideoRe
         return VideoResult(source.id, "error", message=message)
     paths["error"].unlink(missing_ok=True)
     try:
-        if need_light:
-            df = pd.DataFrame({"time_s": np.asarray(light_times, dtype=np.float64),
-                               "lightness": np.concatenate(lightness) if lightness else np.zeros(0, np.float32),
-                               "cut_score": np.concatenate(scores) if scores else np.zeros(0, np.float32)})
-            write_json_atomic(paths["info"], {**info.as_dict(), "path": source.path.name, "analysis_size": list(small)})
-            _write_parquet(df, paths["light"])
-        if need_objects:
-            df = pd.DataFrame({"time_s": np.asarray(det_times, dtype=np.float64),
-                               "n_objects": np.asarray([d.n_objects for d in detections], dtype=np.int32),
-                               "n_classes": np.asarray([d.n_classes for d in detections], dtype=np.int32),
-                               "classes": [d.classes for d in detections]})
-            _write_parquet(df, paths["objects"])
-        if need_faces:
-            _write_parquet(pd.DataFrame({"time_s": np.asarray(det_times, dtype=np.float64),
-                                         "n_faces": np.asarray(face_counts, dtype=np.int32)}), paths["faces"])
-        if need_transitions:
-            _write_parquet(pd.DataFrame({"time_s": np.asarray(transition_times, dtype=np.float64),
-                                         "transition": transitions}), paths["transitions"])
+        for name, table in tables.items():
+            if name == "light":
+                write_json_atomic(paths["info"], {**info.as_dict(), "path": source.path.name,
+                                                  "analysis_size": list(sizes["light"])})
+            _write_parquet(table, paths[name])
     except WriteError as exc:  # disk full or the like: this part is not cached, a rerun computes it again
         return VideoResult(source.id, "error", message=str(exc))
-    return VideoResult(source.id, "analysed", len(light_times), len(det_times), last_t)
+    detected = next((len(tables[n]) for n in ("objects", "faces") if n in tables), 0)
+    return VideoResult(source.id, "analysed", len(tables.get("light", ())), detected, last_t)
 
 
 # ---------------------------------------------------------------------------------------------
