@@ -126,6 +126,62 @@ def _source_stamp(path: str) -> dict:
     return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+class ClipAssembler:
+    """Sampled frames into clips: frame i of the grid (k phases interleaved) is slot (i // k) % T of clip
+    ((i // k) // T) * k + i % k. A clip is written when its last slot arrives; older clips still open
+    then have holes (frames the stream did not have) and are dropped."""
+
+    def __init__(self, unit: Unit, cfg: ShardConfig, writer: ShardWriter, next_clip: int):
+        self.unit, self.cfg, self.writer, self.next_clip = unit, cfg, writer, next_clip
+        self.shot_starts = load_shot_starts(cfg.shots).get(unit.video) if cfg.shots is not None else None
+        self.open: dict[int, dict[int, tuple[float, bytes, int | None]]] = {}
+        self.clips = 0
+
+    def clip_of(self, index: int) -> int:
+        k, T = self.cfg.phases, self.cfg.frames_per_clip
+        return (index // k // T) * k + index % k
+
+    def wants(self, index: int) -> bool:
+        """False for frames of clips written before a resume."""
+        return self.clip_of(index) >= self.next_clip
+
+    def add(self, index: int, time_s: float, jpeg: bytes, faces: int | None) -> None:
+        k, T, unit = self.cfg.phases, self.cfg.frames_per_clip, self.unit
+        clip, slot = self.clip_of(index), index // k % T
+        self.open.setdefault(clip, {})[slot] = (time_s, jpeg, faces)
+        if slot < T - 1:
+            return
+        for stale in [c for c in self.open if c < clip]:
+            del self.open[stale]
+        slots = self.open.pop(clip)
+        if len(slots) < T:
+            return
+        times = [slots[i][0] for i in range(T)]
+        meta = {"video": unit.video, "unit": unit.name, "clip": clip, "phase": index % k,
+                "frame_times": [round(t, 6) for t in times], "frame_indices": [int(round(t * unit.src_fps)) for t in times],
+                "source_size": [unit.src_width, unit.src_height], "size": [unit.width, unit.height],
+                "fps": self.cfg.fps, "shot": None}
+        if self.cfg.shots is not None:
+            meta.update(shot_fields(self.shot_starts, times) if self.shot_starts else {"cuts_inside": None})
+        if self.cfg.faces is not None:  # faces blurred in each frame
+            meta.update(anonymized="faces", faces=[slots[i][2] for i in range(T)])
+        self.writer.add(f"{unit.name}-{clip:06d}", [slots[i][1] for i in range(T)], meta)
+        self.clips += 1
+
+
+class FaceBlur:
+    """Faces found on frames of the detector's size (often larger than the stored ones), blurred in the stored ones."""
+
+    def __init__(self, faces, unit: Unit):
+        self.faces, self.detector = faces, face_detector(faces.threshold)
+        size = faces.detect_dims(unit.src_width, unit.src_height)
+        self.detect_size = None if size == (unit.width, unit.height) else size  # None: detect on the stored frame
+
+    def __call__(self, frame) -> tuple[np.ndarray, int]:
+        boxes = self.detector.find(frame.image, frame.detect)
+        return blur_faces(frame.image, boxes, self.faces.mask_scale), len(boxes)
+
+
 def run_unit(unit: Unit, cfg: ShardConfig, threads: int = 0, progress=None) -> UnitResult:
     """Decode one unit into shards, resuming after its last complete shard. Never raises VideoError."""
     record_path = cfg.out / UNITS / f"{unit.name}.json"
@@ -139,52 +195,22 @@ def run_unit(unit: Unit, cfg: ShardConfig, threads: int = 0, progress=None) -> U
     writer = ShardWriter(cfg.out, unit.name, unit.video, n, next_shard=len(done), written=list(done))
     finished = bool(done) and done[-1].clips < n  # a short shard is always a unit's last
     next_clip = done[-1].last_clip + 1 if done else 0
-    first_index = (next_clip % k) + k * (next_clip // k) * T
-    open_clips: dict[int, dict[int, tuple[float, bytes]]] = {}
-    shot_starts = load_shot_starts(cfg.shots).get(unit.video) if cfg.shots is not None else None
-    frames = clips = 0
+    assembler = ClipAssembler(unit, cfg, writer, next_clip)
+    blur = FaceBlur(cfg.faces, unit) if cfg.faces is not None else None
+    frames = 0
     message, last_time, last_report = "", unit.t0, time.monotonic()
     write_failed = False
-    faces = cfg.faces
-    detect_size = None
-    if faces is not None:  # faces are found on larger frames than the stored ones, then blurred in the stored ones
-        detector = face_detector(faces.threshold)
-        detect_size = faces.detect_dims(unit.src_width, unit.src_height)
-        if detect_size == (unit.width, unit.height):
-            detect_size = None
     try:
         if not finished:
             for frame in read_frames(unit.path, fps=cfg.fps * k, size=(unit.width, unit.height), start=unit.t0,
-                                     end=unit.t1, first_index=first_index, threads=threads,
-                                     skip_nonref=cfg.skip_nonref, detect_size=detect_size):
+                                     end=unit.t1, first_index=(next_clip % k) + k * (next_clip // k) * T,
+                                     threads=threads, skip_nonref=cfg.skip_nonref,
+                                     detect_size=blur.detect_size if blur else None):
                 last_time = frame.time_s
-                phase, j = frame.index % k, frame.index // k
-                clip = (j // T) * k + phase
-                if clip < next_clip:
-                    continue
-                image, found = frame.image, None
-                if faces is not None:
-                    boxes = detector.find(frame.image, frame.detect)
-                    image, found = blur_faces(image, boxes, faces.mask_scale), len(boxes)
-                open_clips.setdefault(clip, {})[j % T] = (frame.time_s, encode_jpeg(image, cfg.quality), found)
-                frames += 1
-                if j % T == T - 1:  # this clip's last slot: emit it (and drop older clips with holes)
-                    for stale in [c for c in open_clips if c < clip]:
-                        del open_clips[stale]
-                    slots = open_clips.pop(clip)
-                    if len(slots) == T:
-                        times = [slots[i][0] for i in range(T)]
-                        meta = {"video": unit.video, "unit": unit.name, "clip": clip, "phase": phase,
-                                "frame_times": [round(t, 6) for t in times],
-                                "frame_indices": [int(round(t * unit.src_fps)) for t in times],
-                                "source_size": [unit.src_width, unit.src_height], "size": [unit.width, unit.height],
-                                "fps": cfg.fps, "shot": None}
-                        if cfg.shots is not None:
-                            meta.update(shot_fields(shot_starts, times) if shot_starts else {"cuts_inside": None})
-                        if faces is not None:  # faces blurred in each frame
-                            meta.update(anonymized="faces", faces=[slots[i][2] for i in range(T)])
-                        writer.add(f"{unit.name}-{clip:06d}", [slots[i][1] for i in range(T)], meta)
-                        clips += 1
+                if assembler.wants(frame.index):
+                    image, found = blur(frame) if blur else (frame.image, None)
+                    assembler.add(frame.index, frame.time_s, encode_jpeg(image, cfg.quality), found)
+                    frames += 1
                 if progress is not None and time.monotonic() - last_report > 0.5:
                     progress.put((unit.name, last_time))
                     last_report = time.monotonic()
