@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from wtours.config import FACE_OPTIONS, FORMAT_OPTIONS, ShardConfig
 from wtours.faces import blur_faces, face_detector
 from wtours.inputs import Source, find_sources
