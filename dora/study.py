@@ -139,23 +139,24 @@ def train_config(cfg: StudyConfig, shards: Path, method: str, seed: int, overrid
                        checkpoint_every=cfg.eval_every, **recipe)
 
 
-def score(checkpoint: Path, labelled: Path, crop: int, linear_epochs: int, cache: Path) -> dict:
-    """k-NN top-1 (k = 10, 20) and linear-probe top-1 of a checkpoint's teacher on the labelled set."""
+def score(checkpoint: Path, labelled: Path, crop: int, linear_epochs: int, cache: Path, progress: bool = False) -> dict:
+    """k-NN top-1 (k = 10, 20) and linear-probe top-1 of a checkpoint's teacher on the labelled set.
+    `progress`: bars (features, probe epochs) on a terminal."""
     from dora.evaluation.encoder import EncoderSpec, labelled_features
     from dora.evaluation.knn import knn_eval
     from dora.evaluation.linear import LinearConfig, train_linear
 
     spec = EncoderSpec(checkpoint=checkpoint)
     resize = round(crop * 256 / 224)
-    f = labelled_features(spec, labelled / "train", labelled / "val", "cls", resize, crop, cache, num_workers=0)
+    f = labelled_features(spec, labelled / "train", labelled / "val", "cls", resize, crop, cache, 0, progress)
     knn = knn_eval(f.train, f.train_labels, f.val, f.val_labels, (10, 20), 0.07, len(f.classes))
     result = {"knn10": knn[10]["top1"], "knn20": knn[20]["top1"]}
     if linear_epochs:
-        f4 = labelled_features(spec, labelled / "train", labelled / "val", "last4", resize, crop, cache, num_workers=0)
+        f4 = labelled_features(spec, labelled / "train", labelled / "val", "last4", resize, crop, cache, 0, progress)
         probe_dir = cache / f"probe-{checkpoint.parent.name}-{checkpoint.stem}"
         probe_dir.mkdir(parents=True, exist_ok=True)
         result["linear"] = train_linear(f4.train, f4.train_labels, f4.val, f4.val_labels, len(f4.classes),
-                                        LinearConfig(epochs=linear_epochs, batch_size=64), probe_dir)["top1"]
+                                        LinearConfig(epochs=linear_epochs, batch_size=64), probe_dir, progress)["top1"]
     return result
 
 
@@ -189,7 +190,8 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
             points = {0: tcfg.out / "checkpoint_init.pt"}
             points.update({s: kept_checkpoint(tcfg.out, s) for s in range(cfg.eval_every, cfg.steps + 1, cfg.eval_every)})
             scores = {str(step): {name: score(path, root, tcfg.global_size,
-                                              cfg.linear_epochs if step in (0, cfg.steps) else 0, cfg.out / "features")
+                                              cfg.linear_epochs if step in (0, cfg.steps) else 0, cfg.out / "features",
+                                              progress)
                                   for name, root in labelled.items()} for step, path in points.items()}
             masks = mask_scores(points, truth, tcfg.objects or 3, seed)
             log = [json.loads(line) for line in (tcfg.out / "log.jsonl").read_text().splitlines()]

@@ -94,7 +94,7 @@ def run_point(cfg: SweepConfig, shards: Path, labelled: Path, truth: Path, metho
     train(tcfg, progress=progress)
     seconds = time.monotonic() - began
     ends = {0: tcfg.out / "checkpoint_init.pt", cfg.steps: tcfg.out / "checkpoint.pt"}
-    scores = {str(s): score(path, labelled, tcfg.global_size, cfg.linear_epochs, cfg.out / "features")
+    scores = {str(s): score(path, labelled, tcfg.global_size, cfg.linear_epochs, cfg.out / "features", progress)
               for s, path in ends.items()}
     log = [json.loads(line) for line in (tcfg.out / "log.jsonl").read_text().splitlines()]
     tail = [r["loss"] for r in log[-20:]]
