@@ -117,3 +117,21 @@ def test_run_jobs_gives_results_in_item_order_with_progress_inline_and_in_a_pool
         assert sorted(r[0] for r in done) == [0, 1, 2, 3] and sorted(progressed) == [0, 1, 2, 3]
         pids = {r[2] for r in results}
         assert (pids == {os.getpid()}) if workers == 1 else (os.getpid() not in pids)
+
+
+def test_a_failure_already_reported_keeps_its_exit_code_when_the_launcher_stops_the_process(tmp_path):
+    """torchrun ends the ranks left once one rank has exited; a rank that has already reported its own
+    error and is exiting must still exit with that error's code, not be killed by the SIGTERM (-15)."""
+    script = tmp_path / "fails.py"
+    script.write_text(
+        "import atexit, os, signal, time\n"
+        "import typer\n"
+        "from wtours_base.exits import exit_on_errors\n"
+        "def main():\n"
+        "    atexit.register(lambda: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(2)))  # stopped while exiting\n"
+        "    with exit_on_errors(failures=(RuntimeError,)):\n"
+        "        raise RuntimeError('the loss is nan at step 2')\n"
+        "typer.run(main)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    assert "error: the loss is nan at step 2" in done.stderr and "Traceback" not in done.stderr

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import threading
 from typing import Iterator
 
 import typer
 
 from wtours_base.files import WriteError
+
+
+def keep_exit_code(code: int) -> None:
+    """From now on a SIGTERM ends the process with `code` instead of killing it by the signal: a process
+    that has reported its failure keeps that exit code even if its launcher (torchrun, ending the ranks
+    left once one has exited) stops it while it exits."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(code))
 
 
 @contextlib.contextmanager
@@ -18,9 +29,11 @@ def exit_on_errors(usage: tuple[type[BaseException], ...] = (ValueError,), failu
     try:
         yield
     except usage as exc:
+        keep_exit_code(2)
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     except (WriteError, *failures) as exc:  # finished work is kept; the message says what to do
+        keep_exit_code(1)
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:

@@ -393,11 +393,15 @@ def peer_loss_in_one_line(run: Run):
                         f"{where}; rerun the same command to resume, or launch with torchrun --max-restarts N to "
                         "resume by itself")
 
+    pending: list[str] = []  # an agreed stop's error, being raised on every rank
+
     def on_sigterm(signum, frame):
         # torchrun ends the ranks left once one is gone. Nothing can be saved without the lost rank, and an
         # exception raised here could land in a destructor (the DataLoader's) and be printed as a traceback:
-        # say it in one line and leave (DataLoader workers die with us; checkpoints are atomic).
-        sys.stderr.write(f"error: {lost('torchrun stopped the ranks left: SIGTERM')}\n")
+        # say it in one line and leave (DataLoader workers die with us; checkpoints are atomic). When every
+        # rank has agreed to stop (a non-finite loss) and another rank got out first, this rank's own error
+        # is the line, and the exit code stays 1.
+        sys.stderr.write(f"error: {pending[0] if pending else lost('torchrun stopped the ranks left: SIGTERM')}\n")
         sys.stderr.flush()
         os._exit(1)
 
@@ -409,12 +413,16 @@ def peer_loss_in_one_line(run: Run):
     except PeerLost:
         raise
     except RuntimeError as exc:
+        if isinstance(exc, NonFiniteLoss):
+            pending.append(str(exc))
         if isinstance(exc, (NonFiniteLoss, DataError)) or not _lost_peer_error(exc):
             raise
         cause = re.sub(r"^\[[^\]]*\]\s*", "", str(exc).strip().splitlines()[0])  # gloo's source location
         raise lost(cause[:100]) from None
     finally:
-        if previous is not None:
+        # After an agreed stop the handler stays until the caller reports the error (the CLI then keeps the
+        # exit code itself, wtours_base.exits.keep_exit_code): a SIGTERM in between must not kill the rank.
+        if previous is not None and not pending:
             signal.signal(signal.SIGTERM, previous)
 
 
