@@ -11,6 +11,12 @@ from typing import Any, Sequence
 from tqdm import tqdm
 
 
+def progress_bar(iterable, progress: bool, **kwargs) -> tqdm:
+    """A tqdm bar over `iterable` when `progress` is asked and stderr is a terminal (pipes and logs stay
+    clean); nothing shown otherwise."""
+    return tqdm(iterable, disable=None if progress else True, **kwargs)
+
+
 class OutputMode(str, Enum):
     human = "human"  # progress bars and a summary table on stderr
     quiet = "quiet"  # warnings, errors and the summary table only

@@ -27,6 +27,7 @@ from dora.training.step import object_maps  # noqa: E402
 from wtours.shards import decode_sample, iter_samples  # noqa: E402
 from wtours.video import VIDEO_SUFFIXES, probe, read_frames, scaled_size, write_video  # noqa: E402
 from wtours_base.files import atomic_path, write_json_atomic  # noqa: E402
+from wtours_base.report import progress_bar  # noqa: E402
 
 COLOURS = np.array([[230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180], [70, 240, 240]],
                    dtype=np.float32)
@@ -38,12 +39,6 @@ def _square(image: np.ndarray, size: int) -> np.ndarray:
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
     return np.asarray(Image.fromarray(image[top:top + side, left:left + side]).resize((size, size), Image.BICUBIC))
-
-
-def _bar(iterable, progress: bool, **kw):
-    from tqdm import tqdm
-
-    return tqdm(iterable, disable=None if progress else True, **kw)  # a bar on a terminal, nothing in logs
 
 
 def load_frames(path: Path, size: int, frames: int, fps: float, start: float,
@@ -72,7 +67,7 @@ def load_frames(path: Path, size: int, frames: int, fps: float, start: float,
         w, h = scaled_size(info.width, info.height, size)
         # Decoding stops at the last frame wanted (a long video is not read to its end).
         wanted = itertools.islice(read_frames(path, fps=fps, size=(w, h), start=start), frames)
-        images = [f.image for f in _bar(wanted, progress, total=frames, desc=f"frames {path.name}", unit="frame")]
+        images = [f.image for f in progress_bar(wanted, progress, total=frames, desc=f"frames {path.name}", unit="frame")]
         if not images:
             raise EvalError(f"{path}: no frames after {start} s")
         return np.stack([_square(im, size) for im in images]), "video"
@@ -109,7 +104,7 @@ def attention_pictures(spec: EncoderSpec, source: Path, out: Path, size: int | N
     images, kind = load_frames(Path(source), size, frames, fps, start, progress)
     x = normalize(torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).contiguous())
     outputs = []  # (tokens, queries, keys) of 8 frames at a time: bounded memory, and a bar for long inputs
-    for chunk in _bar(x.split(8), progress and len(x) > 8, desc="attention", unit="batch"):
+    for chunk in progress_bar(x.split(8), progress and len(x) > 8, desc="attention", unit="batch"):
         outputs.append(backbone.tokens_queries_keys(chunk))
     tokens, q, k = (torch.cat(parts) for parts in zip(*outputs))
     grid = patch_grid(backbone, size, size)

@@ -147,7 +147,7 @@ def evaluate_sequence(model: torch.nn.Module, root: Path, name: str, cfg: DavisC
 
 def eval_davis(spec: EncoderSpec, cfg: DavisConfig, progress: bool = True) -> dict:
     """Evaluate every sequence; write metrics.json, per_sequence.csv and (--save-masks) the masks."""
-    from tqdm import tqdm
+    from wtours_base.report import progress_bar
 
     names = sequence_names(Path(cfg.root), cfg.sequences)
     model, info = load_encoder(spec, "cuda" if torch.cuda.is_available() else "cpu")
@@ -156,7 +156,7 @@ def eval_davis(spec: EncoderSpec, cfg: DavisConfig, progress: bool = True) -> di
         key = hashlib.sha256(f"{spec.identity()}|{cfg.size}|{Path(cfg.root).resolve()}".encode()).hexdigest()[:16]
         cache = Path(cfg.out) / "features" / key
     per_sequence, seconds, frame_count = {}, 0.0, 0
-    for name in tqdm(names, desc="davis", unit="sequence", disable=None if progress else True):
+    for name in progress_bar(names, progress, desc="davis", unit="sequence"):
         tick = time.perf_counter()
         scores, predictions = evaluate_sequence(model, Path(cfg.root), name, cfg, cache)
         seconds += time.perf_counter() - tick

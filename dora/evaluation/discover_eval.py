@@ -107,7 +107,7 @@ def _draw_boxes(rgb: np.ndarray, found: list[float], truth: np.ndarray, path: Pa
 def eval_discover(spec: EncoderSpec, cfg: DiscoverConfig, progress: bool = True) -> dict:
     """CorLoc over the set's images and (where the root has a segmentation list) Jaccard; writes
     OUT/metrics.json and OUT/per_image.csv (and OUT/boxes/ with --save-boxes); returns the metrics."""
-    from tqdm import tqdm
+    from wtours_base.report import progress_bar
 
     root, out = Path(cfg.root), Path(cfg.out)
     if not root.is_dir():
@@ -139,7 +139,7 @@ def eval_discover(spec: EncoderSpec, cfg: DiscoverConfig, progress: bool = True)
     todo = [("corloc", im) for im in images if ("corloc", im.name) not in rows] + \
            [("jaccard", s) for s in segmentation if ("jaccard", s[0]) not in rows]
     try:
-        for n, (kind, item) in enumerate(tqdm(todo, desc="discover", unit="image", disable=None if progress else True)):
+        for n, (kind, item) in enumerate(progress_bar(todo, progress, desc="discover", unit="image")):
             if kind == "corloc":
                 found = discoverer(item.path)
                 ious = box_iou(found["box"], item.boxes) if len(item.boxes) else np.zeros(0)

@@ -147,10 +147,10 @@ def extract(model: nn.Module, dataset: datasets.ImageFolder, kind: str = "cls", 
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Features [N, D] and labels [N]. kind 'cls': final [CLS]; 'last4': [CLS] of the last 4 blocks.
     `progress`: a bar on a terminal (tqdm leaves pipes and logs alone)."""
-    from tqdm import tqdm
+    from wtours_base.report import progress_bar
 
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
-    loader = tqdm(loader, desc=f"features {Path(dataset.root).name}", unit="batch", disable=None if progress else True)
+    loader = progress_bar(loader, progress, desc=f"features {Path(dataset.root).name}", unit="batch")
     tap = LastBlocksCLS(model, 4) if kind == "last4" else None
     feats, labels = [], []
     try:

@@ -19,7 +19,7 @@ def train_linear(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tens
                  num_classes: int, cfg: LinearConfig, out: Path, progress: bool = False) -> dict:
     """Train (or resume) the probe; returns final top-1 / top-5 on the validation features. `progress`: a bar
     over the epochs on a terminal."""
-    from tqdm import tqdm
+    from wtours_base.report import progress_bar
 
     torch.manual_seed(cfg.seed)
     probe = nn.Linear(train_x.shape[1], num_classes)
@@ -39,8 +39,8 @@ def train_linear(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tens
         start = state["epoch"]
     loss_fn = nn.CrossEntropyLoss()
     with open(out / "linear_log.jsonl", "a", encoding="utf-8") as log:
-        for epoch in tqdm(range(start, cfg.epochs), desc="linear probe", unit="epoch", initial=start, total=cfg.epochs,
-                          disable=None if progress else True):
+        for epoch in progress_bar(range(start, cfg.epochs), progress, desc="linear probe", unit="epoch", initial=start,
+                                  total=cfg.epochs):
             order = torch.randperm(len(train_x))
             total = 0.0
             for i in range(0, len(order), cfg.batch_size):
