@@ -172,3 +172,20 @@ def test_a_sweep_trains_every_point_once_and_splits_them_between_parts(tmp_path)
     mtime = (tmp_path / "points" / point_name(best["method"], best["overrides"]) / "result.json").stat().st_mtime_ns
     run_sweep(SweepConfig(**base, part="0/1"), progress=False)
     assert (tmp_path / "points" / point_name(best["method"], best["overrides"]) / "result.json").stat().st_mtime_ns == mtime
+
+
+def test_committed_results_hold_the_runs_their_scripts_restore():
+    """A results folder whose run.sh puts committed runs back holds them, each a finished run with its config
+    (runs/ was git-ignored, so a clean clone had none and the script stopped at its first copy)."""
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    scripts = [p for p in results.glob("*/run.sh") if '"$HERE"/runs/' in p.read_text()]
+    assert scripts
+    for script in scripts:
+        done = sorted((script.parent / "runs").glob("*/result.json"))
+        assert done, f"{script} restores runs, but {script.parent / 'runs'} holds none"
+        for path in done:
+            result = json.loads(path.read_text())
+            assert path.parent.name == f"{result['method']}-s{result['seed']}" and len(result["loss"]) == result["steps"]
+            assert json.loads((path.parent / "config.json").read_text())["max_steps"] == result["steps"]
