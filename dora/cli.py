@@ -226,6 +226,8 @@ def attn(cfg: AttnConfig, quiet: bool = QUIET, json_lines: bool = JSON) -> None:
     """Pictures of attention: every head's [CLS] attention on an image; tracked objects in a video or clip.
 
     Example: dora attn runs/demo/videos/bikes.mp4 --checkpoint runs/demo/train/checkpoint.pt --out runs/attn
+    Against the objects: dora attn runs/study/data/mask_truth_64px.npz --clip 3
+      --checkpoint runs/study/runs/dora-s0/checkpoint.pt
     """
     import json
 
@@ -234,7 +236,7 @@ def attn(cfg: AttnConfig, quiet: bool = QUIET, json_lines: bool = JSON) -> None:
 
     with exit_on_errors((EvalError, ValueError)):
         paths = attention_pictures(cfg.encoder, cfg.source, cfg.out, cfg.size, cfg.objects, cfg.frames, cfg.fps,
-                                   cfg.start, cfg.seed, progress=not (quiet or json_lines))
+                                   cfg.start, cfg.seed, cfg.clip, progress=not (quiet or json_lines))
     for path in paths:
         typer.echo(json.dumps({"event": "picture", "path": str(path)}) if json_lines else str(path))
 

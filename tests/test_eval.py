@@ -199,6 +199,41 @@ def test_attention_on_a_video_decodes_only_the_frames_it_shows(tiny_checkpoint, 
     assert json.loads(paths[-1].read_text())["frames"] == 3
 
 
+
+def test_outline_is_the_masks_edge():
+    from dora.evaluation.attn import outline
+
+    mask = np.zeros((9, 9), bool)
+    mask[2:7, 2:7] = True
+    ring = outline(mask)
+    assert ring.sum() == 16 and ring[2, 2:7].all() and not ring[3:6, 3:6].any()
+    assert outline(np.ones((4, 4), bool)).sum() == 12  # the image's edge counts as outside
+
+
+def test_attention_on_a_mask_truth_outlines_the_objects_and_scores_tracks_as_mask_quality(tiny_checkpoint, tmp_path):
+    from dora.evaluation.attn import outline
+    from dora.evaluation.mask_quality import load_truth, mask_quality
+    from wtours.media.objects import make_mask_truth
+
+    truth = make_mask_truth(tmp_path / "truth.npz", size=64, clips=2, frames=3)
+    out = tmp_path / "attn"
+    result = runner.invoke(app, ["attn", str(truth), "--clip", "1", "--checkpoint", str(tiny_checkpoint), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "truth_attn.json").read_text())
+    assert (meta["kind"], meta["clip"], meta["frames"], meta["true_objects"], len(meta["iou"])) == ("truth", 1, 3, 2, 3)
+    # Each track's IoU is what the study's mask quality measures on the same clip with the same seed.
+    frames, masks = load_truth(truth)
+    quality = mask_quality(EncoderSpec(checkpoint=tiny_checkpoint), frames[1:2], masks[1:2], objects=3, seed=0)
+    assert 100 * np.mean(meta["iou"]) == pytest.approx(quality["tracked"]["iou"], abs=1e-4)
+    # The true objects are outlined in yellow on the frames row (below the labels' band).
+    with Image.open(out / "truth_tracks.png") as im:
+        strip = np.asarray(im.convert("RGB"))
+    assert strip.shape == (4 * 64, 3 * 64, 3)
+    edge = np.any([outline(m) for m in masks[1, 0]], axis=0)
+    assert edge.any() and (strip[:64, :64][edge] == [255, 255, 0]).all()
+    bad = runner.invoke(app, ["attn", str(truth), "--clip", "5", "--checkpoint", str(tiny_checkpoint), "--out", str(out)])
+    assert bad.exit_code != 0 and "--clip 5 is not one of its clips 0..1" in bad.output
+
 def test_bad_inputs_are_clear_errors(tiny_checkpoint, photo_classes, tmp_path):
     weights = tmp_path / "tiny.safetensors"
     runner.invoke(app, ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(weights)])

@@ -1,7 +1,8 @@
 """`dora attn`: what the encoder looks at. An image: the [CLS] attention of every head of the last
 block over the image. A video or a shard clip: the k objects discovered in its first frame and
 tracked through every frame, with the masks training uses (a PNG strip and an mp4): a row of
-frames, then a row per object showing what its mask keeps."""
+frames, then a row per object showing what its mask keeps. A study's mask truth (.npz): one of its
+held-out clips, tracked the same way, with the true objects outlined and each track's IoU with them."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from dora.evaluation.encoder import EncoderSpec, EvalError, load_encoder  # noqa: E402
+from dora.evaluation.mask_quality import best_object_iou, load_truth  # noqa: E402
 from dora.training.data import normalize  # noqa: E402
 from dora.training.discover import binary_masks, pick_heads  # noqa: E402
 from dora.training.model import ViTBackbone, patch_grid  # noqa: E402
@@ -78,6 +80,25 @@ def load_frames(path: Path, size: int, frames: int, fps: float, start: float,
     return _square(image, size)[None], "image"
 
 
+def truth_clip(path: Path, clip: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frames uint8 [T, S, S, 3] and true object masks bool [T, o, S, S] of one clip of a mask-truth file
+    (`wtours.media.objects.make_mask_truth`, which `dora study` writes as data/mask_truth_<size>px.npz)."""
+    try:
+        all_frames, all_masks = load_truth(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise EvalError(f"{path}: not a mask-truth file with frames and masks ({exc})") from exc
+    if not 0 <= clip < len(all_frames):
+        raise EvalError(f"{path}: --clip {clip} is not one of its clips 0..{len(all_frames) - 1}")
+    return all_frames[clip, :frames], all_masks[clip, :frames]
+
+
+def outline(mask: np.ndarray) -> np.ndarray:
+    """The pixels of a boolean [H, W] mask with a 4-neighbour outside it (the image's edge counts as outside)."""
+    padded = np.pad(mask, 1, constant_values=False)
+    inside = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~inside
+
+
 def _object_view(frame: np.ndarray, mask: np.ndarray, colour: np.ndarray) -> np.ndarray:
     """The frame kept inside one object's mask, dimmed and tinted outside it (masks may overlap)."""
     out = frame.astype(np.float32)
@@ -94,14 +115,24 @@ def _save_png(fig, path: Path) -> None:
 
 @torch.no_grad()
 def attention_pictures(spec: EncoderSpec, source: Path, out: Path, size: int | None = None, objects: int = 3,
-                       frames: int = 8, fps: float = 1.0, start: float = 0.0, seed: int = 0,
+                       frames: int = 8, fps: float = 1.0, start: float = 0.0, seed: int = 0, clip: int = 0,
                        progress: bool = False) -> list[Path]:
-    """Write the pictures for one input into `out`; returns their paths. `progress`: bars on a terminal."""
+    """Write the pictures for one input into `out`; returns their paths. `progress`: bars on a terminal.
+    `clip`: which clip of a mask-truth .npz to show (its frames keep their size; `size` must be None or equal)."""
     vit, info = load_encoder(spec)
     backbone = ViTBackbone(info["arch"], vit=vit)
-    size = size or info.get("img_size") or 224
-    size = max(backbone.patch_size, size // backbone.patch_size * backbone.patch_size)
-    images, kind = load_frames(Path(source), size, frames, fps, start, progress)
+    truth = None
+    if Path(source).suffix.lower() == ".npz":
+        images, truth = truth_clip(Path(source), clip, frames)
+        kind = "truth"
+        if (size and size != images.shape[1]) or images.shape[1] % backbone.patch_size:
+            raise EvalError(f"{source}: its frames are {images.shape[1]} px; leave --size out, and the patch size "
+                            f"({backbone.patch_size}) must divide it")
+        size = images.shape[1]
+    else:
+        size = size or info.get("img_size") or 224
+        size = max(backbone.patch_size, size // backbone.patch_size * backbone.patch_size)
+        images, kind = load_frames(Path(source), size, frames, fps, start, progress)
     x = normalize(torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).contiguous())
     outputs = []  # (tokens, queries, keys) of 8 frames at a time: bounded memory, and a bar for long inputs
     for chunk in progress_bar(x.split(8), progress and len(x) > 8, desc="attention", unit="batch"):
@@ -111,7 +142,7 @@ def attention_pictures(spec: EncoderSpec, source: Path, out: Path, size: int | N
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(source).stem
     written = []
-    fractions = None
+    fractions = ious = None
     if kind == "image":
         attention = backbone.cls_attention(q, k)[0]  # [h, n]
         maps = F.interpolate(attention.reshape(1, -1, *grid), size=(size, size), mode="nearest")[0].numpy()
@@ -139,8 +170,15 @@ def attention_pictures(spec: EncoderSpec, source: Path, out: Path, size: int | N
         rows = [list(images)] + [[_object_view(images[i], masks[i, j], COLOURS[j % len(COLOURS)]) for i in range(t)]
                                  for j in range(masks.shape[1])]
         fractions = [float(f) for f in masks.mean(axis=(0, 2, 3))]  # share of pixels each object's mask keeps
-        for j, fraction in enumerate(fractions):
-            rows[j + 1][0] = _label(rows[j + 1][0], f"{100 * fraction:.0f}% kept")
+        labels = [f"{100 * fraction:.0f}% kept" for fraction in fractions]
+        if truth is not None:  # each track against the true object it overlaps best, as mask quality scores it
+            ious = best_object_iou(torch.from_numpy(masks), torch.from_numpy(truth)).mean(0).tolist()
+            labels = [f"{label}\nIoU {iou:.2f}" for label, iou in zip(labels, ious)]
+            edges = [np.any([outline(m) for m in truth[i]], axis=0) for i in range(t)]
+            rows = [[np.where(edges[i][..., None], np.uint8([255, 255, 0]), panel) for i, panel in enumerate(row)]
+                    for row in rows]
+        for j, label in enumerate(labels):
+            rows[j + 1][0] = _label(rows[j + 1][0], label)
         strip = np.concatenate([np.concatenate(row, axis=1) for row in rows], axis=0)
         path = out / f"{stem}_tracks.png"
         with atomic_path(path) as tmp:
@@ -151,7 +189,9 @@ def attention_pictures(spec: EncoderSpec, source: Path, out: Path, size: int | N
     meta = out / f"{stem}_attn.json"
     write_json_atomic(meta, {**info, "input": str(source), "kind": kind, "size": size, "frames": len(images),
                              "objects": objects if kind != "image" else None,
-                             "mask_fraction": fractions if kind != "image" else None, "files": [p.name for p in written]})
+                             "mask_fraction": fractions if kind != "image" else None,
+                             **({} if truth is None else {"clip": clip, "true_objects": truth.shape[1], "iou": ious}),
+                             "files": [p.name for p in written]})
     return written + [meta]
 
 

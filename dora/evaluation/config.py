@@ -99,7 +99,7 @@ class DavisConfig(EncoderOptions, PropagationConfig):
 class AttnConfig(EncoderOptions):
     """Options of `dora attn`."""
 
-    source: Path  # an image, a video, or a shard (.tar: its first clip)
+    source: Path  # an image, a video, a shard (.tar: its first clip), or a study's mask truth (data/mask_truth_*.npz)
     out: Path = Path("runs/attn")  # folder for the pictures
     size: int | None = None  # image size (default: the checkpoint's training size)
     objects: int = 3  # objects to discover and track in a video or clip
@@ -107,6 +107,7 @@ class AttnConfig(EncoderOptions):
     fps: float = 1.0  # frames per second sampled from a video
     start: float = 0.0  # start time in a video, seconds
     seed: int = 0  # seed of the random heads
+    clip: int = 0  # with a mask truth: which of its held-out clips (true objects outlined, each track's IoU reported)
 
 
 @dataclass(kw_only=True)
