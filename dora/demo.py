@@ -33,6 +33,7 @@ DEMO_SEEDS_NOTE = (
     "this budget the network learns the walk's own images, not features that carry to new ones; `dora "
     "study` measures that on unseen backgrounds at longer budgets (README, \"Does it learn?\").")
 
+
 @dataclass
 class DemoConfig:
     """Options of `dora demo`."""
