@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import threading
 from typing import Iterator
@@ -14,11 +13,14 @@ from wtours_base.files import WriteError
 
 
 def keep_exit_code(code: int) -> None:
-    """From now on a SIGTERM ends the process with `code` instead of killing it by the signal: a process
-    that has reported its failure keeps that exit code even if its launcher (torchrun, ending the ranks
-    left once one has exited) stops it while it exits."""
+    """From now on a SIGTERM is ignored while the process exits with `code`: a process that has reported its
+    failure keeps that exit code even if its launcher (torchrun, ending the ranks left once one has exited)
+    stops it while it exits. Ignored, not handled: the interpreter puts the default action back for signals
+    with a Python handler before it tears its modules down (torch's included), and a SIGTERM then killed the
+    rank (-15); an ignored signal stays ignored to the end. A process that never ends is still killed by
+    torchrun's SIGKILL after its grace period."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(code))
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 @contextlib.contextmanager
