@@ -5,7 +5,7 @@
 # On this 2-core machine (no native bf16, so fp32) a 1,000-step run takes 60-70 min with two runs side by side,
 # so the study spans sessions. Finished runs are committed here (runs/NAME/result.json: every score, the loss
 # curve, the masks, discovery); this script puts them back into OUT, where `dora study` skips them, and trains
-# the rest. Finished so far: see runs/ (2026-12-02: dora-s0, dino-s0, then random_mask-s0, dino-s1).
+# the rest. Finished so far: see runs/ (by 2026-12-02: six; DoRA seeds 1-2 and random masks seed 2 remain).
 # Usage (from the repo root): bash benchmarks/results/study1000/run.sh [OUT]
 # For runs comparable with the committed ones on a machine with native bf16, add --recipe '{"precision": "fp32"}'
 # to `common` (the committed runs used precision auto = fp32 here).
