@@ -199,7 +199,6 @@ def test_attention_on_a_video_decodes_only_the_frames_it_shows(tiny_checkpoint, 
     assert json.loads(paths[-1].read_text())["frames"] == 3
 
 
-
 def test_outline_is_the_masks_edge():
     from dora.evaluation.attn import outline
 
@@ -233,6 +232,7 @@ def test_attention_on_a_mask_truth_outlines_the_objects_and_scores_tracks_as_mas
     assert edge.any() and (strip[:64, :64][edge] == [255, 255, 0]).all()
     bad = runner.invoke(app, ["attn", str(truth), "--clip", "5", "--checkpoint", str(tiny_checkpoint), "--out", str(out)])
     assert bad.exit_code != 0 and "--clip 5 is not one of its clips 0..1" in bad.output
+
 
 def test_bad_inputs_are_clear_errors(tiny_checkpoint, photo_classes, tmp_path):
     weights = tmp_path / "tiny.safetensors"
