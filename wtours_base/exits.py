@@ -12,9 +12,9 @@ import typer
 from wtours_base.files import WriteError
 
 
-def keep_exit_code(code: int) -> None:
-    """From now on a SIGTERM is ignored while the process exits with `code`: a process that has reported its
-    failure keeps that exit code even if its launcher (torchrun, ending the ranks left once one has exited)
+def keep_exit_code() -> None:
+    """From now on a SIGTERM is ignored, so a process that has reported its failure and is exiting keeps its
+    exit code even if its launcher (torchrun, ending the ranks left once one has exited)
     stops it while it exits. Ignored, not handled: the interpreter puts the default action back for signals
     with a Python handler before it tears its modules down (torch's included), and a SIGTERM then killed the
     rank (-15); an ignored signal stays ignored to the end. A process that never ends is still killed by
@@ -31,11 +31,11 @@ def exit_on_errors(usage: tuple[type[BaseException], ...] = (ValueError,), failu
     try:
         yield
     except usage as exc:
-        keep_exit_code(2)
+        keep_exit_code()
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     except (WriteError, *failures) as exc:  # finished work is kept; the message says what to do
-        keep_exit_code(1)
+        keep_exit_code()
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
