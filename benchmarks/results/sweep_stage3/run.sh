@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Stage 3 of the recipe search (stages 1-2: ../sweep/): out_dim and the lr warm-up, one at a time, at each method's
 # best point of stages 1-2, with that point itself trained again beside them. Every point here is fp32
-# (--recipe precision), so the three rows of a method compare with each other on any machine; stages 1-2 ran in
+# (precision is a field of every grid), so the three rows of a method compare with each other on any machine; stages 1-2 ran in
 # bf16 (precision auto on a machine with native bf16), so their numbers are not compared with these.
 # Points per method: out_dim 4096 (the best point again), out_dim 1024, warm-up 3 epochs (90 of the 300 steps; the
 # presets warm up for 1 epoch, 30 steps). 300 steps, seed 0, as stages 1-2.
 # Finished points are committed (points/NAME/result.json); this script puts them back and trains the rest.
 # Usage (repo root, dora on PATH): bash benchmarks/results/sweep_stage3/run.sh [OUT] [DATA]
 #   DATA: a `dora study` folder whose data/ to reuse (the same deterministic data; default: made in OUT).
-# On 2 CPU cores in fp32: about 20-30 min per point with two processes side by side. PARTS="0" (or "1") trains one
+# On 2 CPU cores in fp32: 7-9 min of training per point (sweep.md, s) plus its scoring, two processes side by side. PARTS="0" (or "1") trains one
 # of the two parts only, e.g. to start the second later or elsewhere; each part's last call rewrites the table.
 set -euo pipefail
 OUT=${1:-runs/sweep_stage3}
