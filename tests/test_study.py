@@ -189,3 +189,22 @@ def test_committed_results_hold_the_runs_their_scripts_restore():
             result = json.loads(path.read_text())
             assert path.parent.name == f"{result['method']}-s{result['seed']}" and len(result["loss"]) == result["steps"]
             assert json.loads((path.parent / "config.json").read_text())["max_steps"] == result["steps"]
+
+
+def test_committed_sweep_points_are_the_points_their_scripts_restore():
+    """A sweep's run.sh that puts committed points back holds them under the folder names `dora sweep` looks for
+    (a point under another name would be trained again, and its committed scores never read)."""
+    from pathlib import Path
+
+    from dora.sweep import point_name
+
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    scripts = [p for p in results.glob("*/run.sh") if '"$HERE"/points/' in p.read_text()]
+    assert scripts
+    for script in scripts:
+        done = sorted((script.parent / "points").glob("*/result.json"))
+        assert done, f"{script} restores points, but {script.parent / 'points'} holds none"
+        for path in done:
+            result = json.loads(path.read_text())
+            assert path.parent.name == point_name(result["method"], result["overrides"]), path
+            assert set(result["scores"]) == {"0", str(result["steps"])} and "tracked" in result["masks"], path

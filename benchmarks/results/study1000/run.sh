@@ -2,10 +2,10 @@
 # The searched recipes (presets cpu-study-{dora,random_mask,dino}) at 1,000 steps, scored at 0, 500 and 1,000
 # (k-NN at each; linear probe at 0 and 1,000; mask IoU at each), object discovery at 0 and 1,000.
 #
-# On this 2-core machine (no native bf16, so fp32) a 1,000-step run takes 60-70 min with two runs side by side,
+# On this 2-core machine (no native bf16, so fp32) a 1,000-step run took 30-71 min with two runs side by side,
 # so the study spans sessions. Finished runs are committed here (runs/NAME/result.json: every score, the loss
 # curve, the masks, discovery); this script puts them back into OUT, where `dora study` skips them, and trains
-# the rest. Finished so far: see runs/ (by 2026-12-02: six; DoRA seeds 1-2 and random masks seed 2 remain).
+# the rest. Finished: see runs/ (all nine since 2026-12-02).
 # Usage (from the repo root): bash benchmarks/results/study1000/run.sh [OUT]
 # For runs comparable with the committed ones on a machine with native bf16, add --recipe '{"precision": "fp32"}'
 # to `common` (the committed runs used precision auto = fp32 here).
