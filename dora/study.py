@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -171,6 +170,13 @@ def mask_scores(points: dict[int, Path], truth: Path, objects: int, seed: int) -
             for step, path in points.items()}
 
 
+def train_seconds(log: list[dict], clips_per_step: int) -> float:
+    """Training time of a run from its log: the sum of its steps' times (waiting for data and saving included).
+    Counts every part of a run that was cut off and resumed (the log is trimmed to the resumed step, so the
+    steps trained again count once), where a clock around `train` counts only the last part."""
+    return sum(clips_per_step / record["clips_per_s"] for record in log)
+
+
 def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
     """Train every (method, seed) and score every kept checkpoint; returns (and writes) the summary."""
     from dora.training.train import kept_checkpoint, train
@@ -184,9 +190,7 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
             done = tcfg.out / "result.json"
             if done.is_file() and json.loads(done.read_text())["steps"] == cfg.steps:
                 continue  # finished by an earlier invocation
-            began = time.monotonic()
             train(tcfg, progress=progress)
-            seconds = time.monotonic() - began
             points = {0: tcfg.out / "checkpoint_init.pt"}
             points.update({s: kept_checkpoint(tcfg.out, s) for s in range(cfg.eval_every, cfg.steps + 1, cfg.eval_every)})
             scores = {str(step): {name: score(path, root, tcfg.global_size,
@@ -195,6 +199,7 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
                                   for name, root in labelled.items()} for step, path in points.items()}
             masks = mask_scores(points, truth, tcfg.objects or 3, seed)
             log = [json.loads(line) for line in (tcfg.out / "log.jsonl").read_text().splitlines()]
+            seconds = train_seconds(log, tcfg.batch_size)
             write_json_atomic(done, {"method": method, "seed": seed, "steps": cfg.steps, "train_seconds": seconds,
                                      "scores": scores, "masks": masks, "loss": [r["loss"] for r in log],
                                      "mask_fraction": [r.get("mask_fraction") for r in log]})

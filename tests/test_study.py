@@ -208,3 +208,36 @@ def test_committed_sweep_points_are_the_points_their_scripts_restore():
             result = json.loads(path.read_text())
             assert path.parent.name == point_name(result["method"], result["overrides"]), path
             assert set(result["scores"]) == {"0", str(result["steps"])} and "tracked" in result["masks"], path
+
+
+def test_a_run_cut_off_and_resumed_counts_the_training_time_of_both_parts(real_shards, tmp_path, monkeypatch):
+    """A study's train_seconds once came from a clock around `train`, so a run cut off by the end of a session and
+    resumed in the next reported only its last part."""
+    import os
+    import signal
+    import time
+
+    import dora.training.train as train_module
+    from conftest import TINY
+    from dora.study import train_seconds
+    from dora.training.train import TrainConfig, train
+
+    real_step, calls = train_module.train_step, {"n": 0}
+
+    def slow_then_ctrl_c(*args, **kwargs):
+        calls["n"] += 1
+        time.sleep(0.5)  # every step of the first part takes at least 0.5 s
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # cut off after step 3, which is finished and kept
+        return real_step(*args, **kwargs)
+
+    cfg = TrainConfig(shards=[str(real_shards)], out=tmp_path / "run", **{**TINY, "max_steps": 6, "checkpoint_every": 100})
+    monkeypatch.setattr(train_module, "train_step", slow_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    monkeypatch.setattr(train_module, "train_step", real_step)
+    train(cfg, progress=False)
+    log = [json.loads(line) for line in (cfg.out / "log.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in log] == [1, 2, 3, 4, 5, 6]
+    first, last = train_seconds(log[:3], cfg.batch_size), train_seconds(log[3:], cfg.batch_size)
+    assert first >= 1.5 and train_seconds(log, cfg.batch_size) == pytest.approx(first + last)
