@@ -217,8 +217,9 @@ def test_a_run_cut_off_and_resumed_counts_the_training_time_of_both_parts(real_s
     import signal
     import time
 
-    import dora.training.train as train_module
     from conftest import TINY
+
+    import dora.training.train as train_module
     from dora.study import train_seconds
     from dora.training.train import TrainConfig, train
 
