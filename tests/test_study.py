@@ -199,15 +199,17 @@ def test_committed_sweep_points_are_the_points_their_scripts_restore():
     from dora.sweep import point_name
 
     results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-    scripts = [p for p in results.glob("*/run.sh") if '"$HERE"/points/' in p.read_text()]
+    scripts = [p for p in results.glob("*/run.sh") if "/points/*/result.json" in p.read_text()]
     assert scripts
-    for script in scripts:
-        done = sorted((script.parent / "points").glob("*/result.json"))
-        assert done, f"{script} restores points, but {script.parent / 'points'} holds none"
+    for script in scripts:  # points/NAME, or seedN/points/NAME where each seed has its own sweep
+        done = sorted(script.parent.glob("**/points/*/result.json"))
+        assert done, f"{script} restores points, but {script.parent} holds none"
         for path in done:
             result = json.loads(path.read_text())
             assert path.parent.name == point_name(result["method"], result["overrides"]), path
             assert set(result["scores"]) == {"0", str(result["steps"])} and "tracked" in result["masks"], path
+            sweep = path.parents[2]
+            assert sweep == script.parent or sweep.name == f"seed{result['seed']}", path
 
 
 def test_a_run_cut_off_and_resumed_counts_the_training_time_of_both_parts(real_shards, tmp_path, monkeypatch):
