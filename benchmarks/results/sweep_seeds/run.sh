@@ -52,7 +52,7 @@ for (method, recipe), rs in rows.items():
     means = [(r["linear_gain"] + r["knn20_gain"]) / 2 for r in rs]
     print(f"| {method} | {', '.join(f'{k}={v}' for k, v in json.loads(recipe).items())} | "
           f"{','.join(str(r['seed']) for r in rs)} | {stat(means)} | {stat([r['linear_gain'] for r in rs])} | "
-          f"{stat([r['knn20_gain'] for r in rs])} | {', '.join(f'{r['final_loss']:.2f}' for r in rs)} | "
+          f"{stat([r['knn20_gain'] for r in rs])} | {', '.join(format(r['final_loss'], '.2f') for r in rs)} | "
           f"{sum(r['collapsed'] for r in rs)} of {len(rs)} |")
 PY
 cat "$OUT/summary.md"
