@@ -14,7 +14,6 @@ import hashlib
 import itertools
 import json
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -82,7 +81,7 @@ def point_name(method: str, overrides: dict) -> str:
 def run_point(cfg: SweepConfig, shards: Path, labelled: Path, truth: Path, method: str, overrides: dict,
               progress: bool) -> dict:
     """Train one point and score its first and last checkpoints (cached in result.json)."""
-    from dora.study import mask_scores, score, train_config
+    from dora.study import mask_scores, score, train_config, train_seconds
     from dora.training.train import train
 
     study = cfg.study
@@ -90,13 +89,12 @@ def run_point(cfg: SweepConfig, shards: Path, labelled: Path, truth: Path, metho
     done = tcfg.out / "result.json"
     if done.is_file():
         return json.loads(done.read_text())
-    began = time.monotonic()
     train(tcfg, progress=progress)
-    seconds = time.monotonic() - began
     ends = {0: tcfg.out / "checkpoint_init.pt", cfg.steps: tcfg.out / "checkpoint.pt"}
     scores = {str(s): score(path, labelled, tcfg.global_size, cfg.linear_epochs, cfg.out / "features", progress)
               for s, path in ends.items()}
     log = [json.loads(line) for line in (tcfg.out / "log.jsonl").read_text().splitlines()]
+    seconds = train_seconds(log, tcfg.batch_size)  # every part of a point cut off and resumed (a clock: the last)
     tail = [r["loss"] for r in log[-20:]]
     final_loss = sum(tail) / len(tail)
     result = {"method": method, "overrides": overrides, "recipe": {k: getattr(tcfg, k) for k in sorted(overrides)},

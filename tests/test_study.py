@@ -140,6 +140,7 @@ def test_paste_with_mask_marks_exactly_the_opaque_pixels():
 
 @pytest.mark.slow
 def test_a_sweep_trains_every_point_once_and_splits_them_between_parts(tmp_path):
+    from dora.study import train_seconds
     from dora.sweep import SweepConfig, point_name, points, run_sweep
 
     tiny = dict(out_dim=256, head_hidden_dim=128, head_bottleneck_dim=64, batch_size=2, local_crops=2, num_workers=0,
@@ -162,6 +163,8 @@ def test_a_sweep_trains_every_point_once_and_splits_them_between_parts(tmp_path)
         assert set(p["scores"]) == {"0", "2"} and "linear_gain" in p and "knn20_gain" in p
         assert p["linear_gain"] == pytest.approx(p["scores"]["2"]["linear"] - p["scores"]["0"]["linear"])
         assert set(p["masks"]) == {"tracked", "random", "whole_frame"}
+        log = [json.loads(x) for x in (tmp_path / "points" / point_name(p["method"], p["overrides"]) / "log.jsonl").open()]
+        assert p["train_seconds"] == pytest.approx(train_seconds(log, 2)) and p["train_seconds"] > 0
         assert not list((tmp_path / "points" / point_name(p["method"], p["overrides"])).glob("*.pt"))
     best = summary["best"]["dora"]
     mean = lambda p: (p["linear_gain"] + p["knn20_gain"]) / 2  # noqa: E731
