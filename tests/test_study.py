@@ -183,7 +183,7 @@ def test_committed_results_hold_the_runs_their_scripts_restore():
     from pathlib import Path
 
     results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-    scripts = [p for p in results.glob("*/run.sh") if '"$HERE"/runs/' in p.read_text()]
+    scripts = [p for p in results.glob("*/run.sh") if 'restore_runs "$HERE"' in p.read_text()]
     assert scripts
     for script in scripts:
         done = sorted((script.parent / "runs").glob("*/result.json"))

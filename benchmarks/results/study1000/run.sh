@@ -12,14 +12,9 @@
 set -euo pipefail
 OUT=${1:-runs/study1000}
 HERE=$(dirname "$0")
-mkdir -p "$OUT/runs"
-shopt -s nullglob  # no committed runs: nothing to copy (not a folder named '*')
-for done in "$HERE"/runs/*/result.json; do
-  name=$(basename "$(dirname "$done")")
-  mkdir -p "$OUT/runs/$name" && cp -n "$done" "$(dirname "$done")/config.json" "$OUT/runs/$name/"
-done
-# The data first, once (deterministic: the same video, shards, labelled sets and truth as the committed runs).
-python -c "import sys; from pathlib import Path; from dora.study import StudyConfig, prepare_data; prepare_data(StudyConfig(out=Path(sys.argv[1])))" "$OUT"
+. "$HERE/../common.sh"
+restore_runs "$HERE" "$OUT"
+study_data "$OUT"
 common="--out $OUT --steps 1000 --eval-every 500 --davis-sequences 0 --discovery-images 0 --quiet"
 # Two 1-thread processes share the cores; each skips the runs already in OUT.
 ( OMP_NUM_THREADS=1 dora study $common --methods random_mask --seeds 0,1,2

@@ -16,13 +16,9 @@ OUT=${1:-runs/study2000}
 HERE=$(dirname "$0")
 QUEUE_A=${QUEUE_A:-dora:0 random_mask:1 dino:1 dora:2}
 QUEUE_B=${QUEUE_B:-random_mask:0 dino:0 dora:1 random_mask:2 dino:2}
-mkdir -p "$OUT/runs"
-shopt -s nullglob  # no committed runs: nothing to copy
-for done in "$HERE"/runs/*/result.json; do
-  name=$(basename "$(dirname "$done")")
-  mkdir -p "$OUT/runs/$name" && cp -n "$done" "$(dirname "$done")/config.json" "$OUT/runs/$name/"
-done
-python -c "import sys; from pathlib import Path; from dora.study import StudyConfig, prepare_data; prepare_data(StudyConfig(out=Path(sys.argv[1])))" "$OUT"
+. "$HERE/../common.sh"
+restore_runs "$HERE" "$OUT"
+study_data "$OUT"
 common="--out $OUT --steps 2000 --eval-every 500 --davis-sequences 0 --discovery-images 0 --quiet"
 queue() {
   for run in $1; do

@@ -20,7 +20,8 @@ for done in "$HERE"/seed*/points/*/result.json "$HERE"/../sweep_stage3/points/{d
   name=$(basename "$(dirname "$done")")
   mkdir -p "$OUT/seed$seed/points/$name" && cp -n "$done" "$OUT/seed$seed/points/$name/"
 done
-python -c "import sys; from pathlib import Path; from dora.study import StudyConfig, prepare_data; prepare_data(StudyConfig(out=Path(sys.argv[1])))" "$DATA"
+. "$HERE/../common.sh"
+study_data "$DATA"
 dora_grid='{"lr": [0.002], "momentum_teacher": [0.99], "precision": ["fp32"], "out_dim": [4096, 1024]}'
 dino_grid='[{"lr": [0.008], "precision": ["fp32"], "out_dim": [4096]},
             {"lr": [0.008], "precision": ["fp32"], "out_dim": [4096], "teacher_temp": [0.02], "warmup_teacher_temp": [0.02]}]'

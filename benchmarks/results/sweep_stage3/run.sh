@@ -21,7 +21,8 @@ for done in "$HERE"/points/*/result.json; do
   mkdir -p "$OUT/points/$name" && cp -n "$done" "$OUT/points/$name/"
 done
 # The data first, once (two processes must not both make it).
-python -c "import sys; from pathlib import Path; from dora.study import StudyConfig, prepare_data; prepare_data(StudyConfig(out=Path(sys.argv[1])))" "$DATA"
+. "$HERE/../common.sh"
+study_data "$DATA"
 grid() {  # the stage-3 grid around METHOD's best point of stages 1-2 (read from the committed sweep.json)
   python - "$HERE/../sweep/sweep.json" "$1" <<'PY'
 import json, sys
