@@ -6,7 +6,7 @@
 # runs folder does not outlive it: each session trains the runs it can finish and commits them (runs/NAME:
 # result.json with every score, the loss curve, the masks and discovery; config.json). This script puts the
 # committed runs back into OUT, where `dora study` skips them, and trains the runs named in QUEUE_A and QUEUE_B
-# (method:seed, one queue per 1-thread process; default: all nine). The last step gathers the runs named in
+# (method:seed, one queue per 1-thread process; unset: all nine between them; empty: none). The last step gathers the runs named in
 # GATHER_METHODS x GATHER_SEEDS (default: all; it trains any of those that is missing) into study.md/json and
 # curves.png.
 # Usage (repo root, dora on PATH): [QUEUE_A=.. QUEUE_B=.. GATHER_METHODS=.. GATHER_SEEDS=..] bash benchmarks/results/study2000/run.sh [OUT]
@@ -14,8 +14,8 @@
 set -euo pipefail
 OUT=${1:-runs/study2000}
 HERE=$(dirname "$0")
-QUEUE_A=${QUEUE_A:-dora:0 random_mask:1 dino:1 dora:2}
-QUEUE_B=${QUEUE_B:-random_mask:0 dino:0 dora:1 random_mask:2 dino:2}
+QUEUE_A=${QUEUE_A-dora:0 random_mask:1 dino:1 dora:2}
+QUEUE_B=${QUEUE_B-random_mask:0 dino:0 dora:1 random_mask:2 dino:2}
 . "$HERE/../common.sh"
 restore_runs "$HERE" "$OUT"
 study_data "$OUT"
