@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The searched recipes (presets cpu-study-{dora,random_mask,dino}) at 1,000 steps, scored at 0, 500 and 1,000
+# The searched recipes (presets cpu-study-{dora,random_mask,dino}; the committed DINO runs predate its teacher T 0.02,
+# 2026-12-03) at 1,000 steps, scored at 0, 500 and 1,000
 # (k-NN at each; linear probe at 0 and 1,000; mask IoU at each), object discovery at 0 and 1,000.
 #
 # On this 2-core machine (no native bf16, so fp32) a 1,000-step run took 30-71 min with two runs side by side,
