@@ -6,7 +6,8 @@
 # Finished runs are committed (runs/NAME: result.json, config.json); this script puts them back and trains the
 # seeds in SEEDS (default 0,1,2), one 1-thread process per seed, then gathers SEEDS into study.md/json, curves.png.
 # Usage (repo root, dora on PATH): [SEEDS=0,1] bash benchmarks/results/study1000_dino/run.sh [OUT]
-# Sessions so far: 2026-12-03 SEEDS=0,1 (two side by side).
+# Sessions so far: 2026-12-03 all three: SEEDS=0,1, with seed 2 started beside them by hand (the same `dora study`
+# line), three 1-thread processes on 2 cores.
 set -euo pipefail
 OUT=${1:-runs/study1000_dino}
 HERE=$(dirname "$0")
