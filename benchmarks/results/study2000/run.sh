@@ -12,7 +12,7 @@
 # Usage (repo root, dora on PATH): [QUEUE_A=.. QUEUE_B=.. GATHER_METHODS=.. GATHER_SEEDS=..] bash benchmarks/results/study2000/run.sh [OUT]
 # Sessions so far: 2026-12-03 QUEUE_A="dora:0" QUEUE_B="random_mask:0" GATHER_METHODS=dora,random_mask GATHER_SEEDS=0
 #   2026-12-03 (2) QUEUE_A="dora:1" QUEUE_B="random_mask:1" GATHER_METHODS=dora,random_mask GATHER_SEEDS=0,1
-#   2026-12-03 (2) QUEUE_A="dora:2" QUEUE_B="random_mask:2" GATHER_METHODS=dora,random_mask GATHER_SEEDS=0,1,2, and beside
+#   then QUEUE_A="dora:2" QUEUE_B="random_mask:2" GATHER_METHODS=dora,random_mask GATHER_SEEDS=0,1,2, and beside
 #   them `dora study` with this script's flags for --methods dino --seeds 0 (three 1-thread processes, 3,558-3,947 s each)
 set -euo pipefail
 OUT=${1:-runs/study2000}
