@@ -14,6 +14,7 @@
 #   2026-12-03 (2) QUEUE_A="dora:1" QUEUE_B="random_mask:1" GATHER_METHODS=dora,random_mask GATHER_SEEDS=0,1
 #   then QUEUE_A="dora:2" QUEUE_B="random_mask:2" GATHER_METHODS=dora,random_mask GATHER_SEEDS=0,1,2, and beside
 #   them `dora study` with this script's flags for --methods dino --seeds 0 (three 1-thread processes, 3,558-3,947 s each)
+#   2026-12-03 (3) QUEUE_A="dino:1" QUEUE_B="dino:2" (gathers all nine; 2,249 / 2,252 s of training each)
 set -euo pipefail
 OUT=${1:-runs/study2000}
 HERE=$(dirname "$0")
