@@ -126,14 +126,16 @@ def _probe(cfg: ProbeConfig, protocol: str, kind: str, evaluate, json_lines: boo
     """Features of the labelled sets (cached), `evaluate(train x, y, val x, y, classes, out)`, metrics.json."""
     import json
 
+    from dora.evaluation.encoder import EvalError
     from wtours_base.files import write_json_atomic
 
     out = cfg.out_dir("eval" if protocol == "knn" else f"eval_{protocol}")
     tr, tr_y, va, va_y, classes = _features(cfg, kind, out, progress=not (quiet or json_lines))
     out.mkdir(parents=True, exist_ok=True)
+    with exit_on_errors((EvalError, ValueError)):  # e.g. a probe state in OUT that is not plain data
+        results = evaluate(tr, tr_y, va, va_y, len(classes), out)
     metrics = {"protocol": protocol, "encoder": cfg.encoder.identity(), **extra, "train": str(cfg.train),
-               "val": str(cfg.val), "classes": classes, "n_train": len(tr), "n_val": len(va),
-               "results": evaluate(tr, tr_y, va, va_y, len(classes), out)}
+               "val": str(cfg.val), "classes": classes, "n_train": len(tr), "n_val": len(va), "results": results}
     write_json_atomic(out / "metrics.json", metrics)
     if json_lines:
         typer.echo(json.dumps(metrics))

@@ -18,6 +18,7 @@ from conftest import TINY
 from typer.testing import CliRunner
 
 from dora.cli import app
+from dora.training.checkpoint import load_file
 from dora.training.data import DataError
 from dora.training.discover import binary_masks, discover_and_track, sinkhorn_knopp
 from dora.training.loss import DistillLoss
@@ -391,7 +392,7 @@ def test_loss_is_finite_and_decreases_on_shards_of_a_real_clip(real_shards, tmp_
     assert all(0 < r["mask_fraction"] < 1 for r in log)  # every line says how much the object masks keep
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["objects"] == 3 and config["clips_in_shards"] == 10 and config["total_steps"] == 20
-    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    ckpt = load_file(tmp_path / "run" / "checkpoint.pt")
     assert ckpt["step"] == 20 and {"student", "teacher", "optimizer", "scaler", "loss", "rng", "config"} <= set(ckpt)
 
 
@@ -411,7 +412,7 @@ def test_a_resumed_run_follows_the_same_loss_curve(real_shards, tmp_path, monkey
     monkeypatch.setattr(train_module, "train_step", ctrl_c_at_step_5)
     with pytest.raises(KeyboardInterrupt):
         train(_cfg(real_shards, tmp_path / "cut", max_steps=8, checkpoint_every=100), progress=False)
-    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["step"] == 5  # the step was finished
+    assert load_file(tmp_path / "cut" / "checkpoint.pt")["step"] == 5  # the step was finished
     monkeypatch.setattr(train_module, "train_step", real_step)
     resumed = train(_cfg(real_shards, tmp_path / "cut", max_steps=8), progress=False)
     assert resumed.step == 8 and resumed.losses == full[5:]
@@ -455,7 +456,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(real
     monkeypatch.setattr(train_module, "train_step", nan_at_step_3)
     with pytest.raises(NonFiniteLoss, match="at step 2"):
         train(_cfg(real_shards, tmp_path / "run", max_steps=6, checkpoint_every=1), progress=False)
-    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"] == 2
+    assert load_file(tmp_path / "run" / "checkpoint.pt")["step"] == 2
 
 
 @pytest.mark.parametrize("problem, expected", [
@@ -519,7 +520,7 @@ def test_ranks_stop_together_when_one_rank_runs_out_of_time(real_shards, tmp_pat
     assert "process group left open" not in done.stderr
     steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert steps == list(range(1, len(steps) + 1)) and 1 <= len(steps) < 5000
-    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == steps[-1]
+    assert load_file(out / "checkpoint.pt")["step"] == steps[-1]
 
 
 @pytest.mark.slow
@@ -533,7 +534,7 @@ def test_a_nan_on_one_rank_stops_every_rank_cleanly(real_shards, tmp_path):
     assert done.stderr.count("exitcode  : 1") == 2, done.stderr[-3000:]
     assert done.stderr.count("Traceback") == 1 and "ChildFailedError" in done.stderr  # torchrun's, not a rank's
     assert "process group left open" not in done.stderr  # torn down on the error path too
-    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 2
+    assert load_file(out / "checkpoint.pt")["step"] == 2
 
 
 @pytest.mark.slow
@@ -548,7 +549,7 @@ def test_two_process_ddp_on_cpu(real_shards, tmp_path):
     assert [r["step"] for r in log] == [1, 2, 3]
     config = json.loads((out / "config.json").read_text())
     assert config["world_size"] == 2 and config["steps_per_epoch"] == 5  # 10 clips / (1 clip x 2 ranks)
-    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    ckpt = load_file(out / "checkpoint.pt")
     assert ckpt["step"] == 3 and len(ckpt["rng"]) == 2
 
 
@@ -556,7 +557,7 @@ def test_two_process_ddp_on_cpu(real_shards, tmp_path):
 def test_mixed_precision_steps_run_and_stay_finite(real_shards, tmp_path, precision):
     state = train(_cfg(real_shards, tmp_path / precision, max_steps=2, precision=precision), progress=False)
     assert state.step == 2 and torch.isfinite(torch.tensor(state.losses)).all()
-    ckpt = torch.load(tmp_path / precision / "checkpoint.pt", weights_only=False)
+    ckpt = load_file(tmp_path / precision / "checkpoint.pt")
     assert ckpt["config"]["precision"] == precision and "scaler" in ckpt
 
 
@@ -596,7 +597,7 @@ def test_a_checkpoint_that_cannot_be_written_keeps_the_last_one_and_a_rerun_resu
     assert failed.returncode == 1, failed.stderr
     assert f"{out / 'checkpoint.pt'}: cannot write" in failed.stderr and "Traceback" not in failed.stderr
     assert (out / "checkpoint.pt").read_bytes() == saved and not list(out.glob(".*.tmp"))
-    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 2
+    assert load_file(out / "checkpoint.pt")["step"] == 2
     again = subprocess.run(args + ["--max-steps", "4"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
@@ -636,7 +637,7 @@ def test_a_process_killed_with_sigkill_resumes_on_the_same_loss_curve(real_shard
     assert proc.poll() is None, "the run ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
-    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["step"] in (4, 8)
+    assert load_file(tmp_path / "cut" / "checkpoint.pt")["step"] in (4, 8)
     (tmp_path / "cut" / ".checkpoint.pt.k1ll3d.tmp").write_bytes(b"half a checkpoint")  # a kill mid-save
     again = subprocess.run(command(tmp_path / "cut"), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
@@ -681,7 +682,7 @@ def test_a_clip_with_a_corrupt_jpeg_is_skipped_named_and_counted(real_shards, tm
     assert "1 bad clip(s) skipped" in result.output
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5] and log[-1]["skipped"] == 1
-    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 5
+    assert load_file(out / "checkpoint.pt")["step"] == 5
 
 
 def test_train_json_prints_only_json_lines_on_stdout(real_shards, tmp_path):
@@ -823,11 +824,11 @@ def test_the_heads_last_layer_is_frozen_for_its_epochs_and_then_learns(real_shar
     start = last(run)
     train(_cfg(real_shards, tmp_path / "freeze", max_steps=2, freeze_last_layer=1, steps_per_epoch=2,
                warmup_epochs=0), progress=False)
-    frozen = torch.load(tmp_path / "freeze" / "checkpoint.pt", weights_only=False)["student"]
+    frozen = load_file(tmp_path / "freeze" / "checkpoint.pt")["student"]
     assert all(torch.equal(frozen[k], v) for k, v in zip(
         [k for k in frozen if k.startswith("head.last_layer.")], start))
     train(cfg, progress=False)  # resumes to step 4: the last layer now moves
-    moved = torch.load(tmp_path / "freeze" / "checkpoint.pt", weights_only=False)["student"]
+    moved = load_file(tmp_path / "freeze" / "checkpoint.pt")["student"]
     assert any(not torch.equal(moved[k], frozen[k]) for k in frozen if k.startswith("head.last_layer."))
 
 

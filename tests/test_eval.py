@@ -18,6 +18,7 @@ from dora.evaluation.config import LinearConfig
 from dora.evaluation.encoder import EncoderSpec, cached_features
 from dora.evaluation.export import same_features
 from dora.evaluation.knn import knn_eval, knn_scores, topk_accuracy
+from dora.training.checkpoint import load_file
 from wtours.video import probe
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities of TorchVision")
@@ -79,7 +80,7 @@ def test_linear_probe_trains_reports_and_resumes(tiny_checkpoint, photo_classes,
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())["results"]
     # The reported top-1 is the saved probe's, applied to the cached validation features independently.
-    state = torch.load(out / "linear.pt", weights_only=False)
+    state = load_file(out / "linear.pt")
     spec = EncoderSpec(checkpoint=tiny_checkpoint)
     va, va_y, _ = cached_features(spec, photo_classes / "val", "last4", 72, 64, out / "features")
     predicted = va @ state["probe"]["weight"].T + state["probe"]["bias"]

@@ -17,12 +17,15 @@ class EncoderOptions:
     model: str | None = None  # or a timm model name (random init unless --weights)
     weights: Path | None = None  # weights for --model (.safetensors or .pt)
     which: Literal["teacher", "student"] = "teacher"  # teacher or student weights of a checkpoint
+    trust_checkpoint: bool = False  # load a .pt that holds more than tensors and numbers (it could run code when
+    # loaded): only for files you made yourself
 
     @property
     def encoder(self):
         from dora.evaluation.encoder import EncoderSpec
 
-        return EncoderSpec(checkpoint=self.checkpoint, model=self.model, weights=self.weights, which=self.which)
+        return EncoderSpec(checkpoint=self.checkpoint, model=self.model, weights=self.weights, which=self.which,
+                           trust=self.trust_checkpoint)
 
 
 @dataclass(kw_only=True)

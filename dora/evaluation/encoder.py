@@ -28,6 +28,7 @@ class EncoderSpec:
     model: str | None = None
     weights: Path | None = None
     which: str = "teacher"  # teacher | student (checkpoints only)
+    trust: bool = False  # unpickle .pt files in full (they could run code): only for the user's own files
 
     def identity(self) -> str:
         """A string that changes when the weights change (for the feature cache)."""
@@ -49,7 +50,9 @@ def load_encoder(spec: EncoderSpec, device: torch.device | str = "cpu") -> tuple
         path = Path(spec.checkpoint)
         if not path.is_file():
             raise EvalError(f"{path}: no such checkpoint")
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = _load(path, "checkpoint", spec.trust)
+        if not isinstance(ckpt, dict) or "config" not in ckpt:
+            raise EvalError(f"{path}: not a `dora train` checkpoint (no config in it)")
         if spec.which not in ("teacher", "student") or spec.which not in ckpt:
             raise EvalError(f"{path}: no {spec.which!r} weights in this checkpoint")
         arch, size = ckpt["config"]["arch"], ckpt["config"]["global_size"]
@@ -64,7 +67,7 @@ def load_encoder(spec: EncoderSpec, device: torch.device | str = "cpu") -> tuple
             model = timm.create_model(spec.model, pretrained=False, num_classes=0, dynamic_img_size=True)
         state = None
         if spec.weights is not None:
-            state = _read_weights(Path(spec.weights))
+            state = _read_weights(Path(spec.weights), spec.trust)
         info = {"source": str(spec.weights or "random init (seed 0)"), "arch": spec.model, "which": "weights"}
     else:
         raise EvalError("give --checkpoint CKPT, or --model NAME (with --weights FILE for trained weights)")
@@ -77,15 +80,32 @@ def load_encoder(spec: EncoderSpec, device: torch.device | str = "cpu") -> tuple
     return model.eval().to(device), info
 
 
-def _read_weights(path: Path) -> dict:
+def _load(path: Path, what: str, trust: bool = False):
+    """A torch file read as data (dora.training.checkpoint.load_file), its refusal as an EvalError."""
+    from dora.training.checkpoint import load_file
+
+    try:
+        return load_file(path, what, trust)
+    except ValueError as exc:  # UnsafeFile included: one line naming the file
+        raise EvalError(str(exc)) from None
+
+
+def _read_weights(path: Path, trust: bool = False) -> dict:
     if not path.is_file():
         raise EvalError(f"{path}: no such weights file")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    return state.get("state_dict", state) if isinstance(state, dict) else state
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise EvalError(f"{path}: not a readable safetensors file ({exc})") from None
+    state = _load(path, "weights file", trust)
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise EvalError(f"{path}: not a state dict of tensors")
+    return state
 
 
 def _fit_pos_embed(state: dict, model: nn.Module, arch: str) -> dict:
@@ -173,8 +193,10 @@ def cached_features(spec: EncoderSpec, root: Path, kind: str, resize: int, crop:
     key = hashlib.sha256(json.dumps([spec.identity(), kind, resize, crop, listing]).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"{Path(root).name}-{kind}-{key}.pt"
     if path.is_file():
-        data = torch.load(path, weights_only=False)
-        return data["features"], data["labels"], data["classes"]
+        data = _load(path, "feature cache")
+        if isinstance(data, dict) and {"features", "labels", "classes"} <= set(data):
+            return data["features"], data["labels"], data["classes"]
+        raise EvalError(f"{path}: not a feature cache of this command; delete it to compute the features again")
     model, _ = load_encoder(spec, device)
     feats, labels = extract(model, dataset, kind, device=device, num_workers=num_workers, progress=progress)
     with atomic_path(path) as tmp:

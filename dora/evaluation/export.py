@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from dora.evaluation.encoder import EncoderSpec, EvalError, load_encoder
+from dora.training.checkpoint import load_file
 from wtours_base.files import atomic_path, write_json_atomic
 
 
@@ -60,7 +61,7 @@ def export_folder(checkpoint: Path, out: Path, which: str = "teacher") -> Path:
 
 def model_card(checkpoint: Path, info: dict, size: int) -> str:
     """README.md of an exported folder: YAML front matter (library, licence, tags) and what the model is."""
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    ckpt = load_file(checkpoint, "checkpoint")  # as data: load_encoder has read it the same way
     cfg = ckpt["config"]
     run = Path(checkpoint).parent
     method = "DINO (k = 0)" if not cfg.get("objects") else (

@@ -77,8 +77,8 @@ class TrainConfig:
     # come from it)
     local_size: int = AugmentConfig.local_size  # local crop size
     local_crops: int = AugmentConfig.local_crops  # local crops per frame
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: fp16 on CUDA (the recipe), bf16 on CPUs
-    # with native bf16, else fp32
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on GPUs and CPUs that compute it
+    # natively, fp16 with a gradient scaler on older GPUs (the authors' V100 choice), else fp32
     num_workers: int = 4  # DataLoader workers per process
     shuffle_buffer: int = 256  # clips in each reader's shuffle buffer
     skip_cut_clips: bool = False  # leave out clips whose frames span a shot cut (shards made with
@@ -88,6 +88,8 @@ class TrainConfig:
     open_shards: int = 8  # shards each data reader reads at once, interleaved (batches mix many shards)
     seed: int = 0  # seed of data order, augmentation, heads and initialisation
     resume: bool = True  # resume from DIR/checkpoint.pt if it exists
+    trust_checkpoint: bool = False  # resume from a checkpoint that holds more than tensors and numbers (it could
+    # run code when loaded): only for files you made yourself
     checkpoint_every: int = 500  # steps between checkpoint.pt updates
     keep_every: int = 0  # epochs between kept copies checkpoint_eNNNN.pt (0: none)
     keep_every_steps: int = 0  # steps between kept copies checkpoint_sNNNNNNN.pt (0: none); the schedules do not

@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from dora.training.checkpoint import load_file, numpy_state_from_data, numpy_state_to_data
 from dora.training.config import TrainConfig
 from dora.training.data import ClipStream, DataError, make_loader, median_crop_side
 from dora.training.loss import DistillLoss
@@ -195,6 +196,7 @@ class Run:
     spec: StepSpec  # what a step needs of cfg, with the precision resolved
     clips: int | None
     state: RunState = field(default_factory=RunState)
+    notes: list[str] = field(default_factory=list)  # said at the run's start (e.g. a precision change on resume)
 
     SAVED = {"student": "student", "teacher": "teacher", "optimizer": "optimizer", "scaler": "scaler",
              "loss": "loss_fn"}  # checkpoint key -> attribute
@@ -215,16 +217,34 @@ class Run:
         if self.main:
             save_checkpoint(path, {**{key: getattr(self, name).state_dict() for key, name in self.SAVED.items()},
                                    "step": self.state.step, "epoch": self.state.step // self.sched.steps_per_epoch,
-                                   "rng": rngs, "config": {**asdict(self.cfg), "out": str(self.cfg.out)}})
+                                   "rng": rngs, "precision": self.spec.precision, "world_size": self.world, "config": {**asdict(self.cfg), "out": str(self.cfg.out)}})
 
     def restore(self, path: Path) -> None:
-        ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        """Resume from `path`: read on the CPU as data (weights_only), then placed. Each tensor goes where
+        its owner keeps it (load_state_dict copies onto the parameters' device; AdamW's step counters stay on
+        the CPU, as torch keeps them), and the random states are restored on their own devices."""
+        ckpt = load_file(path, "checkpoint", trust=self.cfg.trust_checkpoint)
+        if not isinstance(ckpt, dict) or not {"config", "step", "rng", *self.SAVED} <= set(ckpt):
+            raise ValueError(f"{path}: not a `dora train` checkpoint; use another --out or --no-resume")
         if ckpt["config"]["arch"] != self.cfg.arch or ckpt["config"]["out_dim"] != self.cfg.out_dim:
             raise ValueError(f"{path} was made with {ckpt['config']['arch']} / out_dim {ckpt['config']['out_dim']}; "
                              "use another --out or --no-resume")
+        rngs = ckpt["rng"] if isinstance(ckpt["rng"], list) else [ckpt["rng"]]
+        if len(rngs) != self.world:
+            # Each rank reads its own part of the stream and the lr scales with the ranks: another count of
+            # ranks would not continue the same run.
+            raise ValueError(f"{path} was made by {len(rngs)} rank(s), this run has {self.world}; resume with "
+                             f"{len(rngs)} (torchrun --nproc_per_node), or start a new --out")
+        saved_precision = ckpt.get("precision")
         for key, name in self.SAVED.items():
+            if key == "scaler" and (not ckpt[key]) != (not self.scaler.is_enabled()):
+                # fp16 <-> bf16/fp32: the gradient scaler has nothing to carry over; fp16 starts a fresh one.
+                continue
             getattr(self, name).load_state_dict(ckpt[key])
-        set_rng_state(ckpt["rng"][self.rank] if isinstance(ckpt["rng"], list) else ckpt["rng"])
+        if saved_precision not in (None, self.spec.precision):
+            self.notes.append(f"{path}: saved in {saved_precision}, resumed in {self.spec.precision}"
+                              + (" (a fresh gradient scaler)" if self.scaler.is_enabled() else ""))
+        set_rng_state(rngs[self.rank])
         self.state.step = self.state.saved_step = ckpt["step"]
 
 
@@ -283,7 +303,8 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    state = {"python": random.getstate(), "numpy": numpy_state_to_data(np.random.get_state()),
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -291,10 +312,14 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    np.random.set_state(numpy_state_from_data(state["numpy"]))
+    torch.set_rng_state(state["torch"].cpu())  # RNG states are CPU byte tensors, whatever device they were read to
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        saved = [s.cpu() for s in state["cuda"]]
+        if len(saved) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(saved)
+        else:  # a machine with another number of GPUs: this process's own device
+            torch.cuda.set_rng_state(saved[min(torch.cuda.current_device(), len(saved) - 1)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,9 +331,9 @@ def optimise(run: Run, batch: dict, stop: "_StopRequest", began: float) -> tuple
     teacher's EMA. Returns the loss, what to log, and [Ctrl-C asked, time budget spent], agreed by all ranks."""
     cfg, sched, step = run.cfg, run.sched, run.state.step
     for i, group in enumerate(run.optimizer.param_groups):
-        group["lr"] = sched.lr[step]
+        group["lr"] = float(sched.lr[step])  # Python floats: a checkpoint of numbers loads as data (weights_only)
         if i == 0:
-            group["weight_decay"] = sched.wd[step]
+            group["weight_decay"] = float(sched.wd[step])
     step_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     loss, info = train_step(run.model, run.teacher, run.loss_fn, batch, run.spec, float(sched.teacher_temp[step]),
                             run.device, step_gen)
@@ -443,7 +468,7 @@ def _train(run: Run, progress: bool, reporter: Reporter | None) -> RunState:
                                                     "steps_per_epoch": sched.steps_per_epoch,
                                                     "total_steps": sched.total_steps, "clips_in_shards": run.clips,
                                                     "shard_count": len(run.shards.urls), "precision_used": run.spec.precision})
-        for warning in resolution_warnings(run.shards, cfg):
+        for warning in [*resolution_warnings(run.shards, cfg), *run.notes]:
             reporter.warn(warning)
         remove_stale_temporaries(cfg.out, "checkpoint*.pt")  # left by a run killed while saving
     stream = ClipStream(run.shards.urls, cfg.frames_per_clip, cfg.augment, cfg.batch_size, cfg.seed, run.rank,
