@@ -1,16 +1,24 @@
 """`make gpu-check`: what the first GPU hour must tell, in one command of about 8 minutes (text and JSON).
 
-1. machine: `dora info`, the GPU, CUDA, NCCL, bf16.
-2. step: the recipe's step (ViT-S/16, 224 px, 6 x 112 px locals, 16 clips x 8 frames, out_dim 65536) in fp16
-   with the gradient scaler and in bf16: seconds, images per second, peak memory, model FLOPs (counted by
+Sections, the most important first (a run cut short still tells the most):
+1. machine: `dora info`, the GPU, CUDA, NCCL, bf16, and what `--precision auto` picks.
+2. step: the recipe's step (ViT-S/16, 224 px, 6 x 112 px locals, 16 clips x 8 frames, out_dim 65536) in bf16
+   and in fp16 with the gradient scaler: seconds, images per second, peak memory, model FLOPs (counted by
    torch's FlopCounterMode) and their utilisation of the GPU's peak.
-3. loader: clips per second of the shard pipeline per DataLoader worker (shards of a generated 720p video at
-   the default 448 px short side) against the clips per second the fp16 step consumes: workers needed.
-4. elastic: 200 DoRA steps under torchrun on every GPU (nccl), one rank killed (-9) at step 60 and resumed
-   by --max-restarts: every step logged once, finite loss.
-5. davis: `dora eval davis` seconds per frame at 480p (ViT-S/16).
-6. faces: onnxruntime's providers, and CenterFace's seconds per 720p frame.
-7. decode: GPU JPEG decoding (torchvision nvjpeg), NVDEC decoders in PyAV's FFmpeg.
+3. resume: a run started on the CPU in fp32 (CUDA hidden), resumed on the GPU at `auto` precision, then in fp16
+   with the gradient scaler: each continues from its checkpoint (the step counts and the precisions saved).
+4. elastic: DoRA steps of `dora train` under torchrun, one rank killed (-9) mid-run and restarted by
+   --max-restarts, which resumes from its checkpoint on the GPU: every step logged once, finite loss. On one
+   GPU this is a restart and resume of one rank (no process group); NCCL is exercised with two GPUs or more.
+5. loader: clips per second of the shard pipeline per DataLoader worker (shards of a generated 720p video at
+   the default 448 px short side) against the clips per second the step at `auto` precision consumes:
+   workers needed.
+6. decode: GPU JPEG decoding (torchvision nvjpeg), NVDEC decoders in PyAV's FFmpeg.
+7. davis: `dora eval davis` seconds per frame at 480p (ViT-S/16).
+8. faces: onnxruntime's providers, and CenterFace's seconds per 720p frame.
+
+On a machine without a package registry (the lent GPU machines: their own Python 3.12 and torch), carry the
+wheels `benchmarks/gpu_wheels.sh` downloads; the README's "The first GPU hour" has the one command.
 
 Without a GPU it says so in one line and exits 1 at once. `--allow-cpu` runs every section at toy sizes on
 the CPU (how the test suite keeps this script working). Each section is timed and written to the report as it
@@ -77,6 +85,9 @@ class Check:
                         capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda,
                         nccl=".".join(map(str, torch.cuda.nccl.version())), bf16=torch.cuda.is_bf16_supported(),
                         peak_flops=peak_flops(props.name))
+        from dora.training.step import resolve_precision
+
+        info["precision_auto"] = resolve_precision("auto", self.device)
         return info
 
     def step(self) -> dict:
@@ -85,7 +96,7 @@ class Check:
         from dora.training.bench import time_steps
 
         out = {}
-        for precision in ("fp16", "bf16"):
+        for precision in ("bf16", "fp16"):
             cfg = replace(self.recipe(), precision=precision)
             if self.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
@@ -121,25 +132,46 @@ class Check:
         cfg = replace(self.recipe(), shards=[str(self.shards())])
         rates = {w: loader_rate(replace(cfg, num_workers=w), 3 if self.cpu else 20)["loader_clips_per_s"]
                  for w in ((1,) if self.cpu else (1, 4))}
-        step = self.report["sections"].get("step", {}).get("fp16", {})
+        auto = self.report["sections"].get("machine", {}).get("precision_auto", "bf16")
+        step = self.report["sections"].get("step", {}).get(auto, {})
         per_worker = rates[max(rates)] / max(rates)
         needed = step.get("clips_per_s")
         return {"clips_per_s_by_workers": rates, "clips_per_s_per_worker": per_worker,
-                "step_consumes_clips_per_s": needed,
+                "step_precision": auto, "step_consumes_clips_per_s": needed,
                 "workers_needed": math.ceil(needed / per_worker) if needed else None}
+
+    def resume(self) -> dict:
+        from dora.training.checkpoint import load_file
+
+        out = self.work / "resume"
+        base = [sys.executable, "-m", "dora.cli", "train", "--shards", str(self.shards()), "--out", str(out), "-q",
+                "--config", "cpu-tiny", "--batch-size", "1", "--num-workers", "1", "--frames-per-clip",
+                str(self.recipe().frames_per_clip)]
+        saved = []
+        for steps, precision, env in ((2, "fp32", {"CUDA_VISIBLE_DEVICES": ""}), (4, "auto", {}), (6, "fp16", {})):
+            done = subprocess.run([*base, "--max-steps", str(steps), "--precision", precision], capture_output=True,
+                                  text=True, timeout=300, env={**__import__("os").environ, **env})
+            if done.returncode != 0:
+                raise RuntimeError(f"resume to step {steps} in {precision}: exit {done.returncode}: {done.stderr[-800:]}")
+            ckpt = load_file(out / "checkpoint.pt")
+            saved.append({"step": ckpt["step"], "precision": ckpt["precision"], "scaler_state": bool(ckpt["scaler"]),
+                          "said": [line for line in done.stderr.splitlines() if "resumed in" in line]})
+        if [s["step"] for s in saved] != [2, 4, 6]:
+            raise RuntimeError(f"resumes did not continue: {saved}")
+        return {"checkpoints": saved}
 
     def elastic(self) -> dict:
         from check_elastic import run
 
         gpus = torch.cuda.device_count() if self.device.type == "cuda" else 2
-        steps, kill_at = (12, 6) if self.cpu else (200, 60)
+        steps, kill_at = (12, 6) if self.cpu else (120, 50)
         recipe = (("-q", "--config", "cpu-tiny", "--batch-size", "1", "--num-workers", "1", "--frames-per-clip",
                    str(self.recipe().frames_per_clip))
                   if self.cpu else ("-q", "--arch", "vit_small_patch16_224", "--batch-size", "8", "--frames-per-clip", "4",
                                     "--num-workers", "6"))
         result = run(self.shards(), self.work / "elastic", steps, kill_at=kill_at, nproc=gpus,
-                     kill_rank=1 if gpus > 1 else 0, recipe=recipe, stall=180, timeout=420,
-                     checkpoint_every=4 if self.cpu else 50)
+                     kill_rank=1 if gpus > 1 else 0, recipe=recipe, stall=120, timeout=240,
+                     checkpoint_every=4 if self.cpu else 25)
         finite = all(math.isfinite(x) for x in result["losses"])
         ok = result["returncode"] == 0 and result["steps"] == list(range(1, steps + 1)) and finite
         if not ok:
@@ -147,8 +179,11 @@ class Check:
             raise RuntimeError(f"elastic run: exit {result['returncode']}, hung {result['hung']}, "
                                f"{len(result['steps'])} steps logged, finite {finite}: "
                                f"{' / '.join(dict.fromkeys(said)) or result['stderr'][-800:]}")
+        backend = ("none: one rank, so no process group (a restart and resume of one process)" if gpus == 1 else
+                   "nccl" if self.device.type == "cuda" else "gloo")
         return {"ranks": gpus, "steps": steps, "killed_at": result["killed_at"], "seconds": result["seconds"],
-                "final_loss": result["losses"][-1], "backend": "nccl" if self.device.type == "cuda" else "gloo"}
+                "final_loss": result["losses"][-1], "backend": backend,
+                "resumed_on": "cuda" if self.device.type == "cuda" else "cpu"}
 
     def davis(self) -> dict:
         from dora.evaluation.config import DavisConfig
@@ -193,7 +228,7 @@ class Check:
 
             ffmpeg = subprocess.run([ffmpeg_exe(), "-hide_banner", "-hwaccels"], capture_output=True, text=True, timeout=30)
             out["ffmpeg_hwaccels"] = ffmpeg.stdout.split()[3:]
-        except (OSError, subprocess.SubprocessError) as exc:
+        except (OSError, subprocess.SubprocessError, ImportError) as exc:  # ImportError: no ffmpeg binary at all
             out["ffmpeg_hwaccels"] = f"unknown ({exc})"
         if self.device.type == "cuda":
             data = encode_jpeg(torch.randint(0, 255, (3, 448, 796), dtype=torch.uint8))
@@ -209,7 +244,7 @@ class Check:
                 out["nvjpeg"] = f"not available ({str(exc).splitlines()[0]})"
         return out
 
-    SECTIONS = ("machine", "step", "loader", "elastic", "davis", "faces", "decode")
+    SECTIONS = ("machine", "step", "resume", "elastic", "loader", "decode", "davis", "faces")
 
     def run(self, only: list[str] | None = None) -> int:
         failed = 0

@@ -30,7 +30,7 @@ def ffmpeg_version() -> str:
     try:
         out = subprocess.run([ffmpeg_exe(), "-version"], capture_output=True, text=True, timeout=30)
         return out.stdout.splitlines()[0].strip() if out.stdout else "unknown"
-    except (OSError, subprocess.SubprocessError):
+    except (OSError, subprocess.SubprocessError, ImportError):  # ImportError: no binary and no imageio-ffmpeg
         return "unavailable"
 
 
