@@ -101,7 +101,11 @@ def test_gpu_check_runs_every_section_at_toy_size_on_the_cpu(tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())["sections"]
     errors = {name: s["error"] for name, s in report.items() if "error" in s}
     assert done.returncode == 0 and not errors, (errors, done.stderr[-2000:])
-    assert set(report) == {"machine", "step", "loader", "elastic", "davis", "faces", "decode"}
+    assert set(report) == {"machine", "step", "resume", "loader", "elastic", "davis", "faces", "decode"}
+    # A CPU fp32 checkpoint resumed at `auto` precision, then in fp16 with a fresh gradient scaler.
+    saved = report["resume"]["checkpoints"]
+    assert [c["step"] for c in saved] == [2, 4, 6] and [c["precision"] for c in saved][::2] == ["fp32", "fp16"]
+    assert saved[2]["scaler_state"] and "a fresh gradient scaler" in saved[2]["said"][0]
     assert report["step"]["fp16"]["model_tflop_per_step"] > 0 and report["step"]["bf16"]["step_s"] > 0
     assert report["loader"]["workers_needed"] >= 1
     assert report["elastic"]["killed_at"] is not None and report["elastic"]["steps"] == 12
