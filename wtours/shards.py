@@ -23,6 +23,15 @@ from wtours_base.files import atomic_path, read_json, sha256_file
 
 FORMAT = "wtours.shards/v1"
 INDEX = "index.json"
+# A shard is data from anywhere: members and frames past these are bad clips (named and skipped), so that a small
+# crafted tar (a sparse member declaring a gigabyte) or a JPEG declaring gigapixels cannot take a process's memory.
+# Our shards hold JPEGs of about 100 KB and frames of at most 4K (8.3 MP).
+MAX_MEMBER_BYTES = 64 * 2**20
+MAX_FRAME_PIXELS = 40_000_000
+
+
+class Oversize(int):
+    """Stands in for a tar member's bytes when the member is over MAX_MEMBER_BYTES: its declared size."""
 _KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -208,7 +217,7 @@ class ShardSet:
         """The json of the first clip of the first local shard (None with URL shards only)."""
         for url in self.local:
             for sample in iter_samples(Path(url)):
-                return json.loads(sample["json"])
+                return None if sample_problem(sample) else json.loads(sample["json"])
         return None
 
 
@@ -248,9 +257,26 @@ def _folder(folder: Path) -> list[ShardInfo]:
     return [_listed(str(folder / name), listed) for name in sorted(listed)]
 
 
-def _index_records(index: dict) -> dict[str, dict]:
-    frames = index.get("options", {}).get("frames_per_clip")
-    return {s["name"]: {**s, "frames_per_clip": frames} for s in index["shards"]}
+def plain_shard_name(name: object, index: Path | str) -> str:
+    """`name` if it is a plain shard file name (NAME.tar, no folder, no scheme such as pipe:), else ShardError.
+    An index is data: its names are joined to its own folder and never reach a shell or another folder."""
+    if not isinstance(name, str) or name != Path(name).name or not name.endswith(".tar") or ":" in name \
+            or name.startswith(".") or "\\" in name:
+        raise ShardError(f"{index}: shard name {name!r} is not a plain NAME.tar file name (refused: an index names "
+                         "files in its own folder only)")
+    return name
+
+
+def _index_records(index: dict, where: Path | str) -> dict[str, dict]:
+    if not isinstance(index, dict) or not isinstance(index.get("shards"), list):
+        raise ShardError(f"{where}: not a `wtours shard` index (no list of shards)")
+    frames = (index.get("options") or {}).get("frames_per_clip") if isinstance(index.get("options"), dict) else None
+    records = {}
+    for i, record in enumerate(index["shards"]):
+        if not isinstance(record, dict) or not isinstance(record.get("clips", 0), int):
+            raise ShardError(f"{where}: shard record {i} is not a record with a clip count")
+        records[plain_shard_name(record.get("name"), where)] = {**record, "frames_per_clip": frames}
+    return records
 
 
 def _local_index(folder: Path, cache: dict) -> dict[str, dict] | None:
@@ -258,7 +284,9 @@ def _local_index(folder: Path, cache: dict) -> dict[str, dict] | None:
     if key not in cache:
         path = folder / INDEX
         try:
-            cache[key] = _index_records(read_json(path)) if path.is_file() else None
+            cache[key] = _index_records(read_json(path), path) if path.is_file() else None
+        except ShardError:
+            raise
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ShardError(f"{path}: unreadable index ({exc})") from exc
     return cache[key]
@@ -272,7 +300,7 @@ def _remote_index(folder: str, cache: dict, timeout: float) -> dict[str, dict] |
         if folder.startswith(("http://", "https://", "file://")):
             try:
                 with urllib.request.urlopen(f"{folder}/{INDEX}", timeout=timeout) as response:
-                    cache[folder] = _index_records(json.loads(response.read()))
+                    cache[folder] = _index_records(json.loads(response.read()), f"{folder}/{INDEX}")
             except (OSError, ValueError, KeyError, TypeError):
                 pass  # no index beside these shards: their clips are not counted
     return cache[folder]
@@ -296,7 +324,8 @@ def scan_tar(path: Path) -> ShardInfo:
             clips += 1
             frames = len(frame_members(sample))
             fewest = frames if fewest is None else min(fewest, frames)
-            cuts = json.loads(sample["json"]).get("cuts_inside") if "json" in sample else None
+            meta = None if sample_problem(sample) else json.loads(sample["json"])
+            cuts = meta.get("cuts_inside") if meta else None  # a bad clip is skipped (named) when read
             shots = shots and cuts is not None
             crossing += bool(cuts)
     except (OSError, tarfile.TarError, EOFError, ValueError) as exc:
@@ -328,15 +357,45 @@ def iter_samples(path: Path) -> Iterator[dict]:
                 yield sample
                 sample = {}
             sample["__key__"] = key
-            sample[suffix] = tar.extractfile(member).read()
+            sample[suffix] = Oversize(member.size) if member.size > MAX_MEMBER_BYTES else tar.extractfile(member).read()
     if sample:
         yield sample
 
 
+def sample_problem(sample: dict) -> str | None:
+    """What makes a raw sample unusable before any decoding (a member over the size cap, no json object), or None."""
+    for name, value in sample.items():
+        if isinstance(value, Oversize):
+            return f"member {sample.get('__key__', '?')}.{name} is {int(value)} bytes, over the {MAX_MEMBER_BYTES} cap"
+    try:
+        meta = json.loads(sample["json"])
+    except (KeyError, ValueError, UnicodeDecodeError) as exc:
+        return f"no readable json ({exc.__class__.__name__}: {exc})"
+    return None if isinstance(meta, dict) else f"its json is a {type(meta).__name__}, not an object"
+
+
+def frame_size(data: bytes) -> tuple[int, int]:
+    """(width, height) a JPEG declares, read from its header only; ValueError past MAX_FRAME_PIXELS."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+    except Image.DecompressionBombError as exc:  # PIL's own, larger limit
+        raise ValueError(f"a frame over the {MAX_FRAME_PIXELS}-pixel cap ({exc})") from None
+    if width * height > MAX_FRAME_PIXELS:
+        raise ValueError(f"a frame of {width}x{height} pixels, over the {MAX_FRAME_PIXELS}-pixel cap")
+    return width, height
+
+
 def decode_sample(sample: dict) -> tuple[np.ndarray, dict]:
-    """(frames T x H x W x 3 uint8, clip metadata) from a raw WebDataset sample."""
+    """(frames T x H x W x 3 uint8, clip metadata) from a raw WebDataset sample; ValueError naming what is wrong."""
+    problem = sample_problem(sample)
+    if problem:
+        raise ValueError(problem)
     meta = json.loads(sample["json"])
-    frames = [np.asarray(Image.open(io.BytesIO(sample[n])).convert("RGB")) for n in frame_members(sample)]
+    frames = []
+    for n in frame_members(sample):
+        frame_size(sample[n])
+        frames.append(np.asarray(Image.open(io.BytesIO(sample[n])).convert("RGB")))
     return np.stack(frames), meta
 
 
@@ -368,11 +427,19 @@ def verify(folder: Path) -> list[str]:
         return [f"{index_path}: cannot read the index ({exc})"]
     if index.get("format") != FORMAT:
         return [f"{index_path}: not a {FORMAT} index (format {index.get('format')!r})"]
-    frames_per_clip = index["options"]["frames_per_clip"]
+    try:
+        records = _index_records(index, index_path)
+        frames_per_clip = index["options"]["frames_per_clip"]
+    except (ShardError, KeyError, TypeError) as exc:
+        return [str(exc) if isinstance(exc, ShardError) else f"{index_path}: not a {FORMAT} index (no {exc})"]
     listed = set()
-    for record in index["shards"]:
-        path = folder / record["name"]
-        listed.add(record["name"])
+    for name, record in records.items():
+        path = folder / name
+        listed.add(name)
+        lacking = sorted({"bytes", "sha256", "clips", "unit", "video"} - set(record))
+        if lacking:
+            problems.append(f"{index_path}: the record of {name} lacks {', '.join(lacking)}")
+            continue
         if not path.is_file():
             problems.append(f"{path}: missing")
             continue
@@ -402,6 +469,10 @@ def _check_tar(path: Path, record: dict, frames_per_clip: int) -> list[str]:
     for key, members in samples.items():
         if not _KEY_RE.match(key) or not key.startswith(record["unit"] + "-"):
             problems.append(f"sample {key!r}: bad key")
+        problem = sample_problem({**members, "__key__": key}) if "json" in members else None
+        if problem:
+            problems.append(f"sample {key}: {problem}")
+            continue
         if set(members) != expected:
             problems.append(f"sample {key}: members {sorted(members)}, expected {sorted(expected)}")
             continue
@@ -420,6 +491,7 @@ def _check_tar(path: Path, record: dict, frames_per_clip: int) -> list[str]:
             problems.append(f"sample {key}: video {meta.get('video')!r}, the index says {record['video']!r}")
         for i in range(frames_per_clip):
             try:
+                frame_size(members[frame_name(i)])
                 with Image.open(io.BytesIO(members[frame_name(i)])) as im:
                     im.load()
                     size = list(im.size)

@@ -159,10 +159,13 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
     raise ValueError(f"{where}: expected {getattr(inner, '__name__', inner)}, not {value!r}")
 
 
-def load_config_file(path: Path, config: type, section: str | None = None) -> dict[str, Any]:
+def load_config_file(path: Path, config: type, section: str | None = None, _chain: tuple[str, ...] = ()
+                     ) -> dict[str, Any]:
     """Field values from a TOML or YAML file: top-level keys, or the table named `section` if the file has one
     (so one file can hold the settings of several commands). Unknown keys and wrong types are errors.
-    `base = "NAME"` starts from the file NAME (same folder and suffix) and changes only what this file sets."""
+    `base = "NAME"` starts from the file NAME (same folder and suffix) and changes only what this file sets.
+    A config file is data: `pipe:` values (webdataset runs them in a shell) are refused; type them on the
+    command line if you mean them."""
     try:
         text = path.read_text()
     except OSError as exc:
@@ -181,13 +184,20 @@ def load_config_file(path: Path, config: type, section: str | None = None) -> di
     if section and isinstance(data.get(section), dict):
         data = data[section]
     base = data.pop("base", None)
-    if base is not None and (not isinstance(base, str) or not path.with_name(f"{base}{path.suffix}").is_file()):
+    if base is not None and (not isinstance(base, str) or base != Path(base).name or base.startswith(".")
+                             or not path.with_name(f"{base}{path.suffix}").is_file()):
         raise ValueError(f"{path}: base {base!r} is not a config file beside it")
+    if base is not None and path.with_name(f"{base}{path.suffix}").resolve() in {Path(c) for c in (*_chain, str(path.resolve()))}:
+        raise ValueError(f"{path}: base {base!r} leads back to itself")
     hints = typing.get_type_hints(config)
     fields = {f.name for f in dataclasses.fields(config) if f.init}
-    values = load_config_file(path.with_name(f"{base}{path.suffix}"), config, section) if base else {}
+    values = (load_config_file(path.with_name(f"{base}{path.suffix}"), config, section, (*_chain, str(path.resolve())))
+              if base else {})
     for key, value in data.items():
         name = str(key).replace("-", "_")
+        if any(isinstance(v, str) and v.strip().startswith("pipe:") for v in (value if isinstance(value, list) else [value])):
+            raise ValueError(f"{path}: {key}: a pipe: URL runs a shell command, so a config file may not hold one; "
+                             "give it on the command line if you mean it")
         if isinstance(value, dict) and name not in fields:
             continue  # another command's table
         if name not in fields:

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import random
+import tarfile
 
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -25,7 +26,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from dora.training.config import AugmentConfig
-from wtours.shards import ShardError, frame_members
+from wtours.shards import MAX_MEMBER_BYTES, Oversize, ShardError, frame_members, frame_size, sample_problem
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -298,11 +299,16 @@ class ClipStream(IterableDataset):
         names = frame_members(sample)
         if len(names) < self.frames_per_clip:
             raise BadClip(f"holds {len(names)} frames, fewer than {self.frames_per_clip}")
-        try:
-            meta = json.loads(sample["json"])
-        except (KeyError, ValueError, UnicodeDecodeError) as exc:
-            raise BadClip(f"no readable json ({exc.__class__.__name__}: {exc})") from exc
+        problem = sample_problem(sample)
+        if problem:
+            raise BadClip(problem)
+        meta = json.loads(sample["json"])
         # Clips are stored with T frames; a longer stored clip gives its first T.
+        try:
+            for n in names[:self.frames_per_clip]:
+                frame_size(sample[n])  # the header's size, before any pixel is decoded
+        except Exception as exc:  # PIL raises many types for a broken header
+            raise BadClip(f"frame {n}: {exc}") from exc
         data = [torch.frombuffer(bytearray(sample[n]), dtype=torch.uint8) for n in names[:self.frames_per_clip]]
         try:
             frames = torch.stack(decode_jpeg(data, mode=ImageReadMode.RGB))
@@ -335,8 +341,7 @@ def stand_in_for_bad(clips):
 def interleave(shards: list[str], open_shards: int, rng: random.Random):
     """Samples of `shards`, read `open_shards` at a time (each stream takes every open_shards-th shard),
     the next sample drawn from a stream chosen at random."""
-    streams = [iter(wds.DataPipeline(wds.SimpleShardList(shards[i::open_shards]),
-                                     wds.tarfile_to_samples(handler=wds.reraise_exception)))
+    streams = [iter(wds.DataPipeline(wds.SimpleShardList(shards[i::open_shards]), _capped_samples))
                for i in range(max(1, min(open_shards, len(shards))))]
     while streams:
         i = rng.randrange(len(streams))
@@ -346,7 +351,28 @@ def interleave(shards: list[str], open_shards: int, rng: random.Random):
             streams.pop(i)
 
 
+def _capped_samples(sources):
+    """webdataset's tarfile_to_samples, except that a member over MAX_MEMBER_BYTES is not read: its declared size
+    (Oversize) stands in for its bytes, and the clip is then a bad clip like any other."""
+    from webdataset.tariterators import group_by_keys, url_opener
+
+    def members():
+        for source in url_opener(sources, handler=wds.reraise_exception):
+            with tarfile.open(fileobj=source["stream"], mode="r|*") as tar:
+                for member in tar:
+                    if member.isreg() and not member.name.startswith("__"):
+                        data = (Oversize(member.size) if member.size > MAX_MEMBER_BYTES
+                                else tar.extractfile(member).read())
+                        yield {"fname": member.name, "data": data, "__url__": source["url"]}
+                    tar.members = []  # streaming: keep no headers
+            yield {}  # end of shard: samples of two shards never merge
+
+    return group_by_keys(members(), handler=wds.reraise_exception)
+
+
 def _cuts_inside(sample: dict) -> int:
+    if sample_problem(sample):
+        return 0  # a bad clip: kept here, named and skipped when it is decoded
     cuts = json.loads(sample["json"]).get("cuts_inside")
     if cuts is None:
         raise DataError(f"clip {sample['__key__']} has no shot information: make the shards with "

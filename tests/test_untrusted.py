@@ -1,0 +1,148 @@
+"""Shard folders and config files are data: an index names files in its own folder only, nothing from a file
+reaches a shell, and a small crafted shard cannot take a process's memory. Each case: one line naming the file,
+and the marker, the outside file or the memory never appears."""
+
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from dora.cli import app as dora_app
+from wtours.cli import app as wtours_app
+from wtours.shards import ShardError, iter_samples, open_shards
+
+runner = CliRunner()
+TRAIN = ["--config", "cpu-tiny", "--max-steps", "2", "--num-workers", "0", "-q"]
+
+
+def _errors(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("error:")]
+
+
+def _with_index_names(real_shards: Path, folder: Path, names: list[str]) -> Path:
+    shutil.copytree(real_shards, folder)
+    index = json.loads((folder / "index.json").read_text())
+    for record, name in zip(index["shards"], names):
+        record["name"] = name
+    (folder / "index.json").write_text(json.dumps(index))
+    return folder
+
+
+def test_an_index_naming_a_pipe_runs_no_shell(real_shards, tmp_path):
+    marker = tmp_path / "marker"
+    folder = _with_index_names(real_shards, tmp_path / "shards", [f"pipe:touch {marker}; cat x.tar"])
+    result = runner.invoke(dora_app, ["train", "--shards", str(folder), "--out", str(tmp_path / "run"), *TRAIN])
+    assert result.exit_code != 0 and not marker.exists()
+    lines = _errors(result.output)
+    assert len(lines) == 1 and str(folder / "index.json") in lines[0] and "not a plain NAME.tar" in lines[0], result.output
+
+
+@pytest.mark.parametrize("name", ["../../../../etc/passwd", "/etc/passwd", "sub/a.tar", "..\\a.tar", ".hidden.tar"])
+def test_an_index_cannot_name_a_file_outside_its_folder(real_shards, tmp_path, name):
+    folder = _with_index_names(real_shards, tmp_path / "shards", [name])
+    with pytest.raises(ShardError, match="not a plain NAME.tar"):
+        open_shards([folder])
+    result = runner.invoke(wtours_app, ["verify", str(folder), "-q"])
+    assert result.exit_code == 1 and "not a plain NAME.tar" in result.output and "passwd:" not in result.output
+
+
+@pytest.mark.parametrize("record, said", [({"clips": 3}, "lacks bytes, name"), ("a string", "is not a record")])
+def test_a_bad_index_record_is_one_line(real_shards, tmp_path, record, said):
+    folder = tmp_path / "shards"
+    shutil.copytree(real_shards, folder)
+    index = json.loads((folder / "index.json").read_text())
+    index["shards"][0] = record if not isinstance(record, dict) else {**record, "name": "x.tar"}
+    (folder / "index.json").write_text(json.dumps(index))
+    result = runner.invoke(wtours_app, ["verify", str(folder), "-q"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    expected = "lacks bytes, sha256, unit, video" if isinstance(record, dict) else "shard record 0 is not a record"
+    assert expected in result.output, (said, result.output)
+
+
+def test_a_config_file_cannot_hold_a_pipe_or_name_itself_as_base(real_shards, tmp_path):
+    marker = tmp_path / "marker"
+    config = tmp_path / "run.toml"
+    config.write_text(f'shards = ["pipe:touch {marker}"]\n')
+    result = runner.invoke(dora_app, ["train", "--config", str(config), "--out", str(tmp_path / "run"), "--max-steps", "1"])
+    assert result.exit_code != 0 and not marker.exists()
+    assert "a pipe: URL runs a shell command" in result.output and str(config) in result.output
+    loop = tmp_path / "loop.toml"
+    loop.write_text('base = "loop"\nlr = 0.1\n')
+    result = runner.invoke(dora_app, ["train", "--config", str(loop), "--shards", str(real_shards), "--max-steps", "1"])
+    assert result.exit_code != 0 and "leads back to itself" in result.output and "RecursionError" not in result.output
+
+
+def _crafted_clip_tar(real_shards: Path, folder: Path, *, sparse_frame: bool = False, huge_jpeg: bool = False,
+                      json_list: bool = False) -> Path:
+    """A one-clip shard made from a real clip with one thing crafted: frame 001 a sparse 1 GiB member (20 KB on
+    disk), frame 001 a JPEG declaring 30000 x 30000 pixels, or a json that is a list."""
+    sample = next(iter_samples(sorted(real_shards.glob("*.tar"))[0]))
+    key = "crafted-0000-000000"
+    work = folder / "members"
+    work.mkdir(parents=True)
+    names = []
+    for suffix in sorted(k for k in sample if k != "__key__"):
+        path = work / f"{key}.{suffix}"
+        data = sample[suffix]
+        if suffix == "json" and json_list:
+            data = b"[1, 2, 3]"
+        if suffix == "001.jpg" and huge_jpeg:
+            small = io.BytesIO()
+            Image.new("RGB", (8, 8)).save(small, "JPEG")
+            raw = bytearray(small.getvalue())
+            sof = raw.index(b"\xff\xc0")  # SOF0: precision, height, width
+            raw[sof + 5:sof + 9] = (30000).to_bytes(2, "big") * 2
+            data = bytes(raw)
+        path.write_bytes(data)
+        if suffix == "001.jpg" and sparse_frame:
+            with open(path, "r+b") as f:
+                f.truncate(2**30)
+        names.append(path.name)
+    shard = folder / "crafted.tar"
+    subprocess.run(["tar", "--sparse", "--format=gnu", "-cf", str(shard), "-C", str(work), *names], check=True)
+    shutil.rmtree(work)
+    return shard
+
+
+@pytest.mark.parametrize("craft, said", [("sparse_frame", "over the 67108864 cap"),
+                                         ("huge_jpeg", "over the 40000000-pixel cap"),
+                                         ("json_list", "its json is a list, not an object")])
+def test_a_crafted_clip_is_a_bad_clip_named_and_skipped(real_shards, tmp_path, craft, said):
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    for shard in real_shards.glob("*.tar"):
+        shutil.copy(shard, folder)
+    crafted = _crafted_clip_tar(real_shards, folder, **{craft: True})
+    assert crafted.stat().st_size < 1_000_000
+    result = runner.invoke(dora_app, ["train", "--shards", str(folder / "*.tar"), "--out", str(tmp_path / "run"),
+                                      "--config", "cpu-tiny", "--max-steps", "6", "--num-workers", "0",
+                                      "--max-bad-fraction", "0.5", "-q"])
+    assert result.exit_code == 0, result.output
+    warning = [line for line in result.output.splitlines() if "skipped a bad clip" in line]
+    assert warning and str(crafted) in warning[0] and said in warning[0], result.output
+
+
+def test_verify_streams_a_sparse_gigabyte_member_without_holding_it(real_shards, tmp_path):
+    folder = tmp_path / "shards"
+    shutil.copytree(real_shards, folder)
+    crafted = _crafted_clip_tar(real_shards, folder, sparse_frame=True)
+    index = json.loads((folder / "index.json").read_text())
+    index["shards"].append({**index["shards"][0], "name": crafted.name, "bytes": crafted.stat().st_size, "clips": 1,
+                            "sha256": hashlib.sha256(crafted.read_bytes()).hexdigest(), "unit": "crafted"})
+    (folder / "index.json").write_text(json.dumps(index))
+    # The child's own peak (VmHWM: ru_maxrss would carry pytest's peak over the exec).
+    code = ("import re, sys\nfrom wtours.cli import app\ntry:\n    app()\nfinally:\n    print('peak', re.search("
+            "r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code, "verify", str(folder), "-q"], capture_output=True, text=True,
+                          timeout=300)
+    peak_mb = int(done.stderr.rsplit("peak ", 1)[1].split()[0]) / 1024
+    assert done.returncode == 1 and "over the 67108864 cap" in done.stdout + done.stderr
+    assert peak_mb < 700, peak_mb  # a gigabyte member read whole would take over 1 GB
