@@ -331,3 +331,28 @@ def test_doctor_lists_every_check_and_fails_without_ffmpeg(tmp_path):
     checks = {c["name"]: c for c in map(json.loads, healthy.stdout.splitlines())}
     assert healthy.returncode == 0 and checks["ffmpeg"]["status"] == "ok" and checks["js-runtime"]["status"] == "ok"
     assert checks["pyav"]["status"] == "ok" and "h264" in checks["pyav"]["detail"]
+
+
+def test_a_remote_playlist_listing_local_files_pulls_in_nothing(tmp_path, video_dir):
+    """An HLS playlist served over HTTP whose segments are file:// URLs of this machine: yt-dlp keeps file URLs
+    off for remote sources, so the local file never lands in the download (it did with them on for all)."""
+    from wtours_base.tools import ffmpeg_exe
+
+    secret = tmp_path / "private" / "secret.ts"
+    secret.parent.mkdir()
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(video_dir / "pattern.mp4"), "-c", "copy", "-f", "mpegts",
+                    str(secret)], check=True)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "list.m3u8").write_text("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n"
+                                    f"#EXTINF:2.0,\n{secret.as_uri()}\n#EXT-X-ENDLIST\n")
+    with RangeServer(site) as server:
+        manifest = write_manifest(tmp_path / "m.csv", [{"id": "remote", "url": f"{server.url}/list.m3u8",
+                                                        "license": "CC-BY-4.0"}])
+        result = runner.invoke(app, ["fetch", "--manifest", str(manifest), "--out", str(tmp_path / "out"), "-q"])
+    assert result.exit_code != 0
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "remote" in errors[0], (result.exit_code, repr(result.exception), result.output)
+    head = secret.read_bytes()[:4096]
+    leaked = [p for p in (tmp_path / "out").rglob("*") if p.is_file() and head[188:1024] in p.read_bytes()]
+    assert not leaked and not (tmp_path / "out" / "remote.mp4").exists()

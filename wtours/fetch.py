@@ -182,7 +182,8 @@ def complete_video(out: Path, video_id: str, verify: bool = True) -> Path | None
     return video
 
 
-def _ydl_options(cfg: FetchConfig, staging: Path, video_id: str, reporter: Reporter, hook, js_runtimes: dict) -> dict:
+def _ydl_options(cfg: FetchConfig, staging: Path, video_id: str, reporter: Reporter, hook, js_runtimes: dict,
+                 url: str = "") -> dict:
     backoff = lambda n: min(cfg.retry_wait * (2**n), 120.0)  # noqa: E731 (yt-dlp wants a callable)
     opts = {
         # Video only (training never uses sound); merged mp4 where the site has no video-only stream.
@@ -199,7 +200,9 @@ def _ydl_options(cfg: FetchConfig, staging: Path, video_id: str, reporter: Repor
         "extractor_retries": 2,
         "retry_sleep_functions": {"http": backoff, "fragment": backoff, "extractor": backoff},
         "socket_timeout": cfg.socket_timeout,
-        "enable_file_urls": True,  # manifests may point at local files
+        # file:// only for a source that is itself a local file: a remote page or playlist listing file:// parts
+        # would otherwise pull local files into the "download" (yt-dlp keeps this off by default for that reason).
+        "enable_file_urls": url.lower().startswith("file:"),
         "ffmpeg_location": ffmpeg_exe(),
         "quiet": True,
         "no_warnings": False,
@@ -243,7 +246,7 @@ def _download(entry: ManifestEntry, url: str, staging: Path, cfg: FetchConfig, r
             reporter.event("progress", id=entry.id, bytes=done, total=total, speed=d.get("speed"), eta=d.get("eta"))
 
     try:
-        with yt_dlp.YoutubeDL(_ydl_options(cfg, staging, entry.id, reporter, hook, js_runtimes)) as ydl:
+        with yt_dlp.YoutubeDL(_ydl_options(cfg, staging, entry.id, reporter, hook, js_runtimes, url)) as ydl:
             info = ydl.extract_info(url, download=False)
             license_, source, is_cc = effective_license(info.get("license"), entry.license)
             if not is_cc and not cfg.allow_any_license:
@@ -256,6 +259,8 @@ def _download(entry: ManifestEntry, url: str, staging: Path, cfg: FetchConfig, r
         raise
     except yt_dlp.utils.DownloadError as exc:
         raise describe_error(exc, url, staging) from exc
+    except yt_dlp.networking.exceptions.RequestError as exc:  # e.g. a remote playlist that lists file:// parts
+        raise FetchError(f"{url}: {exc.msg or exc}") from exc
     finally:
         bar.close()
     downloads = info.get("requested_downloads") or []
