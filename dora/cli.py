@@ -249,6 +249,8 @@ def export(
     out: Path = typer.Option(..., "--out", "-o", help="A folder for timm (config.json, model.safetensors, README.md), "
                              "or a .safetensors file."),
     which: str = typer.Option("teacher", help="teacher or student weights."),
+    overwrite: bool = typer.Option(False, help="Replace --out even if it is not an earlier export (its other files "
+                                   "are deleted)."),
     json_lines: bool = JSON,
 ) -> None:
     """Export the backbone as timm shares models: a folder timm loads with local-dir: (and hf-hub: once pushed).
@@ -262,7 +264,7 @@ def export(
     from dora.evaluation.export import export as run_export
 
     with exit_on_errors((EvalError, ValueError)):
-        path = run_export(checkpoint, out, which)
+        path = run_export(checkpoint, out, which, overwrite)
     if path.is_dir():
         typer.echo(json.dumps({"folder": str(path), "load": f"timm.create_model('local-dir:{path}', pretrained=True)"})
                    if json_lines else f"{path}  (load: timm.create_model('local-dir:{path}', pretrained=True))")

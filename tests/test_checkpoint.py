@@ -170,3 +170,18 @@ def test_a_file_that_is_not_a_checkpoint_is_named(real_shards, tmp_path):
     result = runner.invoke(app, ["train", "--shards", str(real_shards), "--out", str(out), "--config", "cpu-tiny",
                                  "--max-steps", "2", "-q"])
     assert result.exit_code != 0 and f"{out / 'checkpoint.pt'}: not a readable checkpoint" in result.output
+
+
+def test_export_never_replaces_a_folder_that_is_not_an_earlier_export(tiny_checkpoint, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    result = runner.invoke(app, ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(out)])
+    assert result.exit_code != 0 and "not an earlier export (it holds notes.txt)" in result.output
+    assert (out / "notes.txt").read_text() == "keep me" and sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    again = tmp_path / "export"
+    for _ in range(2):  # an earlier export is replaced
+        assert runner.invoke(app, ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(again)]).exit_code == 0
+    assert {p.name for p in again.iterdir()} == {"config.json", "model.safetensors", "README.md"}
+    result = runner.invoke(app, ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--overwrite"])
+    assert result.exit_code == 0 and not (out / "notes.txt").exists()

@@ -36,6 +36,56 @@ def test_a_folder_is_held_by_one_job_and_taken_over_when_its_holder_is_gone(tmp_
         assert json.loads(taken.read_text())["pid"] == os.getpid()
 
 
+def test_two_jobs_taking_over_a_stale_lock_at_once_never_both_hold_it(tmp_path, monkeypatch):
+    """The interleaving that broke the read-unlink-create lock: job 1 has read the stale holder and pauses
+    before taking over; job 2 tries meanwhile. Exactly one of them may hold the folder."""
+    import threading
+
+    import wtours_base.lock as lock_module
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / ".lock").write_text(json.dumps({"pid": _dead_pid(), "host": lock_module._holder()["host"], "since": 0}))
+    paused, go = threading.Event(), threading.Event()
+    real_stale = lock_module._stale
+
+    def slow_stale(holder, me):
+        if threading.current_thread().name == "job1":
+            paused.set()
+            go.wait(10)
+        return real_stale(holder, me)
+
+    monkeypatch.setattr(lock_module, "_stale", slow_stale)
+    held, refused = [], []
+
+    def job(name):
+        try:
+            with hold_folder(folder, "dora train"):
+                held.append(name)
+                go.wait(10)
+        except FolderBusy as exc:
+            refused.append((name, str(exc)))
+
+    one = threading.Thread(target=job, args=("job1",), name="job1")
+    one.start()
+    assert paused.wait(10)
+    two = threading.Thread(target=job, args=("job2",), name="job2")
+    two.start()
+    two.join(10)  # job 2 is answered at once, while job 1 still pauses
+    go.set()
+    one.join(10)
+    assert held == ["job1"] and [name for name, _ in refused] == ["job2"], (held, refused)
+    assert "another dora train is using this folder" in refused[0][1] and not (folder / ".lock").exists()
+
+
+def test_a_lock_file_of_nonsense_is_taken_over_not_a_traceback(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / ".lock").write_text("5")
+    with hold_folder(folder) as lock:
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+
+
 def test_a_second_dora_train_into_a_held_folder_is_refused_in_one_line(real_shards, tmp_path):
     import socket
 

@@ -16,9 +16,25 @@ from dora.training.checkpoint import load_file
 from wtours_base.files import atomic_path, write_json_atomic
 
 
-def export(checkpoint: Path, out: Path, which: str = "teacher") -> Path:
-    """A folder (see `export_folder`), or one .safetensors file when `out` ends with .safetensors."""
-    return export_file(checkpoint, out, which) if out.suffix == ".safetensors" else export_folder(checkpoint, out, which)
+EXPORTED = {"config.json", "model.safetensors", "README.md"}  # what an export folder holds
+
+
+def export(checkpoint: Path, out: Path, which: str = "teacher", overwrite: bool = False) -> Path:
+    """A folder (see `export_folder`), or one .safetensors file when `out` ends with .safetensors. An existing
+    `out` is replaced only if it is an earlier export (or with `overwrite`): nothing else of the user's is lost."""
+    if out.suffix == ".safetensors":
+        if out.exists() and not out.is_file() and not overwrite:
+            raise EvalError(f"{out}: exists and is not a file; choose another --out (or pass --overwrite)")
+        return export_file(checkpoint, out, which)
+    if out.exists() and not overwrite:
+        if not out.is_dir():
+            raise EvalError(f"{out}: exists and is not a folder; choose another --out (or pass --overwrite)")
+        others = sorted(p.name for p in out.iterdir() if p.name not in EXPORTED)
+        if others or not (out / "config.json").is_file():
+            what = f"it holds {', '.join(others[:3])}{' ...' if len(others) > 3 else ''}" if others else "it is no export"
+            raise EvalError(f"{out}: not an earlier export ({what}), so it is not replaced; choose another --out "
+                            "(or pass --overwrite to replace the whole folder)")
+    return export_folder(checkpoint, out, which)
 
 
 def export_folder(checkpoint: Path, out: Path, which: str = "teacher") -> Path:
@@ -51,6 +67,8 @@ def export_folder(checkpoint: Path, out: Path, which: str = "teacher") -> Path:
     if out.exists():  # the old export stays until the new one is whole
         old = out.parent / f".{out.name}.old"
         shutil.rmtree(old, ignore_errors=True)
+        if old.exists() or old.is_symlink():
+            old.unlink()
         out.rename(old)
         tmp.rename(out)
         shutil.rmtree(old, ignore_errors=True)
