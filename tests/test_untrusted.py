@@ -146,3 +146,49 @@ def test_verify_streams_a_sparse_gigabyte_member_without_holding_it(real_shards,
     peak_mb = int(done.stderr.rsplit("peak ", 1)[1].split()[0]) / 1024
     assert done.returncode == 1 and "over the 67108864 cap" in done.stdout + done.stderr
     assert peak_mb < 700, peak_mb  # a gigabyte member read whole would take over 1 GB
+
+
+@pytest.mark.parametrize("command", ["train", "export", "shard", "knn"])
+def test_a_read_only_output_folder_is_one_line(command, real_shards, tiny_checkpoint, photo_classes, tmp_path,
+                                               monkeypatch):
+    """EACCES, EPERM and EROFS are write errors like a full disk: one line naming the place, exit 1. (Tests run
+    as root, which permission bits do not stop: the file system's answer is stood in for.)"""
+    import errno
+    import os as os_module
+
+    from wtours.media.footage import packaged_clip_dir
+
+    read_only = tmp_path / "read-only"  # a folder on a read-only file system
+    read_only.mkdir()
+    out = read_only / "out"
+    real_mkdir, real_open = Path.mkdir, os_module.open
+
+    def refuse(path):
+        if str(path).startswith(str(read_only)):
+            raise PermissionError(errno.EROFS, "Read-only file system", str(path))
+
+    def mkdir(self, *args, **kwargs):
+        refuse(self)
+        return real_mkdir(self, *args, **kwargs)
+
+    def open_(path, *args, **kwargs):
+        refuse(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    monkeypatch.setattr(os_module, "open", open_)
+    if command == "train":
+        app, args = dora_app, ["train", "--shards", str(real_shards), "--out", str(out), *TRAIN]
+    elif command == "export":
+        app, args = dora_app, ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(out)]
+    elif command == "knn":
+        app, args = dora_app, ["eval", "knn", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--train",
+                               str(photo_classes / "train"), "--val", str(photo_classes / "val"), "--num-workers", "0"]
+    else:
+        app, args = wtours_app, ["shard", str(packaged_clip_dir() / "bikes.mp4"), "--out", str(out), "--fps", "1",
+                                 "--frames-per-clip", "2", "--short-side", "64", "--workers", "1", "-q"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, (result.output, repr(result.exception))
+    lines = _errors(result.output)
+    assert len(lines) == 1 and str(read_only) in lines[0] and "Read-only file system" in lines[0], result.output
+    assert "Traceback" not in result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import signal
 import threading
 from typing import Iterator
@@ -10,6 +11,8 @@ from typing import Iterator
 import typer
 
 from wtours_base.files import WriteError
+
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def keep_exit_code() -> None:
@@ -37,6 +40,15 @@ def exit_on_errors(usage: tuple[type[BaseException], ...] = (ValueError,), failu
     except (WriteError, *failures) as exc:  # finished work is kept; the message says what to do
         keep_exit_code()
         typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        if exc.errno not in NOT_WRITABLE:
+            raise
+        # An output folder that is read-only, on a read-only file system, or not the user's: name it, once.
+        keep_exit_code()
+        where = exc.filename or "the output"
+        typer.echo(f"error: {where}: cannot write ({exc.strerror or exc}); choose an output folder you can write "
+                   "to (nothing partial was left under an output's name)", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         if interrupted is None:

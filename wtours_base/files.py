@@ -58,8 +58,11 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     '*.tar' or '*.json' never match it.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    except OSError as exc:  # a read-only or full folder: named as the output that could not be written
+        raise cannot_write(final, exc, "nothing was written under that name") from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
