@@ -192,3 +192,37 @@ def test_a_read_only_output_folder_is_one_line(command, real_shards, tiny_checkp
     lines = _errors(result.output)
     assert len(lines) == 1 and str(read_only) in lines[0] and "Read-only file system" in lines[0], result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("dataset", ["voc-main", "voc-segmentation", "coco", "davis"])
+def test_dataset_ids_that_are_not_plain_names_are_refused_before_anything_is_written(dataset, tmp_path):
+    from wtours.media.davis import make_sequences
+    from wtours.media.voc import make_voc
+
+    outside = tmp_path / "escape"
+    out = tmp_path / "deep" / "out"
+    if dataset == "davis":
+        root = make_sequences(tmp_path / "DAVIS", sequences=1, frames=3, size=(64, 48))
+        listing = root / "ImageSets" / "2017" / "val.txt"
+        listing.parent.mkdir(parents=True, exist_ok=True)
+        listing.write_text("../../../escape\n")
+        args = ["eval", "davis", "--root", str(root), "--model", "vit_tiny_patch16_224", "--out", str(out)]
+    else:
+        root = make_voc(tmp_path / "VOC", images=2, size=(96, 72))
+        if dataset == "coco":
+            coco = json.loads((root / "coco.json").read_text())
+            coco["images"][0]["file_name"] = "../../escape.jpg"
+            (root / "coco.json").write_text(json.dumps(coco))
+            listing, which = root / "coco.json", "coco20k"
+        else:
+            sub = "Main/trainval.txt" if dataset == "voc-main" else "Segmentation/val.txt"
+            listing = root / "ImageSets" / sub
+            listing.write_text("../../escape\n" + listing.read_text())
+            which = "voc07" if dataset == "voc-main" else "voc12"
+        args = ["eval", "discover", "--root", str(root), "--set", which, "--model", "vit_tiny_patch16_224", "--out",
+                str(out), "--save-boxes"]
+    result = runner.invoke(dora_app, args)
+    assert result.exit_code == 2, (result.output, repr(result.exception))
+    lines = _errors(result.output)
+    assert len(lines) == 1 and str(listing) in lines[0] and "escape" in lines[0], result.output
+    assert not list(tmp_path.glob("escape*")) and not outside.exists() and not out.exists()

@@ -115,3 +115,23 @@ def read_json_of_kind(path: str | os.PathLike, kind_prefix: str) -> dict | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and str(data.get("kind", "")).startswith(kind_prefix) else None
+
+
+def plain_name(name: object, listed_in: str | os.PathLike) -> str:
+    """`name` if it is a plain file or folder name (no separator, not '.' or '..', not hidden), else ValueError
+    naming the list it came from. Names read from files (dataset lists, indexes) are data: they name things
+    inside their own folder, never elsewhere."""
+    text = str(name) if isinstance(name, (str, int)) else ""
+    if not text or text != Path(text).name or text in (".", "..") or text.startswith(".") or "\\" in text \
+            or "\0" in text:
+        raise ValueError(f"{listed_in}: {name!r} is not a plain name (refused: a list names things in its own folder)")
+    return text
+
+
+def inside(root: str | os.PathLike, relative: str, listed_in: str | os.PathLike) -> Path:
+    """ROOT/relative, if it stays inside ROOT (no '..', not absolute, no link out), else ValueError naming the list."""
+    root = Path(root).resolve()
+    path = (root / relative).resolve()
+    if Path(relative).is_absolute() or not path.is_relative_to(root):
+        raise ValueError(f"{listed_in}: {relative!r} points outside {root} (refused)")
+    return path

@@ -28,7 +28,7 @@ from dora.evaluation.encoder import EncoderSpec, EvalError, load_encoder
 from dora.evaluation.propagate import propagate, to_label_map
 from dora.evaluation.vos_metrics import sequence_scores, summary
 from wtours.video import write_video
-from wtours_base.files import atomic_path, write_json_atomic
+from wtours_base.files import atomic_path, plain_name, write_json_atomic
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.228, 0.224, 0.225)  # DINO's color_normalize
 
@@ -41,6 +41,10 @@ def sequence_names(root: Path, chosen: list[str]) -> list[str]:
     listing = root / "ImageSets" / "2017" / "val.txt"
     names = chosen or ([s.strip() for s in listing.read_text().splitlines() if s.strip()] if listing.is_file()
                        else sorted(p.name for p in frames.iterdir() if p.is_dir()))
+    try:  # names become folders under ROOT and OUT: plain names only
+        names = [plain_name(n, listing if not chosen else "--sequences") for n in names]
+    except ValueError as exc:
+        raise EvalError(str(exc)) from None
     missing = [n for n in names if not (frames / n).is_dir()]
     if missing:
         raise EvalError(f"{frames}: no sequence {', '.join(missing)}")

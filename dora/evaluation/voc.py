@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from dora.evaluation.encoder import EvalError
+from wtours_base.files import inside, plain_name
 
 
 @dataclass
@@ -36,7 +37,10 @@ class DiscoveryImage:
 def _ids(path: Path) -> list[str]:
     if not path.is_file():
         raise EvalError(f"{path}: no such image list")
-    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    try:  # ids become file names (ROOT/JPEGImages/ID.jpg, --save-boxes OUT/ID.png): plain names only
+        ids = [plain_name(line.split()[0], path) for line in path.read_text().splitlines() if line.strip()]
+    except ValueError as exc:
+        raise EvalError(str(exc)) from None
     if not ids:
         raise EvalError(f"{path}: the image list is empty")
     return ids
@@ -101,13 +105,21 @@ def coco_images(root: Path, annotations: Path, image_list: Path | None = None) -
         raise EvalError(f"{annotations}: not a COCO instances file ({exc.__class__.__name__}: {exc})") from None
     boxes: dict[int, list] = {i: [] for i in images}
     classes: dict[int, list] = {i: [] for i in images}
-    for ann in anns:
+    for ann in anns if isinstance(anns, list) else [None]:
+        if not isinstance(ann, dict) or not isinstance(ann.get("bbox"), list) or len(ann["bbox"]) != 4:
+            raise EvalError(f"{annotations}: not a COCO instances file (an annotation without a 4-number bbox)")
         if ann.get("iscrowd", 0) == 1 or ann.get("image_id") not in boxes:
             continue
         x, y, w, h = ann["bbox"]
         boxes[ann["image_id"]].append([round(x), round(y), round(x + w), round(y + h)])  # as LOST: rounded
         classes[ann["image_id"]].append(str(ann.get("category_id")))
-    by_name = {Path(im["file_name"]).name: i for i, im in images.items()}
+    try:
+        by_name = {plain_name(Path(str(im["file_name"])).name, annotations): i for i, im in images.items()}
+        for im in images.values():
+            inside(root, str(im["file_name"]), annotations)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise EvalError(str(exc) if isinstance(exc, ValueError) else
+                        f"{annotations}: not a COCO instances file ({exc.__class__.__name__}: {exc})") from None
     wanted = [Path(n).name for n in _ids(Path(image_list))] if image_list else list(by_name)
     out = []
     for name in wanted:
