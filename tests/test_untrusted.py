@@ -226,3 +226,25 @@ def test_dataset_ids_that_are_not_plain_names_are_refused_before_anything_is_wri
     lines = _errors(result.output)
     assert len(lines) == 1 and str(listing) in lines[0] and "escape" in lines[0], result.output
     assert not list(tmp_path.glob("escape*")) and not outside.exists() and not out.exists()
+
+
+def test_a_poisoned_detector_is_refused_and_the_real_one_still_loads(tmp_path):
+    import torch
+    from conftest import person_detector_weights
+
+    from wtours.objects import Detector, DetectorError
+
+    real = person_detector_weights()
+    assert Detector(str(real)).names == {0: "Normal", 1: "Fall"}  # a real trained YOLOv8s loads safely
+    marker = tmp_path / "marker"
+
+    class Exploit:
+        def __reduce__(self):
+            return exec, (f"open({str(marker)!r}, 'w').write('ran')",)
+
+    checkpoint = torch.load(real, weights_only=False)  # the test's own trusted file
+    checkpoint["extra"] = Exploit()
+    torch.save(checkpoint, tmp_path / "detector.pt")
+    with pytest.raises(DetectorError, match=str(tmp_path / "detector.pt")):
+        Detector(str(tmp_path / "detector.pt"))
+    assert not marker.exists()

@@ -45,8 +45,14 @@ class Detector:
 
     def __init__(self, weights: str, conf: float = 0.25, imgsz: int = 640, batch: int = 8, device: str | None = None):
         try:
+            import ultralytics.nn.tasks
             from ultralytics import YOLO
 
+            # A detector file is data: ultralytics' opt-in safe loading (weights_only=True with an allow-list of its
+            # own model classes; the env var ULTRALYTICS_SAFE_LOAD=1 when set before its import) so that a crafted
+            # .pt runs no code. Set here as well, since the module may have been imported before this process
+            # could set the env var.
+            ultralytics.nn.tasks.SAFE_LOAD = True
             self.model = YOLO(weights)
         except Exception as exc:  # ultralytics raises many types for a missing or broken file
             hint = "" if Path(weights).exists() else " (offline? pass --detector PATH to local weights, or --no-objects)"
