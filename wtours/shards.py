@@ -213,6 +213,32 @@ class ShardSet:
                 raise ShardError(f"{s.url}: clips hold {s.frames_per_clip} frames, fewer than "
                                  f"--frames-per-clip {frames_per_clip}")
 
+    def source_clip_starts(self, frames_per_clip: int) -> int | None:
+        """Clips an epoch holds when every source frame starts a clip, as the authors' WTDataloader counts them
+        (`__len__ = total_frames - frame_per_clip * step_between_clips`, the step being the source frames between
+        two stored frames), summed over the videos of each shard folder's index.json over the span the shards
+        cover (`--start` / `--end`). None when a shard's source is unknown (URL shards, tars without an index)."""
+        folders = []
+        for s in self.shards:
+            if is_url(s.url):
+                return None
+            if Path(s.url).parent not in folders:
+                folders.append(Path(s.url).parent)
+        total = 0
+        for folder in folders:
+            try:
+                index = read_json(folder / INDEX)
+                options, videos = index["options"], index["videos"]
+                start, end, shard_fps = float(options.get("start") or 0), options.get("end"), float(options["fps"])
+                for video in videos.values():
+                    fps, duration = float(video["fps"]), float(video["duration_s"])
+                    covered = max(0.0, min(duration, float(end) if end is not None else duration) - start)
+                    step = max(1, round(fps / shard_fps))  # source frames between two frames of a clip
+                    total += max(0, round(covered * fps) - frames_per_clip * step)
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                return None
+        return total
+
     def first_clip(self) -> dict | None:
         """The json of the first clip of the first local shard (None with URL shards only)."""
         for url in self.local:

@@ -49,9 +49,12 @@ class TrainConfig:
     # authors'); mean: every view alike
     frames_per_clip: int = 8  # frames per clip (T)
     batch_size: int = 16  # clips per GPU/process and step
-    epochs: int = 100  # epochs (an epoch is every clip of the shards once)
+    epochs: int = 100  # epochs (see --epoch-length)
+    epoch_length: Literal["source-frames", "stored-clips"] = "source-frames"  # source-frames: an epoch is as many
+    # clips as the videos have source frames, every frame a clip start (the authors' epoch: Venice, 1 h 50 at 60
+    # fps, about 396k clips); stored-clips: an epoch is the stored clips once (the CPU presets)
     max_steps: int | None = None  # train this many steps instead (the schedules fit them)
-    steps_per_epoch: int | None = None  # steps per epoch (default: clips in the shards // (batch x world))
+    steps_per_epoch: int | None = None  # steps per epoch (default: the clips of an epoch // (batch x world))
     time_budget: float | None = None  # stop after this many seconds, with a checkpoint
     lr: float = 5e-4  # peak learning rate per 256 clips (AdamW)
     min_lr: float = 1e-5  # final learning rate
@@ -103,6 +106,8 @@ class TrainConfig:
             raise ValueError(f"--mask must be object or random, not {self.mask!r}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ValueError(f"--precision must be auto, fp32, bf16 or fp16, not {self.precision!r}")
+        if self.epoch_length not in ("source-frames", "stored-clips"):
+            raise ValueError(f"--epoch-length must be source-frames or stored-clips, not {self.epoch_length!r}")
         if self.loss_weighting not in ("half", "mean"):
             raise ValueError(f"--loss-weighting must be half or mean, not {self.loss_weighting!r}")
         if self.objects < 0 or self.batch_size < 1 or self.frames_per_clip < 1:

@@ -176,6 +176,38 @@ def clips_per_epoch(cfg: TrainConfig, shards: ShardSet) -> int | None:
     return clips
 
 
+def epoch_clips(cfg: TrainConfig, shards: ShardSet, stored: int | None) -> int | None:
+    """The clips an epoch is counted as: every source frame a clip start (the authors' epoch) or the stored
+    clips once. DataError when the source frames cannot be counted and nothing else says how long an epoch is."""
+    if cfg.epoch_length == "stored-clips":
+        return stored
+    starts = shards.source_clip_starts(cfg.frames_per_clip)
+    if starts is None and not cfg.steps_per_epoch:
+        raise DataError(f"{shards.urls[0]}: cannot count the source frames of these shards (URL shards, or tars "
+                        "without the index.json `wtours shard` writes); pass --epoch-length stored-clips or "
+                        "--steps-per-epoch")
+    return starts
+
+
+def budget_lines(run: "Run") -> list[str]:
+    """What the run will do, said at its start: an epoch in clips and steps, the total, and against the paper."""
+    cfg, sched, world = run.cfg, run.sched, run.world
+    clips_seen = sched.total_steps * cfg.batch_size * world
+    per_epoch = (f"{run.epoch_clips:,} clips" if run.epoch_clips else "clips not counted") + \
+        f" ({'every source frame a clip start' if cfg.epoch_length == 'source-frames' else 'the stored clips'})"
+    lines = [f"an epoch: {per_epoch}, {sched.steps_per_epoch:,} steps of {cfg.batch_size} x {world} clips; "
+             f"this run: {sched.total_steps:,} steps, {clips_seen:,} clips"]
+    paper = run.shards.source_clip_starts(cfg.frames_per_clip) if cfg.epoch_length == "stored-clips" else run.epoch_clips
+    if paper:
+        lines.append(f"against the paper's epoch (every source frame a clip start: {paper:,} clips of these videos; "
+                     f"Venice alone about 396k): this run is {clips_seen / paper:.3g} of its epochs (the paper: 100)")
+    if sched.total_steps < int(cfg.warmup_epochs * sched.steps_per_epoch):
+        lines.append(f"the learning-rate warm-up ({cfg.warmup_epochs:g} epochs, "
+                     f"{int(cfg.warmup_epochs * sched.steps_per_epoch):,} steps) is longer than this run: "
+                     "pass --epoch-length stored-clips, --steps-per-epoch or fewer --warmup-epochs")
+    return lines
+
+
 @dataclass
 class Run:
     """A run once set up. `SAVED` lists what a checkpoint holds besides the step, the random states and the
@@ -194,7 +226,8 @@ class Run:
     sched: Schedules
     shards: ShardSet
     spec: StepSpec  # what a step needs of cfg, with the precision resolved
-    clips: int | None
+    clips: int | None  # stored clips in the shards
+    epoch_clips: int | None  # clips an epoch is counted as (--epoch-length)
     state: RunState = field(default_factory=RunState)
     notes: list[str] = field(default_factory=list)  # said at the run's start (e.g. a precision change on resume)
 
@@ -254,7 +287,8 @@ def build_run(cfg: TrainConfig) -> Run:
     rank, world, device = distributed()
     shards = open_shards(cfg.shards)
     clips = clips_per_epoch(cfg, shards)
-    steps_per_epoch = cfg.steps_per_epoch or max(1, (clips or 0) // (cfg.batch_size * world))
+    epoch = epoch_clips(cfg, shards, clips)
+    steps_per_epoch = cfg.steps_per_epoch or max(1, (epoch or 0) // (cfg.batch_size * world))
     torch.manual_seed(cfg.seed)
     student, teacher = build(cfg, device)
     spec = step_spec(cfg, device, rank)
@@ -263,7 +297,7 @@ def build_run(cfg: TrainConfig) -> Run:
               optimizer=torch.optim.AdamW(param_groups(student)),
               scaler=torch.amp.GradScaler(device.type, enabled=spec.precision == "fp16"),
               loss_fn=DistillLoss(cfg.out_dim, cfg.student_temp, cfg.center_momentum).to(device),
-              sched=schedules(cfg, steps_per_epoch, world), shards=shards, spec=spec, clips=clips)
+              sched=schedules(cfg, steps_per_epoch, world), shards=shards, spec=spec, clips=clips, epoch_clips=epoch)
     cfg.out.mkdir(parents=True, exist_ok=True)
     if cfg.resume and (cfg.out / "checkpoint.pt").is_file():
         run.restore(cfg.out / "checkpoint.pt")
@@ -467,7 +501,10 @@ def _train(run: Run, progress: bool, reporter: Reporter | None) -> RunState:
         write_json_atomic(cfg.out / "config.json", {**asdict(cfg), "out": str(cfg.out), "world_size": run.world,
                                                     "steps_per_epoch": sched.steps_per_epoch,
                                                     "total_steps": sched.total_steps, "clips_in_shards": run.clips,
+                                                    "clips_per_epoch": run.epoch_clips,
                                                     "shard_count": len(run.shards.urls), "precision_used": run.spec.precision})
+        for line in budget_lines(run):
+            (reporter.warn if "longer than this run" in line else reporter.info)(line)
         for warning in [*resolution_warnings(run.shards, cfg), *run.notes]:
             reporter.warn(warning)
         remove_stale_temporaries(cfg.out, "checkpoint*.pt")  # left by a run killed while saving
