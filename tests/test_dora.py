@@ -690,8 +690,10 @@ def test_train_json_prints_only_json_lines_on_stdout(real_shards, tmp_path):
                                  "cpu-tiny", "--max-steps", "2", "--json"])
     assert result.exit_code == 0, result.output
     events = [json.loads(line) for line in result.stdout.splitlines()]  # every line is JSON
-    assert {e["event"] for e in events} <= {"step", "warning", "done"}
-    events = [e for e in events if e["event"] != "warning"]
+    assert {e["event"] for e in events} <= {"step", "warning", "info", "done"}
+    budget = [e for e in events if e["event"] == "info"]  # the run's budget, said at its start
+    assert budget and budget[0]["message"].startswith("an epoch: 10 clips (the stored clips), 5 steps")
+    events = [e for e in events if e["event"] not in ("warning", "info")]
     assert [e["event"] for e in events] == ["step", "step", "done"] and events[-1]["step"] == 2
     logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [e["loss"] for e in events[:2]] == [r["loss"] for r in logged]

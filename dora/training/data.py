@@ -15,6 +15,7 @@ import hashlib
 import itertools
 import json
 import math
+import multiprocessing
 import os
 import random
 import tarfile
@@ -236,12 +237,18 @@ class ClipStream(IterableDataset):
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.shuffle_buffer = shuffle_buffer
         self.epoch, self.skip_batches = 0, 0
+        # The epoch and skip in shared memory: a DataLoader's persistent workers hold copies of this object made
+        # when they started, and read these two numbers at the start of each epoch's iteration.
+        self._shared = multiprocessing.RawArray("q", 2)
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        """Choose the epoch (the order) and how many of this rank's batches to skip (resume)."""
+        """Choose the epoch (the order) and how many of this rank's batches to skip (resume); workers already
+        running see it at their next iteration."""
         self.epoch, self.skip_batches = epoch, skip_batches
+        self._shared[0], self._shared[1] = epoch, skip_batches
 
     def __iter__(self):
+        self.epoch, self.skip_batches = int(self._shared[0]), int(self._shared[1])
         # Stages, each a generator over the one before (webdataset's style): this reader's shards, read
         # interleaved and shuffled, pass after pass -> clips with a cut dropped -> the resume skip -> decoded
         # and augmented -> bad clips stood in for.
@@ -387,17 +394,29 @@ def clip_seed(seed: int, epoch: int, key: str, repeat: int = 0) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**63 - 1)
 
 
-def make_loader(stream: ClipStream, num_workers: int) -> DataLoader:
-    """Batches of the stream (whole batches per worker, taken in turn).
+def make_loader(stream: ClipStream, num_workers: int, persistent: bool = True) -> DataLoader:
+    """Batches of the stream (whole batches per worker, taken in turn). One loader serves a whole run: its
+    workers persist from epoch to epoch (start each epoch with `epoch_batches`), as starting new ones each
+    epoch cost seconds of an idle GPU.
 
     The loader gets its own generator: otherwise creating its iterator draws from torch's global
     RNG, and a resumed run (which creates one mid-epoch) would shift the student's dropout draws.
     """
     generator = torch.Generator().manual_seed(stream.seed * 1_000_003 + stream.epoch)
-    return DataLoader(stream, batch_size=stream.batch_size, num_workers=num_workers, persistent_workers=False,
+    return DataLoader(stream, batch_size=stream.batch_size, num_workers=num_workers,
+                      persistent_workers=persistent and num_workers > 0,
                       collate_fn=_collate, pin_memory=torch.cuda.is_available(), generator=generator,
                       prefetch_factor=4 if num_workers else None,
                       worker_init_fn=functools.partial(_worker_dies_with, os.getpid()) if num_workers else None)
+
+
+def epoch_batches(loader: DataLoader, epoch: int, skip_batches: int = 0):
+    """An iterator over the batches of `epoch` (after skipping `skip_batches`, resume) from a loader of
+    `make_loader`: the same batches a new loader of that epoch gives, from the same worker processes."""
+    stream = loader.dataset
+    stream.set_epoch(epoch, skip_batches)
+    loader.generator.manual_seed(stream.seed * 1_000_003 + epoch)  # what a new loader of this epoch would draw
+    return iter(loader)
 
 
 def _worker_dies_with(parent: int, worker_id: int) -> None:

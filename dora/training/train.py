@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from dora.training.checkpoint import load_file, numpy_state_from_data, numpy_state_to_data
 from dora.training.config import TrainConfig
-from dora.training.data import ClipStream, DataError, make_loader, median_crop_side
+from dora.training.data import ClipStream, DataError, epoch_batches, make_loader, median_crop_side
 from dora.training.loss import DistillLoss
 from dora.training.model import DINOModel
 from dora.training.runlog import TrainLog, resident_mb
@@ -201,7 +201,8 @@ def budget_lines(run: "Run") -> list[str]:
     if paper:
         lines.append(f"against the paper's epoch (every source frame a clip start: {paper:,} clips of these videos; "
                      f"Venice alone about 396k): this run is {clips_seen / paper:.3g} of its epochs (the paper: 100)")
-    if sched.total_steps < int(cfg.warmup_epochs * sched.steps_per_epoch):
+    if cfg.epoch_length == "source-frames" and sched.total_steps < int(cfg.warmup_epochs * sched.steps_per_epoch):
+        # --max-steps with the paper's long epoch: the run would end before its learning rate warms up
         lines.append(f"the learning-rate warm-up ({cfg.warmup_epochs:g} epochs, "
                      f"{int(cfg.warmup_epochs * sched.steps_per_epoch):,} steps) is longer than this run: "
                      "pass --epoch-length stored-clips, --steps-per-epoch or fewer --warmup-epochs")
@@ -514,11 +515,12 @@ def _train(run: Run, progress: bool, reporter: Reporter | None) -> RunState:
     if cfg.save_init and start == 0 and not (cfg.out / "checkpoint_init.pt").exists():
         run.save(cfg.out / "checkpoint_init.pt")
     stop, began, out_of_time = _StopRequest(), time.monotonic(), False
+    loader = make_loader(stream, cfg.num_workers)  # one for the run: its workers live from epoch to epoch
     try:
         for epoch in range(start // sched.steps_per_epoch, sched.epochs):
-            stream.set_epoch(epoch, skip_batches=max(0, state.step - epoch * sched.steps_per_epoch))
+            batches = epoch_batches(loader, epoch, skip_batches=max(0, state.step - epoch * sched.steps_per_epoch))
             previous = time.perf_counter()  # end of the previous step: what follows until the next one is waiting
-            for batch, data_error in _batches(make_loader(stream, cfg.num_workers)):
+            for batch, data_error in _batches(batches):
                 if state.step >= min(sched.total_steps, (epoch + 1) * sched.steps_per_epoch):
                     break
                 if agree([data_error is not None], run.world, run.device)[0]:
@@ -555,6 +557,8 @@ def _train(run: Run, progress: bool, reporter: Reporter | None) -> RunState:
     finally:
         stop.restore()
         log.close()
+        if getattr(loader, "_iterator", None) is not None:  # persistent workers: end them now, not at exit
+            loader._iterator._shutdown_workers()
     return state
 
 
