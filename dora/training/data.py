@@ -216,8 +216,19 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 [..., 3, H, W] -> float, ImageNet mean/std (the last step, on the training device)."""
     shape = images.shape
     x = images.reshape(-1, *shape[-3:]).float().div_(255)
-    x = (x - MEAN.to(x.device)) / STD.to(x.device)
+    mean, std = _on_device(x.device)
+    x = (x - mean) / std
     return x.reshape(shape)
+
+
+_CONSTANTS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _on_device(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """MEAN and STD on `device`, copied there once (not at every call: each copy is a host-device transfer)."""
+    if device not in _CONSTANTS:
+        _CONSTANTS[device] = (MEAN.to(device), STD.to(device))
+    return _CONSTANTS[device]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,10 +36,10 @@ class DistillLoss(nn.Module):
     def update_center(self, teacher: torch.Tensor) -> None:
         """EMA of the teacher's mean output, averaged over all ranks."""
         batch_sum = teacher.float().sum(dim=0, keepdim=True)
-        count = torch.tensor([teacher.shape[0]], dtype=torch.float32, device=teacher.device)
+        count = teacher.shape[0]  # every rank's batch is the same size: the count is known, nothing to reduce
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(batch_sum)
-            dist.all_reduce(count)
+            count *= dist.get_world_size()
         self.center.mul_(self.center_momentum).add_(batch_sum / count, alpha=1 - self.center_momentum)
 
 

@@ -54,19 +54,20 @@ class StepSpec:
 
 def step_spec(cfg: TrainConfig, device: torch.device, rank: int = 0) -> StepSpec:
     """The step's part of a run's options, with the precision resolved for `device`."""
+    weights = view_weights(cfg.objects, cfg.local_crops, cfg.loss_weighting)
     return StepSpec(cfg.objects, cfg.mask, cfg.sinkhorn, cfg.sinkhorn_eps, cfg.sinkhorn_iters, cfg.local_crops,
                     resolve_precision(cfg.precision, device), rank,
-                    view_weights(cfg.objects, cfg.local_crops, cfg.loss_weighting))
+                    None if weights is None else weights.to(device))  # on the device once, not copied each step
 
 
 def clip_gradients(model: torch.nn.Module, clip: float) -> torch.Tensor:
     """DINO's `clip_gradients` (facebookresearch/dino utils.py): each parameter tensor's gradient is
     scaled to norm <= clip on its own. Returns the global gradient norm before clipping (for the log)."""
     grads = [p.grad for p in model.parameters() if p.grad is not None]
-    norms = torch._foreach_norm(grads)
-    for grad, norm in zip(grads, norms):
-        grad.mul_(torch.clamp(clip / (norm + 1e-6), max=1.0))
-    return torch.linalg.vector_norm(torch.stack(norms))
+    norms = torch.stack(torch._foreach_norm(grads))
+    # One kernel for all the factors and one foreach multiply, not two small kernels per tensor.
+    torch._foreach_mul_(grads, list(torch.clamp(clip / (norms + 1e-6), max=1.0).unbind()))
+    return torch.linalg.vector_norm(norms)
 
 
 def object_maps(backbone, tokens: torch.Tensor, q: torch.Tensor, k: torch.Tensor, clips: int, heads: torch.Tensor,
@@ -85,7 +86,7 @@ def object_maps(backbone, tokens: torch.Tensor, q: torch.Tensor, k: torch.Tensor
 
 
 def object_views(teacher: DINOModel, tokens: torch.Tensor, q: torch.Tensor, k: torch.Tensor, images: torch.Tensor,
-                 clips: int, spec: StepSpec, step_gen: torch.Generator) -> tuple[torch.Tensor, float]:
+                 clips: int, spec: StepSpec, step_gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """The k masked copies of every global frame, [B*T*k, 3, G, G], from the teacher's output tokens and
     last-block queries and keys [B*T, h, N, hd], and the mean fraction of pixels the masks keep."""
     backbone = teacher.backbone
@@ -101,7 +102,7 @@ def object_views(teacher: DINOModel, tokens: torch.Tensor, q: torch.Tensor, k: t
         maps = object_maps(backbone, tokens, q, k, clips, heads, spec.sinkhorn, spec.sinkhorn_eps, spec.sinkhorn_iters)
     masks = binary_masks(maps, grid, size).reshape(clips * frames, spec.objects, 1, *size)
     views = (images[:, None] * masks.to(images.dtype)).reshape(-1, *images.shape[1:])
-    return views, float(masks.float().mean())
+    return views, masks.float().mean().detach()  # a tensor: read with the other logged scalars, not mid-step
 
 
 def train_step(student, teacher: DINOModel, loss_fn: DistillLoss, batch: dict, spec: StepSpec,

@@ -295,7 +295,8 @@ def build_run(cfg: TrainConfig) -> Run:
     spec = step_spec(cfg, device, rank)
     run = Run(cfg, rank, world, device, student, teacher,
               model=DistributedDataParallel(student) if world > 1 else student,
-              optimizer=torch.optim.AdamW(param_groups(student)),
+              # fused on GPUs: one kernel for all parameters, its step counters on the device (no host reads)
+              optimizer=torch.optim.AdamW(param_groups(student), fused=device.type == "cuda"),
               scaler=torch.amp.GradScaler(device.type, enabled=spec.precision == "fp16"),
               loss_fn=DistillLoss(cfg.out_dim, cfg.student_temp, cfg.center_momentum).to(device),
               sched=schedules(cfg, steps_per_epoch, world), shards=shards, spec=spec, clips=clips, epoch_clips=epoch)
@@ -372,13 +373,15 @@ def optimise(run: Run, batch: dict, stop: "_StopRequest", began: float) -> tuple
     step_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     loss, info = train_step(run.model, run.teacher, run.loss_fn, batch, run.spec, float(sched.teacher_temp[step]),
                             run.device, step_gen)
-    finite = bool(torch.isfinite(loss))
+    # The step's one read from the device (DINO's too): a non-finite loss must stop the run before backward.
+    loss_value = loss.item()
+    finite = math.isfinite(loss_value)
     out_of_time = bool(cfg.time_budget) and time.monotonic() - began > cfg.time_budget
     # Every stop decision is every rank's (one tiny all-reduce), so no rank waits in a collective another has left.
     not_finite, stop_now, out_of_time = agree([not finite, stop.requested, out_of_time], run.world, run.device)
     if not_finite:
         latest = cfg.out / "checkpoint.pt"
-        where = f"loss is {loss.item()}" if not finite else "the loss of another rank is not finite"
+        where = f"loss is {loss_value}" if not finite else "the loss of another rank is not finite"
         raise NonFiniteLoss(f"{where} at step {step}; stopped, "
                             f"the last good checkpoint is {latest if latest.exists() else 'none yet'}")
     run.optimizer.zero_grad(set_to_none=True)
@@ -394,9 +397,14 @@ def optimise(run: Run, batch: dict, stop: "_StopRequest", began: float) -> tuple
     update_teacher(run.teacher, run.student, m)  # teacher = EMA of the student, under no_grad
     run.state.step += 1
     info = {"lr": float(sched.lr[step]), "wd": float(sched.wd[step]), "momentum": m,
-            "teacher_temp": float(sched.teacher_temp[step]),
-            "grad_norm": None if grad_norm is None else float(grad_norm), **info}
-    return loss.item(), info, [stop_now, out_of_time]
+            "teacher_temp": float(sched.teacher_temp[step]), "grad_norm": grad_norm, **info}
+    # Scalars still on the device (gradient norm, mask fraction) are read in one transfer, on logged steps only.
+    on_device = [k for k, v in info.items() if isinstance(v, torch.Tensor)]
+    if on_device and run.state.step % cfg.log_every == 0:
+        info.update(zip(on_device, torch.stack([info[k].float().reshape(()) for k in on_device]).tolist()))
+    else:
+        info.update(dict.fromkeys(on_device))
+    return loss_value, info, [stop_now, out_of_time]
 
 
 def train(cfg: TrainConfig, progress: bool = True, reporter: Reporter | None = None) -> RunState:
