@@ -306,3 +306,19 @@ def test_every_features_then_knn_path_refuses_splits_with_different_classes(tiny
                              num_workers=0)
     assert same.classes == sorted(p.name for p in (photo_classes / "val").iterdir())
     assert len(same.train) == len(same.train_labels) and same.val.shape[1] == same.train.shape[1]
+
+
+def test_evaluations_take_a_device_and_refuse_one_that_is_not_there(tiny_checkpoint, photo_classes, tmp_path):
+    args = ["eval", "knn", "--checkpoint", str(tiny_checkpoint), "--train", str(photo_classes / "train"), "--val",
+            str(photo_classes / "val"), "--num-workers", "0", "--k", "10"]
+    auto = runner.invoke(app, [*args, "--out", str(tmp_path / "auto")])
+    cpu = runner.invoke(app, [*args, "--out", str(tmp_path / "cpu"), "--device", "cpu"])
+    assert auto.exit_code == 0 and cpu.exit_code == 0, (auto.output, cpu.output)
+    # auto is the CPU here (no GPU), and the same features give the same score
+    assert json.loads((tmp_path / "auto" / "metrics.json").read_text())["results"] == \
+        json.loads((tmp_path / "cpu" / "metrics.json").read_text())["results"]
+    if not torch.cuda.is_available():
+        missing = runner.invoke(app, [*args, "--out", str(tmp_path / "gpu"), "--device", "cuda"])
+        assert missing.exit_code == 2 and "--device cuda: no CUDA GPU on this machine" in missing.output
+    bad = runner.invoke(app, [*args, "--out", str(tmp_path / "bad"), "--device", "tpu7"])
+    assert bad.exit_code == 2 and "--device 'tpu7': not a device" in bad.output

@@ -19,13 +19,14 @@ class EncoderOptions:
     which: Literal["teacher", "student"] = "teacher"  # teacher or student weights of a checkpoint
     trust_checkpoint: bool = False  # load a .pt that holds more than tensors and numbers (it could run code when
     # loaded): only for files you made yourself
+    device: str = "auto"  # where the encoder runs: auto (the GPU when there is one), cpu, cuda, cuda:N
 
     @property
     def encoder(self):
         from dora.evaluation.encoder import EncoderSpec
 
         return EncoderSpec(checkpoint=self.checkpoint, model=self.model, weights=self.weights, which=self.which,
-                           trust=self.trust_checkpoint)
+                           trust=self.trust_checkpoint, device=self.device)
 
 
 @dataclass(kw_only=True)

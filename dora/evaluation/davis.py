@@ -154,7 +154,7 @@ def eval_davis(spec: EncoderSpec, cfg: DavisConfig, progress: bool = True) -> di
     from wtours_base.report import progress_bar
 
     names = sequence_names(Path(cfg.root), cfg.sequences)
-    model, info = load_encoder(spec, "cuda" if torch.cuda.is_available() else "cpu")
+    model, info = load_encoder(spec, spec.torch_device())
     cache = None
     if cfg.cache_features:  # per encoder (its file's identity) and frame size
         key = hashlib.sha256(f"{spec.identity()}|{cfg.size}|{Path(cfg.root).resolve()}".encode()).hexdigest()[:16]

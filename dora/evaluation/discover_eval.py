@@ -122,7 +122,7 @@ def eval_discover(spec: EncoderSpec, cfg: DiscoverConfig, progress: bool = True)
         segmentation = voc_segmentation(root, cfg.segmentation_split) if seg_list.is_file() else []
     if cfg.max_images:
         images, segmentation = images[:cfg.max_images], segmentation[:cfg.max_images]
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = spec.torch_device()
     discoverer = Discoverer(spec, cfg, device)
     identity = _identity(spec, cfg)
     cache_path = out / "per_image.csv"

@@ -29,6 +29,19 @@ class EncoderSpec:
     weights: Path | None = None
     which: str = "teacher"  # teacher | student (checkpoints only)
     trust: bool = False  # unpickle .pt files in full (they could run code): only for the user's own files
+    device: str = "auto"  # where the encoder runs (not part of its identity: features are the same anywhere)
+
+    def torch_device(self) -> torch.device:
+        """The device to run on: `auto` is the GPU when there is one."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            device = torch.device(self.device)
+        except RuntimeError:
+            raise EvalError(f"--device {self.device!r}: not a device (auto, cpu, cuda, cuda:N)") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise EvalError(f"--device {self.device}: no CUDA GPU on this machine")
+        return device
 
     def identity(self) -> str:
         """A string that changes when the weights change (for the feature cache)."""
@@ -185,7 +198,7 @@ def extract(model: nn.Module, dataset: datasets.ImageFolder, kind: str = "cls", 
 
 
 def cached_features(spec: EncoderSpec, root: Path, kind: str, resize: int, crop: int, cache_dir: Path,
-                    device: torch.device | str = "cpu", num_workers: int = 2, progress: bool = False
+                    device: torch.device | str | None = None, num_workers: int = 2, progress: bool = False
                     ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Features of one dataset for one encoder, from DIR/features/<key>.pt when already computed."""
     dataset = image_folder(root, resize, crop)
@@ -197,6 +210,7 @@ def cached_features(spec: EncoderSpec, root: Path, kind: str, resize: int, crop:
         if isinstance(data, dict) and {"features", "labels", "classes"} <= set(data):
             return data["features"], data["labels"], data["classes"]
         raise EvalError(f"{path}: not a feature cache of this command; delete it to compute the features again")
+    device = spec.torch_device() if device is None else device  # the GPU when there is one (--device)
     model, _ = load_encoder(spec, device)
     feats, labels = extract(model, dataset, kind, device=device, num_workers=num_workers, progress=progress)
     with atomic_path(path) as tmp:
