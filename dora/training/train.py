@@ -10,6 +10,7 @@ batch with the same random state.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import math
 import os
 import random
@@ -88,13 +89,18 @@ def init_process_group(backend: str, rank: int, world: int) -> None:
     attempt: a restarted rank could read the address of a rank killed in the previous attempt and
     fail ("Connection refused") or wait on it. Each attempt gets its own prefix in the same store.
     """
+    # A lost peer blocks the survivors in a collective until this timeout (torch's default: 10 minutes); then
+    # NCCL's watchdog ends them (async error handling) and torchrun restarts the job from its last checkpoint.
+    timeout = datetime.timedelta(seconds=float(os.environ.get("DORA_DIST_TIMEOUT", "300")))
+    if backend == "nccl":
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
     if attempt is None or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
-        dist.init_process_group(backend)
+        dist.init_process_group(backend, timeout=timeout)
         return
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False)
     dist.init_process_group(backend, store=dist.PrefixStore(f"dora/attempt_{attempt}", store), rank=rank,
-                            world_size=world)
+                            world_size=world, timeout=timeout)
 
 
 def param_groups(model: torch.nn.Module) -> list[dict]:
