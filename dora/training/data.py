@@ -9,28 +9,32 @@ exactly the batches an uninterrupted run would.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import itertools
 import json
-import math
 import multiprocessing
 import os
 import random
 import tarfile
 
 import torch
-import torchvision.transforms.v2.functional as TF
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from dora.training.augment import (  # noqa: F401  (re-exported: the augmentation's names as before)
+    augment_clip,
+    clip_boxes,
+    crop_sides,
+    median_crop_side,
+    normalize,
+    plan_clip,
+    sharp_short_side,
+)
 from dora.training.config import AugmentConfig
 from wtours.shards import MAX_MEMBER_BYTES, Oversize, ShardError, frame_members, frame_size, sample_problem
 
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
 class DataError(ShardError):
@@ -59,176 +63,6 @@ def shards_for_reader(urls: list[str], seed: int, epoch: int, reader: int, reade
     while len(order) < readers:  # more readers than shards: every reader still gets data
         order += rng.sample(urls, len(urls))
     return order[reader::readers]
-
-
-# ---------------------------------------------------------------------------------------------
-# Augmentation
-
-
-def crop_params(height: int, width: int, scale: tuple[float, float], gen: torch.Generator,
-                ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[float, float, float, float]:
-    """torchvision's RandomResizedCrop sampling (10 tries, then a centre crop), on a given generator."""
-    area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target = area * (scale[0] + (scale[1] - scale[0]) * torch.rand(1, generator=gen).item())
-        aspect = math.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * torch.rand(1, generator=gen).item())
-        w, h = math.sqrt(target * aspect), math.sqrt(target / aspect)
-        if 0 < w <= width and 0 < h <= height:
-            top = (height - h) * torch.rand(1, generator=gen).item()
-            left = (width - w) * torch.rand(1, generator=gen).item()
-            return top, left, h, w
-    side = min(height, width)
-    return (height - side) / 2, (width - side) / 2, side, side
-
-
-def _chance(p: float, gen: torch.Generator) -> bool:
-    return torch.rand(1, generator=gen).item() < p
-
-
-def _uniform(lo: float, hi: float, gen: torch.Generator) -> float:
-    return lo + (hi - lo) * torch.rand(1, generator=gen).item()
-
-
-def photometric(image: torch.Tensor, cfg: AugmentConfig, blur_p: float, gen: torch.Generator) -> torch.Tensor:
-    """Colour jitter (random order), grayscale and Gaussian blur on one uint8 [3, H, W] image."""
-    if _chance(cfg.jitter_p, gen):
-        b, c, s, h = cfg.jitter
-        ops = [lambda x: TF.adjust_brightness(x, _uniform(1 - b, 1 + b, gen)),
-               lambda x: TF.adjust_contrast(x, _uniform(1 - c, 1 + c, gen)),
-               lambda x: TF.adjust_saturation(x, _uniform(1 - s, 1 + s, gen)),
-               lambda x: TF.adjust_hue(x, _uniform(-h, h, gen))]
-        for i in torch.randperm(4, generator=gen).tolist():
-            image = ops[i](image)
-    if _chance(cfg.gray_p, gen):
-        image = TF.rgb_to_grayscale(image, num_output_channels=3)
-    if _chance(blur_p, gen):
-        kernel = max(3, int(image.shape[-1] / 10) // 2 * 2 + 1)
-        image = TF.gaussian_blur(image, [kernel, kernel], [_uniform(0.1, 2.0, gen)])
-    return image
-
-
-Box = tuple[float, float, float, float]  # top, left, height, width in source pixels
-
-
-def _inside(outer: Box, size: int, scale: tuple[float, float], gen: torch.Generator) -> Box:
-    """A RandomResizedCrop of `outer` after it is resized to size x size (the recipe's 300 px pre-crop),
-    in source pixels: a crop of a crop is a crop, so the frame is resized once, not twice."""
-    t1, l1, h1, w1 = outer
-    t2, l2, h2, w2 = crop_params(size, size, scale, gen)
-    sy, sx = h1 / size, w1 / size
-    return t1 + t2 * sy, l1 + l2 * sx, h2 * sy, w2 * sx
-
-
-def clip_boxes(height: int, width: int, frames: int, cfg: AugmentConfig, gen: torch.Generator) -> dict:
-    """Where every view of a clip comes from: {"pre": box, "globals": [[box per frame] per global view],
-    "locals": [[box per local crop] per frame]}.
-
-    DoRA (cfg.global_crops == 1, the authors' main.py `DataAugmentationDINO`): one pre-crop per clip
-    (RandomResizedCrop 300, scale 0.2-1), the global view a crop of it (224, scale 0.4-1) with the same
-    geometry on every frame (the frames are tracked through it), and each frame's local crops
-    (112, scale 0.05-0.4) cut from the pre-crop.
-    DINO (global_crops == 2, Caron et al.): each frame is an image of its own; its two global crops and
-    its local crops are drawn independently of the other frames', from the whole frame.
-    """
-    if cfg.global_crops == 1:
-        pre = crop_params(height, width, cfg.pre_scale, gen)
-        shared = _inside(pre, cfg.pre_size, cfg.global_scale, gen)
-        globals_ = [[shared] * frames]
-        locals_ = [[_inside(pre, cfg.pre_size, cfg.local_scale, gen) for _ in range(cfg.local_crops)]
-                   for _ in range(frames)]
-    else:
-        pre = (0.0, 0.0, float(height), float(width))
-        per_frame = [[crop_params(height, width, cfg.global_scale, gen) for _ in range(cfg.global_crops)]
-                     for _ in range(frames)]
-        globals_ = [[boxes[view] for boxes in per_frame] for view in range(cfg.global_crops)]
-        locals_ = [[crop_params(height, width, cfg.local_scale, gen) for _ in range(cfg.local_crops)]
-                   for _ in range(frames)]
-    return {"pre": pre, "globals": globals_, "locals": locals_}
-
-
-def _resized(images: torch.Tensor, box: Box, size: int) -> torch.Tensor:
-    top, left, h, w = box
-    return TF.resized_crop(images, round(top), round(left), max(1, round(h)), max(1, round(w)), [size, size],
-                           antialias=True)
-
-
-def augment_clip(frames: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """{"globals": [T, 3, G, G], "locals": [T, L, 3, S, S]} as uint8, plus "globals2" (DINO's second global
-    view) if cfg.global_crops == 2. Boxes from `clip_boxes`: DoRA's global view has one geometry and one
-    flip for the whole clip; DINO crops and flips every frame on its own, as it does every image.
-
-    Photometric augmentation per frame: DoRA's global view is blurred with p 0.1 (the authors'
-    `global_transfo1`); DINO's first global view with p 1.0, its second with p 0.1 and solarised with
-    p 0.2, as DINO's. Local crops are flipped with p 0.5 (the authors commented their flip out; DINO flips).
-    """
-    _, _, height, width = frames.shape
-    boxes = clip_boxes(height, width, frames.shape[0], cfg, gen)
-    dino = cfg.global_crops == 2
-    blur = (cfg.dino_first_blur_p, cfg.global_blur_p) if dino else (cfg.global_blur_p,)
-    out = {}
-    for i, frame_boxes in enumerate(boxes["globals"]):
-        if dino:  # every frame its own crop and flip
-            crop = torch.stack([_resized(f, box, cfg.global_size) for f, box in zip(frames, frame_boxes)])
-            crop = torch.stack([TF.horizontal_flip(c) if _chance(0.5, gen) else c for c in crop])
-        else:  # the clip's one geometry
-            crop = _resized(frames, frame_boxes[0], cfg.global_size)
-            if _chance(0.5, gen):
-                crop = TF.horizontal_flip(crop)
-        views = [photometric(f, cfg, blur[i], gen) for f in crop]
-        if i == 1:
-            views = [TF.solarize(v, 128) if _chance(cfg.solarize_p, gen) else v for v in views]
-        out["globals" if i == 0 else "globals2"] = torch.stack(views)
-    locals_ = []
-    for frame, frame_boxes in zip(frames, boxes["locals"]):
-        views = []
-        for box in frame_boxes:
-            view = _resized(frame, box, cfg.local_size)
-            if _chance(0.5, gen):
-                view = TF.horizontal_flip(view)
-            views.append(photometric(view, cfg, cfg.local_blur_p, gen))
-        locals_.append(torch.stack(views) if views else torch.zeros(0, 3, cfg.local_size, cfg.local_size, dtype=torch.uint8))
-    out["locals"] = torch.stack(locals_)
-    return out
-
-
-def crop_sides(height: int, width: int, cfg: AugmentConfig, samples: int = 2000, seed: int = 0) -> torch.Tensor:
-    """Side (sqrt of the area, in source pixels) of `samples` first global crops of a height x width frame:
-    how many source pixels a --global-size view is made from."""
-    gen = torch.Generator().manual_seed(seed)
-    one_frame = dataclasses.replace(cfg, local_crops=0)  # draws only what the first global crop needs
-    sides = [math.sqrt(b[2] * b[3])
-             for b in (clip_boxes(height, width, 1, one_frame, gen)["globals"][0][0] for _ in range(samples))]
-    return torch.tensor(sides)
-
-
-def median_crop_side(height: int, width: int, cfg: AugmentConfig) -> float:
-    return float(crop_sides(height, width, cfg, samples=1000).median())
-
-
-def sharp_short_side(global_size: int) -> int:
-    """A frame short side for small CPU recipes: twice the global crop, so that the median composed crop
-    has at least as many source pixels as it shows (the demo at 64 px: 80 px frames gave 52)."""
-    return 2 * global_size
-
-
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [..., 3, H, W] -> float, ImageNet mean/std (the last step, on the training device)."""
-    shape = images.shape
-    x = images.reshape(-1, *shape[-3:]).float().div_(255)
-    mean, std = _on_device(x.device)
-    x = (x - mean) / std
-    return x.reshape(shape)
-
-
-_CONSTANTS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
-
-
-def _on_device(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """MEAN and STD on `device`, copied there once (not at every call: each copy is a host-device transfer)."""
-    if device not in _CONSTANTS:
-        _CONSTANTS[device] = (MEAN.to(device), STD.to(device))
-    return _CONSTANTS[device]
 
 
 # ---------------------------------------------------------------------------------------------

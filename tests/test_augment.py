@@ -1,0 +1,115 @@
+"""The augmentation in two halves (plan, then pixels) gives today's views: `augment_clip` equals the augmentation as
+it was written before the split (kept here as the reference, verbatim), and the batched device path, run on the
+CPU, equals the image-by-image path exactly (on a GPU its kernels round their own way: float tolerance)."""
+
+import pytest
+import torch
+import torchvision.transforms.v2.functional as TF
+
+from dora.training.augment import _chance, _resized, _uniform, apply_plan, apply_plans, augment_clip, clip_boxes, plan_clip
+from dora.training.config import AugmentConfig
+
+
+# --- the augmentation as it was before the split (dora/training/data.py at 3181b62), the reference ---
+
+
+def _reference_photometric(image: torch.Tensor, cfg: AugmentConfig, blur_p: float, gen: torch.Generator) -> torch.Tensor:
+    """Colour jitter (random order), grayscale and Gaussian blur on one uint8 [3, H, W] image."""
+    if _chance(cfg.jitter_p, gen):
+        b, c, s, h = cfg.jitter
+        ops = [lambda x: TF.adjust_brightness(x, _uniform(1 - b, 1 + b, gen)),
+               lambda x: TF.adjust_contrast(x, _uniform(1 - c, 1 + c, gen)),
+               lambda x: TF.adjust_saturation(x, _uniform(1 - s, 1 + s, gen)),
+               lambda x: TF.adjust_hue(x, _uniform(-h, h, gen))]
+        for i in torch.randperm(4, generator=gen).tolist():
+            image = ops[i](image)
+    if _chance(cfg.gray_p, gen):
+        image = TF.rgb_to_grayscale(image, num_output_channels=3)
+    if _chance(blur_p, gen):
+        kernel = max(3, int(image.shape[-1] / 10) // 2 * 2 + 1)
+        image = TF.gaussian_blur(image, [kernel, kernel], [_uniform(0.1, 2.0, gen)])
+    return image
+
+
+def reference_augment_clip(frames: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """{"globals": [T, 3, G, G], "locals": [T, L, 3, S, S]} as uint8, plus "globals2" (DINO's second global
+    view) if cfg.global_crops == 2. Boxes from `clip_boxes`: DoRA's global view has one geometry and one
+    flip for the whole clip; DINO crops and flips every frame on its own, as it does every image.
+
+    Photometric augmentation per frame: DoRA's global view is blurred with p 0.1 (the authors'
+    `global_transfo1`); DINO's first global view with p 1.0, its second with p 0.1 and solarised with
+    p 0.2, as DINO's. Local crops are flipped with p 0.5 (the authors commented their flip out; DINO flips).
+    """
+    _, _, height, width = frames.shape
+    boxes = clip_boxes(height, width, frames.shape[0], cfg, gen)
+    dino = cfg.global_crops == 2
+    blur = (cfg.dino_first_blur_p, cfg.global_blur_p) if dino else (cfg.global_blur_p,)
+    out = {}
+    for i, frame_boxes in enumerate(boxes["globals"]):
+        if dino:  # every frame its own crop and flip
+            crop = torch.stack([_resized(f, box, cfg.global_size) for f, box in zip(frames, frame_boxes)])
+            crop = torch.stack([TF.horizontal_flip(c) if _chance(0.5, gen) else c for c in crop])
+        else:  # the clip's one geometry
+            crop = _resized(frames, frame_boxes[0], cfg.global_size)
+            if _chance(0.5, gen):
+                crop = TF.horizontal_flip(crop)
+        views = [_reference_photometric(f, cfg, blur[i], gen) for f in crop]
+        if i == 1:
+            views = [TF.solarize(v, 128) if _chance(cfg.solarize_p, gen) else v for v in views]
+        out["globals" if i == 0 else "globals2"] = torch.stack(views)
+    locals_ = []
+    for frame, frame_boxes in zip(frames, boxes["locals"]):
+        views = []
+        for box in frame_boxes:
+            view = _resized(frame, box, cfg.local_size)
+            if _chance(0.5, gen):
+                view = TF.horizontal_flip(view)
+            views.append(_reference_photometric(view, cfg, cfg.local_blur_p, gen))
+        locals_.append(torch.stack(views) if views else torch.zeros(0, 3, cfg.local_size, cfg.local_size, dtype=torch.uint8))
+    out["locals"] = torch.stack(locals_)
+    return out
+
+
+# --- the tests ---
+
+RECIPES = {"dora": AugmentConfig(global_size=64, pre_size=80, local_size=32, local_crops=3),
+           "dino": AugmentConfig(global_size=64, pre_size=80, local_size=32, local_crops=3, global_crops=2)}
+
+
+def _clip(seed: int, frames: int = 3, size=(90, 160)) -> torch.Tensor:
+    """Real photo content (scikit-image's astronaut and coffee) as a short clip, uint8 [T, 3, H, W]."""
+    from skimage import data
+
+    photo = torch.from_numpy(data.astronaut() if seed % 2 else data.coffee()).permute(2, 0, 1)
+    shift = [TF.resized_crop(photo, 10 * t, 8 * t, 300, 500, list(size), antialias=True) for t in range(frames)]
+    return torch.stack(shift)
+
+
+@pytest.mark.parametrize("recipe", ["dora", "dino"])
+def test_the_split_augmentation_gives_the_views_it_gave_before(recipe):
+    cfg = RECIPES[recipe]
+    for seed in range(6):
+        clip = _clip(seed)
+        before = reference_augment_clip(clip, cfg, torch.Generator().manual_seed(seed))
+        now = augment_clip(clip, cfg, torch.Generator().manual_seed(seed))
+        assert before.keys() == now.keys()
+        for name in before:
+            assert torch.equal(before[name], now[name]), (recipe, seed, name)
+
+
+@pytest.mark.parametrize("recipe", ["dora", "dino"])
+def test_the_batched_device_path_equals_the_workers_path(recipe):
+    cfg = RECIPES[recipe]
+    clips = [_clip(seed) for seed in range(8)]
+    plans = [plan_clip(c.shape[-2], c.shape[-1], c.shape[0], cfg, torch.Generator().manual_seed(seed))
+             for seed, c in enumerate(clips)]
+    # Every photometric choice is exercised in this batch.
+    photos = [v.photo for p in plans for views in (*p.globals, *p.locals) for v in views]
+    assert {i for p in photos for i in p.order} == {0, 1, 2, 3}
+    assert any(p.gray for p in photos) and any(p.sigma for p in photos)
+    one_by_one = [apply_plan(c, p, cfg) for c, p in zip(clips, plans)]
+    batched = apply_plans(clips, plans, cfg)
+    assert batched.keys() == one_by_one[0].keys()
+    for name in batched:
+        expected = torch.stack([o[name] for o in one_by_one])
+        assert batched[name].dtype == torch.uint8 and torch.equal(batched[name], expected), (recipe, name)
