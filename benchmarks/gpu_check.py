@@ -5,6 +5,8 @@ Sections, the most important first (a run cut short still tells the most):
 2. step: the recipe's step (ViT-S/16, 224 px, 6 x 112 px locals, 16 clips x 8 frames, out_dim 65536) in bf16
    and in fp16 with the gradient scaler: seconds, images per second, peak memory, model FLOPs (counted by
    torch's FlopCounterMode) and their utilisation of the GPU's peak.
+3. augment: the device path's pixel work (--augment-on device) for a batch on the GPU, ms per clip and its
+   share of the step; nvJPEG's ms per clip of 8 frames.
 3. resume: a run started on the CPU in fp32 (CUDA hidden), resumed on the GPU at `auto` precision, then in fp16
    with the gradient scaler: each continues from its checkpoint (the step counts and the precisions saved).
 4. elastic: DoRA steps of `dora train` under torchrun, one rank killed (-9) mid-run and restarted by
@@ -140,6 +142,49 @@ class Check:
                 "step_precision": auto, "step_consumes_clips_per_s": needed,
                 "workers_needed": math.ceil(needed / per_worker) if needed else None}
 
+    def augment(self) -> dict:
+        """The device path (--augment-on device): a batch's views cut and coloured on the device, per clip, against
+        the step; and the frames' JPEGs decoded there (nvJPEG), per clip."""
+        from torchvision.io import decode_jpeg, encode_jpeg
+
+        from dora.training.augment import apply_plans, plan_clip
+        from media import photo_strip
+
+        cfg = self.recipe()
+        size = (120, 212) if self.cpu else (448, 796)
+        strip = torch.from_numpy(photo_strip(size[0])).permute(2, 0, 1).contiguous()
+        clips = [torch.stack([strip[:, :, 37 * (c + t): 37 * (c + t) + size[1]] for t in range(cfg.frames_per_clip)])
+                 for c in range(cfg.batch_size)]
+        out = {}
+        for name, aug in (("dora", cfg.augment), ("dino", replace(cfg, objects=0).augment)):
+            plans = [plan_clip(*f.shape[-2:], f.shape[0], aug, torch.Generator().manual_seed(i))
+                     for i, f in enumerate(clips)]
+            frames = [f.to(self.device) for f in clips]
+            apply_plans(frames, plans, aug)
+            self.sync()
+            tick, n = time.perf_counter(), 3
+            for _ in range(n):
+                apply_plans(frames, plans, aug)
+            self.sync()
+            out[f"{name}_ms_per_clip"] = 1000 * (time.perf_counter() - tick) / n / len(clips)
+        step = self.report["sections"].get("step", {}).get("bf16", {}).get("step_s")
+        if step:
+            out["dora_share_of_step"] = out["dora_ms_per_clip"] * len(clips) / 1000 / step
+        data = [encode_jpeg(f) for f in clips[0]]
+        if self.device.type == "cuda":
+            decode_jpeg(data, device="cuda")
+            self.sync()
+            tick = time.perf_counter()
+            for _ in range(5):
+                decode_jpeg(data, device="cuda")
+            self.sync()
+            out["nvjpeg_ms_per_clip"] = 1000 * (time.perf_counter() - tick) / 5
+        return out
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
     def resume(self) -> dict:
         from dora.training.checkpoint import load_file
 
@@ -244,7 +289,7 @@ class Check:
                 out["nvjpeg"] = f"not available ({str(exc).splitlines()[0]})"
         return out
 
-    SECTIONS = ("machine", "step", "resume", "elastic", "loader", "decode", "davis", "faces")
+    SECTIONS = ("machine", "step", "augment", "resume", "elastic", "loader", "decode", "davis", "faces")
 
     def run(self, only: list[str] | None = None) -> int:
         failed = 0

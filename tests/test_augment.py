@@ -113,3 +113,17 @@ def test_the_batched_device_path_equals_the_workers_path(recipe):
     for name in batched:
         expected = torch.stack([o[name] for o in one_by_one])
         assert batched[name].dtype == torch.uint8 and torch.equal(batched[name], expected), (recipe, name)
+
+
+@pytest.mark.parametrize("objects", [3, 0])
+def test_training_with_the_views_made_on_the_device_follows_the_same_losses(real_shards, tmp_path, objects):
+    from conftest import TINY
+
+    from dora.training.train import TrainConfig, train
+
+    losses = {}
+    for where in ("workers", "device"):
+        cfg = TrainConfig(shards=[str(real_shards)], out=tmp_path / where, max_steps=3,
+                          **{**TINY, "objects": objects, "augment_on": where, "num_workers": 1})
+        losses[where] = train(cfg, progress=False).losses
+    assert len(losses["device"]) == 3 and losses["device"] == losses["workers"], losses

@@ -83,6 +83,9 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on GPUs and CPUs that compute it
     # natively, fp16 with a gradient scaler on older GPUs (the authors' V100 choice), else fp32
     num_workers: int = 4  # DataLoader workers per process
+    augment_on: Literal["workers", "device"] = "workers"  # where the views' pixel work runs: workers (each clip in
+    # a DataLoader worker, on the CPU) or device (the workers decode and draw the random choices; crops, flips,
+    # colour, blur and solarize run batched on the training device: the GPU's way to keep up)
     shuffle_buffer: int = 256  # clips in each reader's shuffle buffer
     skip_cut_clips: bool = False  # leave out clips whose frames span a shot cut (shards made with
     # `wtours shard --shots`)
@@ -106,6 +109,8 @@ class TrainConfig:
             raise ValueError(f"--mask must be object or random, not {self.mask!r}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ValueError(f"--precision must be auto, fp32, bf16 or fp16, not {self.precision!r}")
+        if self.augment_on not in ("workers", "device"):
+            raise ValueError(f"--augment-on must be workers or device, not {self.augment_on!r}")
         if self.epoch_length not in ("source-frames", "stored-clips"):
             raise ValueError(f"--epoch-length must be source-frames or stored-clips, not {self.epoch_length!r}")
         if self.loss_weighting not in ("half", "mean"):

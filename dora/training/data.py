@@ -74,8 +74,9 @@ class ClipStream(IterableDataset):
 
     def __init__(self, urls: list[str], frames_per_clip: int, augment: AugmentConfig, batch_size: int, seed: int = 0,
                  rank: int = 0, world_size: int = 1, shuffle_buffer: int = 256, skip_cut_clips: bool = False,
-                 max_bad_fraction: float = 0.01, open_shards: int = 8):
+                 max_bad_fraction: float = 0.01, open_shards: int = 8, augment_on: str = "workers"):
         super().__init__()
+        self.augment_on = augment_on  # workers: views made here; device: frames and plans, views on the device
         self.max_bad_fraction, self.open_shards = max_bad_fraction, open_shards
         self.urls, self.frames_per_clip, self.augment = urls, frames_per_clip, augment
         self.skip_cut_clips = skip_cut_clips
@@ -167,8 +168,12 @@ class ClipStream(IterableDataset):
         except RuntimeError as exc:  # torchvision's decoder names no file; we do
             raise BadClip(f"its frames do not decode ({str(exc).splitlines()[0]})") from exc
         gen = torch.Generator().manual_seed(clip_seed(self.seed, self.epoch, sample["__key__"], repeat))
-        return {**augment_clip(frames, self.augment, gen), "key": sample["__key__"], "video": meta.get("video", ""),
-                "shard": sample.get("__url__", "")}
+        if self.augment_on == "device":  # the pixel work is the training device's (augment.apply_plans)
+            views = {"frames": frames, "plan": plan_clip(frames.shape[-2], frames.shape[-1], frames.shape[0],
+                                                         self.augment, gen)}
+        else:
+            views = augment_clip(frames, self.augment, gen)
+        return {**views, "key": sample["__key__"], "video": meta.get("video", ""), "shard": sample.get("__url__", "")}
 
 
 def stand_in_for_bad(clips):
@@ -272,5 +277,7 @@ def _worker_dies_with(parent: int, worker_id: int) -> None:
 
 def _collate(samples: list[dict]) -> dict:
     batch = {name: torch.stack([s[name] for s in samples]) for name in ("globals", "locals", "globals2") if name in samples[0]}
+    if "plan" in samples[0]:  # the device path: frames (sizes may differ between videos) and plans, as lists
+        batch = {"frames": [s["frames"] for s in samples], "plans": [s["plan"] for s in samples]}
     return {**batch, "keys": [s["key"] for s in samples], "bad": [p for s in samples for p in s.get("bad", [])],
             "videos": [s["video"] for s in samples], "shards": [s["shard"] for s in samples]}

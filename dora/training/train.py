@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from dora.training.augment import apply_plans
 from dora.training.checkpoint import load_file, numpy_state_from_data, numpy_state_to_data
 from dora.training.config import TrainConfig
 from dora.training.data import ClipStream, DataError, epoch_batches, make_loader, median_crop_side
@@ -377,6 +378,9 @@ def optimise(run: Run, batch: dict, stop: "_StopRequest", began: float) -> tuple
         if i == 0:
             group["weight_decay"] = float(sched.wd[step])
     step_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    if "plans" in batch:  # --augment-on device: the views are cut and coloured here, the whole batch at once
+        frames = [f.to(run.device, non_blocking=True) for f in batch["frames"]]
+        batch = {**batch, **apply_plans(frames, batch["plans"], cfg.augment)}
     loss, info = train_step(run.model, run.teacher, run.loss_fn, batch, run.spec, float(sched.teacher_temp[step]),
                             run.device, step_gen)
     # The step's one read from the device (DINO's too): a non-finite loss must stop the run before backward.
@@ -524,7 +528,8 @@ def _train(run: Run, progress: bool, reporter: Reporter | None) -> RunState:
             reporter.warn(warning)
         remove_stale_temporaries(cfg.out, "checkpoint*.pt")  # left by a run killed while saving
     stream = ClipStream(run.shards.urls, cfg.frames_per_clip, cfg.augment, cfg.batch_size, cfg.seed, run.rank,
-                        run.world, cfg.shuffle_buffer, cfg.skip_cut_clips, cfg.max_bad_fraction, cfg.open_shards)
+                        run.world, cfg.shuffle_buffer, cfg.skip_cut_clips, cfg.max_bad_fraction, cfg.open_shards,
+                        cfg.augment_on)
     log = TrainLog(cfg.out, start, sched.total_steps, cfg.out_dim, cfg.log_every, reporter, run.main)
     if cfg.save_init and start == 0 and not (cfg.out / "checkpoint_init.pt").exists():
         run.save(cfg.out / "checkpoint_init.pt")
