@@ -2,6 +2,8 @@
 # The first GPU learning check (README "The first GPU hour"): DoRA, random masks and DINO at the paper's sizes
 # (dora/training/presets/gpu-hour.toml) on the first 30 minutes of the Venice tour, then k-NN and a linear probe of each
 # against its untrained network on a labelled set you give (an ImageFolder with train/ and val/).
+# Budget: 3,000 steps of 16 clips = 0.45 of the paper's epochs of those 30 minutes (every 60 fps source frame a
+# clip start: 107,520 clips), about 1/800 of the paper's 100 epochs of the whole tour; each run prints it.
 # Usage: benchmarks/gpu_hour.sh OUT LABELLED [VIDEO]   (VIDEO: a local tour file; default: fetched by wtours)
 set -euo pipefail
 OUT=${1:?output folder}; LABELLED=${2:?ImageFolder with train/ and val/}; VIDEO=${3:-}
