@@ -481,52 +481,65 @@ def verify(folder: Path) -> list[str]:
 
 
 def _check_tar(path: Path, record: dict, frames_per_clip: int) -> list[str]:
+    """Every clip of one tar against its index record, sample by sample as the tar streams (one clip in memory)."""
     problems: list[str] = []
-    samples: dict[str, dict[str, bytes]] = {}
+    expected = {frame_name(i) for i in range(frames_per_clip)} | {"json"}
+    metas, seen = [], set()
     try:
         for sample in iter_samples(path):
-            samples.setdefault(sample.pop("__key__"), {}).update(sample)
+            key = sample.pop("__key__")
+            if key in seen:
+                problems.append(f"sample {key}: its members are not together in the tar")
+                continue
+            seen.add(key)
+            found, meta = _check_sample(key, sample, record, frames_per_clip, expected)
+            problems += found
+            if meta is not None:
+                metas.append(meta)
     except (tarfile.TarError, OSError, EOFError) as exc:
         return [f"unreadable tar ({exc})"]
-    if len(samples) != record["clips"]:
-        problems.append(f"{len(samples)} clips, the index says {record['clips']}")
-    expected = {frame_name(i) for i in range(frames_per_clip)} | {"json"}
-    metas = []
-    for key, members in samples.items():
-        if not _KEY_RE.match(key) or not key.startswith(record["unit"] + "-"):
-            problems.append(f"sample {key!r}: bad key")
-        problem = sample_problem({**members, "__key__": key}) if "json" in members else None
-        if problem:
-            problems.append(f"sample {key}: {problem}")
-            continue
-        if set(members) != expected:
-            problems.append(f"sample {key}: members {sorted(members)}, expected {sorted(expected)}")
-            continue
-        try:
-            meta = json.loads(members["json"])
-        except ValueError as exc:
-            problems.append(f"sample {key}: bad json ({exc})")
-            continue
-        metas.append(meta)
-        times = meta.get("frame_times", [])
-        if len(times) != frames_per_clip or any(b <= a for a, b in zip(times, times[1:])):
-            problems.append(f"sample {key}: frame_times {times} not {frames_per_clip} increasing values")
-        elif record.get("t_start") is not None and (times[0] < record["t_start"] - 1e-6 or times[-1] > record["t_end"] + 1e-6):
-            problems.append(f"sample {key}: frame_times outside the shard's range in the index")
-        if meta.get("video") != record["video"]:
-            problems.append(f"sample {key}: video {meta.get('video')!r}, the index says {record['video']!r}")
-        for i in range(frames_per_clip):
-            try:
-                frame_size(members[frame_name(i)])
-                with Image.open(io.BytesIO(members[frame_name(i)])) as im:
-                    im.load()
-                    size = list(im.size)
-            except Exception as exc:  # PIL raises many types for broken data
-                problems.append(f"sample {key}: frame {frame_name(i)} does not decode ({exc})")
-                continue
-            if meta.get("size") and size != meta["size"]:
-                problems.append(f"sample {key}: frame {frame_name(i)} is {size}, json says {meta['size']}")
+    if len(seen) != record["clips"]:
+        problems.insert(0, f"{len(seen)} clips, the index says {record['clips']}")
     crossing = crossing_cuts(metas)
-    if "crossing_cuts" in record and len(metas) == len(samples) and crossing != record["crossing_cuts"]:
+    if "crossing_cuts" in record and len(metas) == len(seen) and crossing != record["crossing_cuts"]:
         problems.append(f"{crossing} clips cross a shot cut, the index says {record['crossing_cuts']}")
     return problems
+
+
+def _check_sample(key: str, members: dict, record: dict, frames_per_clip: int, expected: set[str]
+                  ) -> tuple[list[str], dict | None]:
+    """One clip's problems, and its json when it has a readable one with every member."""
+    problems: list[str] = []
+    if not _KEY_RE.match(key) or not key.startswith(record["unit"] + "-"):
+        problems.append(f"sample {key!r}: bad key")
+    problem = sample_problem({**members, "__key__": key}) if "json" in members else None
+    if problem:
+        problems.append(f"sample {key}: {problem}")
+        return problems, None
+    if set(members) != expected:
+        problems.append(f"sample {key}: members {sorted(members)}, expected {sorted(expected)}")
+        return problems, None
+    try:
+        meta = json.loads(members["json"])
+    except ValueError as exc:
+        problems.append(f"sample {key}: bad json ({exc})")
+        return problems, None
+    times = meta.get("frame_times", [])
+    if len(times) != frames_per_clip or any(b <= a for a, b in zip(times, times[1:])):
+        problems.append(f"sample {key}: frame_times {times} not {frames_per_clip} increasing values")
+    elif record.get("t_start") is not None and (times[0] < record["t_start"] - 1e-6 or times[-1] > record["t_end"] + 1e-6):
+        problems.append(f"sample {key}: frame_times outside the shard's range in the index")
+    if meta.get("video") != record["video"]:
+        problems.append(f"sample {key}: video {meta.get('video')!r}, the index says {record['video']!r}")
+    for i in range(frames_per_clip):
+        try:
+            frame_size(members[frame_name(i)])
+            with Image.open(io.BytesIO(members[frame_name(i)])) as im:
+                im.load()
+                size = list(im.size)
+        except Exception as exc:  # PIL raises many types for broken data
+            problems.append(f"sample {key}: frame {frame_name(i)} does not decode ({exc})")
+            continue
+        if meta.get("size") and size != meta["size"]:
+            problems.append(f"sample {key}: frame {frame_name(i)} is {size}, json says {meta['size']}")
+    return problems, meta
