@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
+from dora.training.augment import plan_clip  # noqa: E402
 from dora.training.config import TrainConfig  # noqa: E402
 from wtours_base.files import write_json_atomic, write_text_atomic  # noqa: E402
 
@@ -147,8 +148,9 @@ class Check:
         the step; and the frames' JPEGs decoded there (nvJPEG), per clip."""
         from torchvision.io import decode_jpeg, encode_jpeg
 
-        from dora.training.augment import apply_plans, plan_clip
         from media import photo_strip
+
+        from dora.training.augment import apply_plans
 
         cfg = self.recipe()
         size = (120, 212) if self.cpu else (448, 796)
@@ -170,6 +172,7 @@ class Check:
         step = self.report["sections"].get("step", {}).get("bf16", {}).get("step_s")
         if step:
             out["dora_share_of_step"] = out["dora_ms_per_clip"] * len(clips) / 1000 / step
+        out.update(self.steps_with_views(cfg, clips))
         data = [encode_jpeg(f) for f in clips[0]]
         if self.device.type == "cuda":
             decode_jpeg(data, device="cuda")
@@ -179,6 +182,36 @@ class Check:
                 decode_jpeg(data, device="cuda")
             self.sync()
             out["nvjpeg_ms_per_clip"] = 1000 * (time.perf_counter() - tick) / 5
+        return out
+
+    def steps_with_views(self, cfg: TrainConfig, clips: list) -> dict:
+        """The recipe's step fed by the device path: views made inline before each step, or one batch ahead by
+        ViewPrefetcher's thread (on a stream of its own), against the step alone."""
+        import itertools
+
+        from dora.training.bench import time_steps
+        from dora.training.prefetch import ViewPrefetcher, with_views
+
+        cfg = replace(cfg, precision="bf16" if self.device.type == "cuda" else "fp32")
+        if self.device.type == "cuda":
+            clips = [c.pin_memory() for c in clips]
+        plans = [[plan_clip(*f.shape[-2:], f.shape[0], cfg.augment, torch.Generator().manual_seed(100 * s + i))
+                  for i, f in enumerate(clips)] for s in range(4)]
+
+        def source():
+            for s in itertools.count():
+                yield {"frames": clips, "plans": plans[s % len(plans)], "bad": []}, None
+
+        n, warm = (2, 1) if self.cpu else (10, 3)
+        out = {"step_alone_s": time_steps(cfg, n, warm)}
+        out["step_views_inline_s"] = time_steps(cfg, n, warm, batches=(with_views(b, self.device, cfg.augment)
+                                                                         for b, _ in source()))
+        ahead = ViewPrefetcher(source(), self.device, cfg.augment)
+        try:
+            out["step_views_ahead_s"] = time_steps(cfg, n, warm, batches=(b for b, _ in ahead))
+        finally:
+            ahead.close()
+        out["views_ahead_cost"] = out["step_views_ahead_s"] / out["step_alone_s"] - 1
         return out
 
     def sync(self) -> None:

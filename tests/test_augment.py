@@ -2,6 +2,8 @@
 it was written before the split (kept here as the reference, verbatim), and the batched device path, run on the
 CPU, equals the image-by-image path exactly (on a GPU its kernels round their own way: float tolerance)."""
 
+import itertools
+
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -121,9 +123,55 @@ def test_training_with_the_views_made_on_the_device_follows_the_same_losses(real
 
     from dora.training.train import TrainConfig, train
 
+    # 7 steps of 5-step epochs: the thread that makes the views ahead is stopped and started at the boundary.
     losses = {}
     for where in ("workers", "device"):
-        cfg = TrainConfig(shards=[str(real_shards)], out=tmp_path / where, max_steps=3,
+        cfg = TrainConfig(shards=[str(real_shards)], out=tmp_path / where, max_steps=7,
                           **{**TINY, "objects": objects, "augment_on": where, "num_workers": 1})
         losses[where] = train(cfg, progress=False).losses
-    assert len(losses["device"]) == 3 and losses["device"] == losses["workers"], losses
+    assert len(losses["device"]) == 7 and losses["device"] == losses["workers"], losses
+
+
+def test_the_thread_that_makes_views_ahead_gives_the_same_batches_and_stops(real_shards):
+    """ViewPrefetcher (on GPUs, the next batch's views made while the step runs), driven here on the CPU."""
+    import threading
+
+    from dora.training.data import ClipStream, make_loader
+    from dora.training.prefetch import ViewPrefetcher, with_views
+    from wtours.shards import open_shards
+
+    cfg = RECIPES["dora"]
+    stream = ClipStream(open_shards([real_shards]).urls, 4, cfg, batch_size=2, seed=0, augment_on="device")
+    raw = list(itertools.islice(iter(make_loader(stream, 0)), 4))
+    inline = [with_views(b, torch.device("cpu"), cfg) for b in raw]
+    ahead = ViewPrefetcher(((b, None) for b in raw), torch.device("cpu"), cfg)
+    got = [b for b, _ in ahead]
+    ahead.close()
+    assert len(got) == 4 and all(torch.equal(a[n], b[n]) for a, b in zip(inline, got) for n in ("globals", "locals"))
+    stopped_early = ViewPrefetcher(((b, None) for b in itertools.cycle(raw)), torch.device("cpu"), cfg)
+    next(iter(stopped_early))
+    stopped_early.close()  # mid-stream, as at an epoch's end
+    broken = {**raw[1], "frames": ["not frames"]}
+    failing = ViewPrefetcher(iter([(raw[0], None), (broken, None), (raw[2], None)]), torch.device("cpu"), cfg)
+    with pytest.raises(AttributeError):  # a batch that cannot be made is raised in the loop, not lost in the thread
+        list(failing)
+    failing.close()
+    assert not [t for t in threading.enumerate() if t.name == "dora-views"]  # no thread left behind
+
+
+def test_bad_shards_through_the_device_path_stop_in_one_line(real_shards, tmp_path):
+    from conftest import TINY
+    from typer.testing import CliRunner
+
+    from dora.cli import app
+
+    from test_dora import _corrupt_copy
+
+    bad = tmp_path / "bad"
+    _corrupt_copy(real_shards, bad, lambda i, name: name.endswith(".jpg"))  # every JPEG torn: found while training
+    result = CliRunner().invoke(app, ["train", "--shards", str(bad), "--out", str(tmp_path / "run"),
+                                      "--config", "cpu-tiny", "--augment-on", "device", "--max-steps", "3",
+                                      "--num-workers", "1", "-q"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "more than --max-bad-fraction" in lines[0] and str(bad) in lines[0], result.output

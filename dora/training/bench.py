@@ -69,8 +69,10 @@ def explicit_attention(*models: torch.nn.Module) -> None:
 STEPS = {"batched": train_step, "reference": reference_step}
 
 
-def time_steps(cfg: TrainConfig, steps: int, warmup: int, step: str = "batched", explicit: bool = False) -> float:
-    """Seconds per optimisation step (forward, backward, AdamW, EMA) on one process."""
+def time_steps(cfg: TrainConfig, steps: int, warmup: int, step: str = "batched", explicit: bool = False,
+               batches=None) -> float:
+    """Seconds per optimisation step (forward, backward, AdamW, EMA) on one process; `batches`: an iterator of
+    the batches to step on (default: one fixed random batch), e.g. views made on the device as they come."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     student, teacher = build(cfg, device)
@@ -86,7 +88,8 @@ def time_steps(cfg: TrainConfig, steps: int, warmup: int, step: str = "batched",
         if device.type == "cuda":
             torch.cuda.synchronize()
         tick = time.perf_counter()
-        loss, _ = step_fn(student, teacher, loss_fn, batch, spec, 0.04, device, torch.Generator().manual_seed(i))
+        loss, _ = step_fn(student, teacher, loss_fn, batch if batches is None else next(batches), spec, 0.04, device,
+                          torch.Generator().manual_seed(i))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

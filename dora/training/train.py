@@ -27,12 +27,12 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from dora.training.augment import apply_plans
 from dora.training.checkpoint import load_file, numpy_state_from_data, numpy_state_to_data
 from dora.training.config import TrainConfig
 from dora.training.data import ClipStream, DataError, epoch_batches, make_loader, median_crop_side
 from dora.training.loss import DistillLoss
 from dora.training.model import DINOModel
+from dora.training.prefetch import ViewPrefetcher, with_views
 from dora.training.runlog import TrainLog, resident_mb
 from dora.training.schedules import cosine, teacher_temperatures
 from dora.training.step import (  # train_step: looked up here (tests patch it)
@@ -378,9 +378,7 @@ def optimise(run: Run, batch: dict, stop: "_StopRequest", began: float) -> tuple
         if i == 0:
             group["weight_decay"] = float(sched.wd[step])
     step_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-    if "plans" in batch:  # --augment-on device: the views are cut and coloured here, the whole batch at once
-        frames = [f.to(run.device, non_blocking=True) for f in batch["frames"]]
-        batch = {**batch, **apply_plans(frames, batch["plans"], cfg.augment)}
+    batch = with_views(batch, run.device, cfg.augment)  # --augment-on device: made ahead by ViewPrefetcher
     loss, info = train_step(run.model, run.teacher, run.loss_fn, batch, run.spec, float(sched.teacher_temp[step]),
                             run.device, step_gen)
     # The step's one read from the device (DINO's too): a non-finite loss must stop the run before backward.
@@ -535,11 +533,15 @@ def _train(run: Run, progress: bool, reporter: Reporter | None) -> RunState:
         run.save(cfg.out / "checkpoint_init.pt")
     stop, began, out_of_time = _StopRequest(), time.monotonic(), False
     loader = make_loader(stream, cfg.num_workers)  # one for the run: its workers live from epoch to epoch
+    views = None  # --augment-on device: the thread making the next batch's views
     try:
         for epoch in range(start // sched.steps_per_epoch, sched.epochs):
             batches = epoch_batches(loader, epoch, skip_batches=max(0, state.step - epoch * sched.steps_per_epoch))
             previous = time.perf_counter()  # end of the previous step: what follows until the next one is waiting
-            for batch, data_error in _batches(batches):
+            pairs = _batches(batches)
+            if cfg.augment_on == "device" and run.device.type == "cuda":  # on a CPU the thread would only compete
+                pairs = views = ViewPrefetcher(pairs, run.device, cfg.augment)
+            for batch, data_error in pairs:
                 if state.step >= min(sched.total_steps, (epoch + 1) * sched.steps_per_epoch):
                     break
                 if agree([data_error is not None], run.world, run.device)[0]:
@@ -570,10 +572,15 @@ def _train(run: Run, progress: bool, reporter: Reporter | None) -> RunState:
                     raise KeyboardInterrupt
                 if out_of_time:
                     break
+            if views is not None:  # before the loader's next epoch: the thread reads from it
+                views.close()
+                views = None
             if state.step >= sched.total_steps or out_of_time:
                 break
         run.save(latest)
     finally:
+        if views is not None:
+            views.close()
         stop.restore()
         log.close()
         if getattr(loader, "_iterator", None) is not None:  # persistent workers: end them now, not at exit

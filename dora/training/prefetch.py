@@ -1,0 +1,96 @@
+"""--augment-on device, off the step's critical path: a thread makes the next batch's views on the training device
+while the current step runs (on a GPU, on a CUDA stream of its own), one batch ahead.
+
+The training loop mostly waits for the GPU (the step's one read of the loss), and waiting releases Python's lock:
+the thread's crops and colour operations are launched in that time instead of after the step. The views are a
+pure function of the batch and its plans, so a run gives the same batches with or without the thread.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Iterator
+
+import torch
+
+from dora.training.augment import apply_plans
+from dora.training.config import AugmentConfig
+
+_END = object()
+
+
+def with_views(batch: dict, device: torch.device, cfg: AugmentConfig) -> dict:
+    """The batch with its views made on `device` from its frames and plans (a batch of made views as it is)."""
+    if "plans" not in batch:
+        return batch
+    frames = [f.to(device, non_blocking=True) for f in batch["frames"]]
+    return {**batch, **apply_plans(frames, batch["plans"], cfg)}
+
+
+class ViewPrefetcher:
+    """Iterates (batch with views, data error) over `pairs` ((batch, error) from the loader), making each batch's
+    views one batch ahead in a thread. `close()` stops the thread; it must be called before the loader's next
+    epoch starts (the thread reads from the loader's iterator)."""
+
+    def __init__(self, pairs: Iterator, device: torch.device, cfg: AugmentConfig):
+        self.pairs, self.device, self.cfg = pairs, device, cfg
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.ready: queue.Queue = queue.Queue(maxsize=1)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._work, name="dora-views", daemon=True)
+        self.thread.start()
+
+    def _work(self) -> None:
+        try:
+            for batch, error in self.pairs:
+                if self.stop.is_set():
+                    return
+                event = None
+                if batch is not None:
+                    if self.stream is not None:
+                        with torch.cuda.stream(self.stream):
+                            batch = with_views(batch, self.device, self.cfg)
+                            event = torch.cuda.Event()
+                            event.record(self.stream)
+                    else:
+                        batch = with_views(batch, self.device, self.cfg)
+                if not self._put((batch, error, event)):
+                    return
+            self._put(_END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the training loop, which raises it
+            self._put(exc)
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self):
+        while True:
+            item = self.ready.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            batch, error, event = item
+            if event is not None:  # the step's stream waits for the views, and the views stay alive for it
+                current = torch.cuda.current_stream(self.device)
+                current.wait_event(event)
+                for name in ("globals", "locals", "globals2"):
+                    if name in batch:
+                        batch[name].record_stream(current)
+            yield batch, error
+
+    def close(self) -> None:
+        self.stop.set()
+        while self.thread.is_alive():
+            try:
+                self.ready.get(timeout=0.1)
+            except queue.Empty:
+                pass
+            self.thread.join(timeout=0.1)
