@@ -864,3 +864,14 @@ def test_bad_clips_are_stood_in_for_by_a_good_one_so_every_sample_gives_one_clip
     out = list(stand_in_for_bad(iter(stream)))
     assert [c["key"] for c in out] == ["a", "a", "a", "a", "b"]  # before the first good clip: the next one
     assert [c["bad"] for c in out] == [[bad[0]], [], [bad[1]], [bad[2]], []]
+
+
+def test_off_a_terminal_training_writes_lines_not_progress_redraws(real_shards, tmp_path):
+    # `make demo > log`: stderr is a file, so no bar redraws (\r); the run's own lines and log.jsonl stay.
+    done = subprocess.run([sys.executable, "-m", "dora.cli", "train", "--shards", str(real_shards), "--out",
+                           str(tmp_path / "run"), "--config", "cpu-tiny", "--max-steps", "3", "--num-workers", "0"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "\r" not in done.stderr and "it/s" not in done.stderr and "step/s" not in done.stderr
+    assert "an epoch: 10 clips" in done.stderr and "trained to step 3" in done.stderr
+    assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 3

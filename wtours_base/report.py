@@ -69,8 +69,11 @@ class Reporter:
             tqdm.write(f"error: {message}", file=self.err)
 
     def bar(self, total: float | None = None, desc: str = "", unit: str = "it", **kwargs: Any) -> tqdm:
-        """A tqdm bar, disabled unless people are watching."""
-        return tqdm(total=total, desc=desc, unit=unit, file=self.err, disable=not self.bars, dynamic_ncols=True, **kwargs)
+        """A tqdm bar, shown only when people are watching: human mode and stderr a terminal (tqdm's
+        disable=None). Off a terminal (`make demo > log`) a bar would write a redraw per update; the command's
+        own lines and files (log.jsonl, summaries) are the record there, as progress_bar does."""
+        return tqdm(total=total, desc=desc, unit=unit, file=self.err, disable=None if self.bars else True,
+                    dynamic_ncols=True, **kwargs)
 
     def summary(self, title: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
         """A table for people, or one 'summary' event holding the rows."""
