@@ -257,8 +257,8 @@ def test_bad_inputs_are_clear_errors(tiny_checkpoint, photo_classes, tmp_path):
 
 
 def test_readme_quotes_the_linear_probes_default_optimiser():
-    # The README once said lr 0.001 while the probe used the authors' 0.01 per 256 images.
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    # The README (now docs/evaluation.md) once said lr 0.001 while the probe used the authors' 0.01 per 256 images.
+    readme = (Path(__file__).parents[1] / "docs" / "evaluation.md").read_text()
     probe_text = readme[readme.index("- **Linear probe**"):][:600]
     quoted = re.search(r"momentum ([\d.]+), lr ([\d.]+) x batch/256", probe_text)
     defaults = LinearConfig()
