@@ -23,9 +23,8 @@ from PIL import Image  # noqa: E402
 from dora.evaluation.encoder import EncoderSpec, EvalError, load_encoder  # noqa: E402
 from dora.evaluation.mask_quality import best_object_iou, load_truth  # noqa: E402
 from dora.training.data import normalize  # noqa: E402
-from dora.training.discover import binary_masks, pick_heads  # noqa: E402
+from dora.training.discover import binary_masks, object_maps  # noqa: E402
 from dora.training.model import ViTBackbone, patch_grid  # noqa: E402
-from dora.training.step import object_maps  # noqa: E402
 from wtours.shards import decode_sample, iter_samples  # noqa: E402
 from wtours.video import VIDEO_SUFFIXES, probe, read_frames, scaled_size, write_video  # noqa: E402
 from wtours_base.files import atomic_path, write_json_atomic  # noqa: E402
@@ -163,8 +162,7 @@ def attention_pictures(spec: EncoderSpec, source: Path, out: Path, size: int | N
         if not 0 < objects <= backbone.num_heads:
             raise EvalError(f"--objects must be 1..{backbone.num_heads} for {info['arch']}")
         t = len(images)
-        heads = pick_heads(backbone.num_heads, objects, torch.Generator().manual_seed(seed))
-        tracks = object_maps(backbone, tokens, q, k, 1, heads)
+        tracks = object_maps(backbone, tokens, q, k, 1, objects, torch.Generator().manual_seed(seed))
         masks = binary_masks(tracks, grid, (size, size))[0].numpy()  # [T, k, H, W]
         # Rows: the frames, then one row per object: what its mask keeps in every frame.
         rows = [list(images)] + [[_object_view(images[i], masks[i, j], COLOURS[j % len(COLOURS)]) for i in range(t)]

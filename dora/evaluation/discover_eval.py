@@ -27,9 +27,8 @@ from dora.evaluation.encoder import EncoderSpec, EvalError, load_encoder
 from dora.evaluation.lost import attention_mass_masks, box_iou, corloc_hit, jaccard, lost
 from dora.evaluation.voc import coco_images, read_labels, voc_images, voc_segmentation
 from dora.training.data import normalize
-from dora.training.discover import binary_masks, pick_heads
+from dora.training.discover import binary_masks, object_maps
 from dora.training.model import ViTBackbone
-from dora.training.step import object_maps
 from wtours_base.files import atomic_path, write_json_atomic, write_text_atomic
 
 COLUMNS = ["kind", "image", "corloc", "best_iou", "box", "seed", "jaccard_heads", "dora_union", "dora_best"]
@@ -75,7 +74,7 @@ class Discoverer:
 
         heads = to_pixels(attention_mass_masks(attention, self.cfg.mass))
         generator = torch.Generator().manual_seed(self.cfg.seed)
-        maps = object_maps(b, tokens, q, k, 1, pick_heads(b.num_heads, self.cfg.objects, generator))  # [1, 1, k, n]
+        maps = object_maps(b, tokens, q, k, 1, self.cfg.objects, generator)  # [1, 1, k, n]
         dora = binary_masks(maps[0, 0], grid, tuple(x.shape[-2:]))[:, :h, :w].cpu().numpy()  # [k, h, w]
         return {"box": found["box"], "seed": found["seed"], "heads": heads, "dora": dora, "rgb": rgb}
 

@@ -15,9 +15,8 @@ import torch
 
 from dora.evaluation.encoder import EncoderSpec, load_encoder
 from dora.training.data import normalize
-from dora.training.discover import binary_masks, pick_heads, random_maps
+from dora.training.discover import binary_masks, object_maps, random_maps
 from dora.training.model import ViTBackbone, patch_grid
-from dora.training.step import object_maps
 
 
 def best_object_iou(masks: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -55,7 +54,7 @@ def mask_quality(spec: EncoderSpec, frames: np.ndarray, truth: np.ndarray, objec
     for c in range(clips):
         x = normalize(torch.from_numpy(frames[c]).permute(0, 3, 1, 2).contiguous())
         tokens, q, k = backbone.tokens_queries_keys(x)
-        maps = object_maps(backbone, tokens, q, k, 1, pick_heads(backbone.num_heads, objects, gen))
+        maps = object_maps(backbone, tokens, q, k, 1, objects, gen)
         tracked.append(binary_masks(maps, grid, (size, size))[0])  # [T, k, S, S]
         noise = random_maps(1, objects, grid[0] * grid[1], gen)[:, None].expand(-1, t, -1, -1)
         random.append(binary_masks(noise, grid, (size, size))[0])

@@ -110,3 +110,22 @@ def discover_and_track(
     if sinkhorn:
         protos = refine(protos, tokens, eps, iters)
     return track(protos, keys)
+
+
+def object_maps(backbone, tokens: torch.Tensor, q: torch.Tensor, k: torch.Tensor, clips: int, objects: int,
+                generator: torch.Generator | None = None, sinkhorn: bool = True, eps: float = 0.05, iters: int = 30
+                ) -> torch.Tensor:
+    """Tracks [B, T, k, n] of `objects` objects found in frame 0 of each clip by k random heads (DoRA, Eq. 2-5),
+    from a ViTBackbone's output tokens [B*T, N, D] and last-block queries and keys [B*T, h, N, hd] of clips x T
+    frames (`tokens_queries_keys`). The one discovery sequence: training, `dora attn`, `dora eval discover` and
+    the mask-quality scores all call it; `binary_masks` turns its maps into pixels."""
+    heads = pick_heads(backbone.num_heads, objects, generator)  # one draw for the batch, as the paper
+    prefix = backbone.num_prefix
+    frames = tokens.shape[0] // clips
+    n = tokens.shape[1] - prefix
+    first = torch.arange(clips, device=tokens.device) * frames  # frame t0 of each clip
+    attention = backbone.cls_attention(q[first], k[first])  # [B, h, n]
+    queries = merge_heads(q[first][:, :, prefix:])  # [B, n, d]
+    keys = merge_heads(k[:, :, prefix:]).reshape(clips, frames, n, -1)  # [B, T, n, d]
+    return discover_and_track(attention.float(), queries.float(), keys.float(), tokens[first, prefix:].float(),
+                              heads.to(tokens.device), sinkhorn, eps, iters)

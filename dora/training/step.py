@@ -14,7 +14,7 @@ import torch
 
 from dora.training.config import TrainConfig
 from dora.training.data import normalize
-from dora.training.discover import binary_masks, discover_and_track, merge_heads, pick_heads, random_maps
+from dora.training.discover import binary_masks, object_maps, random_maps
 from dora.training.loss import DistillLoss, view_weights
 from dora.training.model import DINOModel, patch_grid
 
@@ -70,21 +70,6 @@ def clip_gradients(model: torch.nn.Module, clip: float) -> torch.Tensor:
     return torch.linalg.vector_norm(norms)
 
 
-def object_maps(backbone, tokens: torch.Tensor, q: torch.Tensor, k: torch.Tensor, clips: int, heads: torch.Tensor,
-                sinkhorn: bool = True, eps: float = 0.05, iters: int = 30) -> torch.Tensor:
-    """Tracks [B, T, k, n] of the objects found in frame 0 of each clip (DoRA, Eq. 2-5), from the teacher's
-    output tokens [B*T, N, D] and last-block queries and keys [B*T, h, N, hd] of clips x T frames."""
-    prefix = backbone.num_prefix
-    frames = tokens.shape[0] // clips
-    n = tokens.shape[1] - prefix
-    first = torch.arange(clips, device=tokens.device) * frames  # frame t0 of each clip
-    attention = backbone.cls_attention(q[first], k[first])  # [B, h, n]
-    queries = merge_heads(q[first][:, :, prefix:])  # [B, n, d]
-    keys = merge_heads(k[:, :, prefix:]).reshape(clips, frames, n, -1)  # [B, T, n, d]
-    return discover_and_track(attention.float(), queries.float(), keys.float(), tokens[first, prefix:].float(),
-                              heads.to(tokens.device), sinkhorn, eps, iters)
-
-
 def object_views(teacher: DINOModel, tokens: torch.Tensor, q: torch.Tensor, k: torch.Tensor, images: torch.Tensor,
                  clips: int, spec: StepSpec, step_gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """The k masked copies of every global frame, [B*T*k, 3, G, G], from the teacher's output tokens and
@@ -98,8 +83,8 @@ def object_views(teacher: DINOModel, tokens: torch.Tensor, q: torch.Tensor, k: t
         rank_gen = torch.Generator().manual_seed(step_gen.initial_seed() * 65_537 + spec.rank)
         maps = random_maps(clips, spec.objects, n, rank_gen).to(images.device)[:, None].expand(-1, frames, -1, -1)
     else:
-        heads = pick_heads(backbone.num_heads, spec.objects, step_gen)
-        maps = object_maps(backbone, tokens, q, k, clips, heads, spec.sinkhorn, spec.sinkhorn_eps, spec.sinkhorn_iters)
+        maps = object_maps(backbone, tokens, q, k, clips, spec.objects, step_gen, spec.sinkhorn, spec.sinkhorn_eps,
+                           spec.sinkhorn_iters)
     masks = binary_masks(maps, grid, size).reshape(clips * frames, spec.objects, 1, *size)
     views = (images[:, None] * masks.to(images.dtype)).reshape(-1, *images.shape[1:])
     return views, masks.float().mean().detach()  # a tensor: read with the other logged scalars, not mid-step
