@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from gpu_check import PEAK_FLOPS as PEAK_BF16  # noqa: E402  (dense bf16, data sheets)
 from media import pan_video  # noqa: E402
 
 from dora.training.augment import apply_plan, apply_plans, plan_clip  # noqa: E402
@@ -35,7 +36,6 @@ from wtours.shard import ShardConfig, shard  # noqa: E402
 from wtours.shards import frame_members, iter_samples, open_shards  # noqa: E402
 from wtours_base.report import OutputMode  # noqa: E402
 
-PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12}  # dense, data sheets
 
 
 def timed(fn, repeat: int) -> float:

@@ -160,7 +160,6 @@ def test_the_thread_that_makes_views_ahead_gives_the_same_batches_and_stops(real
 
 
 def test_bad_shards_through_the_device_path_stop_in_one_line(real_shards, tmp_path):
-    from conftest import TINY
     from typer.testing import CliRunner
 
     from dora.cli import app

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from wtours_base.files import atomic_path, read_json, sha256_file
+from wtours_base.files import atomic_path, plain_name, read_json, sha256_file
 
 FORMAT = "wtours.shards/v1"
 INDEX = "index.json"
@@ -286,11 +286,14 @@ def _folder(folder: Path) -> list[ShardInfo]:
 def plain_shard_name(name: object, index: Path | str) -> str:
     """`name` if it is a plain shard file name (NAME.tar, no folder, no scheme such as pipe:), else ShardError.
     An index is data: its names are joined to its own folder and never reach a shell or another folder."""
-    if not isinstance(name, str) or name != Path(name).name or not name.endswith(".tar") or ":" in name \
-            or name.startswith(".") or "\\" in name:
+    try:
+        plain = plain_name(name, index) if isinstance(name, str) else ""
+    except ValueError:
+        plain = ""
+    if not plain.endswith(".tar") or ":" in plain:
         raise ShardError(f"{index}: shard name {name!r} is not a plain NAME.tar file name (refused: an index names "
                          "files in its own folder only)")
-    return name
+    return plain
 
 
 def _index_records(index: dict, where: Path | str) -> dict[str, dict]:

@@ -63,7 +63,7 @@ def load_encoder(spec: EncoderSpec, device: torch.device | str = "cpu") -> tuple
         path = Path(spec.checkpoint)
         if not path.is_file():
             raise EvalError(f"{path}: no such checkpoint")
-        ckpt = _load(path, "checkpoint", spec.trust)
+        ckpt = read_torch_file(path, "checkpoint", spec.trust)
         if not isinstance(ckpt, dict) or "config" not in ckpt:
             raise EvalError(f"{path}: not a `dora train` checkpoint (no config in it)")
         if spec.which not in ("teacher", "student") or spec.which not in ckpt:
@@ -93,7 +93,7 @@ def load_encoder(spec: EncoderSpec, device: torch.device | str = "cpu") -> tuple
     return model.eval().to(device), info
 
 
-def _load(path: Path, what: str, trust: bool = False):
+def read_torch_file(path: Path, what: str, trust: bool = False):
     """A torch file read as data (dora.training.checkpoint.load_file), its refusal as an EvalError."""
     from dora.training.checkpoint import load_file
 
@@ -114,7 +114,7 @@ def _read_weights(path: Path, trust: bool = False) -> dict:
             return load_file(str(path))
         except (SafetensorError, OSError) as exc:
             raise EvalError(f"{path}: not a readable safetensors file ({exc})") from None
-    state = _load(path, "weights file", trust)
+    state = read_torch_file(path, "weights file", trust)
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise EvalError(f"{path}: not a state dict of tensors")
@@ -206,7 +206,7 @@ def cached_features(spec: EncoderSpec, root: Path, kind: str, resize: int, crop:
     key = hashlib.sha256(json.dumps([spec.identity(), kind, resize, crop, listing]).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"{Path(root).name}-{kind}-{key}.pt"
     if path.is_file():
-        data = _load(path, "feature cache")
+        data = read_torch_file(path, "feature cache")
         if isinstance(data, dict) and {"features", "labels", "classes"} <= set(data):
             return data["features"], data["labels"], data["classes"]
         raise EvalError(f"{path}: not a feature cache of this command; delete it to compute the features again")

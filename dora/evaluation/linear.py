@@ -11,9 +11,8 @@ import torch
 import torch.nn as nn
 
 from dora.evaluation.config import LinearConfig
-from dora.evaluation.encoder import EvalError
+from dora.evaluation.encoder import read_torch_file
 from dora.evaluation.knn import topk_accuracy
-from dora.training.checkpoint import load_file
 from wtours_base.files import atomic_path
 
 
@@ -33,10 +32,7 @@ def train_linear(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tens
     state_path = out / "linear.pt"
     start = 0
     if state_path.is_file():
-        try:
-            state = load_file(state_path, "linear-probe state")
-        except ValueError as exc:  # UnsafeFile included: one line naming the file
-            raise EvalError(str(exc)) from None
+        state = read_torch_file(state_path, "linear-probe state")
         probe.load_state_dict(state["probe"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -217,9 +217,11 @@ def _geometry(frames: torch.Tensor, plan: ClipPlan, cfg: AugmentConfig) -> tuple
             if views[0].flip:
                 crop = TF.horizontal_flip(crop)
         globals_.append(crop)
-    locals_ = [TF.horizontal_flip(c) if v.flip else c
-               for frame, views in zip(frames, plan.locals) for v in views
-               for c in (_resized(frame, v.box, cfg.local_size),)]
+    locals_ = []
+    for frame, views in zip(frames, plan.locals):
+        for v in views:
+            crop = _resized(frame, v.box, cfg.local_size)
+            locals_.append(TF.horizontal_flip(crop) if v.flip else crop)
     empty = torch.zeros(0, 3, cfg.local_size, cfg.local_size, dtype=torch.uint8, device=frames.device)
     return globals_, torch.stack(locals_) if locals_ else empty
 
