@@ -74,7 +74,7 @@ def main() -> None:
     frames = [torch.stack(decode_jpeg(j, mode=ImageReadMode.RGB)) for j in jpegs]
     report = {"frame": list(frames[0].shape[-2:]), "clips": len(frames), "gpu": args.gpu}
     recipe = TrainConfig(shards=[], arch="vit_small_patch16_224", frames_per_clip=8)
-    for mode, cfg in (("dora", recipe), ("dino", replace(recipe, objects=0))):
+    for mode, cfg in (("dora", recipe), ("dino", replace(recipe, method="dino"))):
         aug = cfg.augment
         gens = lambda: [torch.Generator().manual_seed(i) for i in range(len(frames))]  # noqa: E731
         decode_ms = 1000 * timed(lambda: [decode_jpeg(j, mode=ImageReadMode.RGB) for j in jpegs], 2) / len(jpegs)

@@ -158,7 +158,7 @@ class Check:
         clips = [torch.stack([strip[:, :, 37 * (c + t): 37 * (c + t) + size[1]] for t in range(cfg.frames_per_clip)])
                  for c in range(cfg.batch_size)]
         out = {}
-        for name, aug in (("dora", cfg.augment), ("dino", replace(cfg, objects=0).augment)):
+        for name, aug in (("dora", cfg.augment), ("dino", replace(cfg, method="dino").augment)):
             plans = [plan_clip(*f.shape[-2:], f.shape[0], aug, torch.Generator().manual_seed(i))
                      for i, f in enumerate(clips)]
             frames = [f.to(self.device) for f in clips]

@@ -13,10 +13,8 @@ if [ -z "$VIDEO" ]; then
   VIDEO=$(ls "$OUT"/videos/*venice* | head -1)
 fi
 wtours shard "$VIDEO" --out "$OUT/shards" --end 1800 --frames-per-clip 8 --fps 1 --short-side 448
-for method in "dora:--objects 3" "random_mask:--objects 3 --mask random" "dino:--objects 0"; do
-  name=${method%%:*}; flags=${method#*:}
-  # shellcheck disable=SC2086
-  dora train --config gpu-hour --shards "$OUT/shards" --out "$OUT/$name" $flags
+for name in dora random_mask dino; do
+  dora train --config gpu-hour --shards "$OUT/shards" --out "$OUT/$name" --method "$name"
   for ckpt in checkpoint_init checkpoint; do
     dora eval knn --checkpoint "$OUT/$name/$ckpt.pt" --train "$LABELLED/train" --val "$LABELLED/val" \
       --out "$OUT/$name/knn-$ckpt" --json > "$OUT/$name/knn-$ckpt.json"

@@ -57,7 +57,7 @@ def info(json_lines: bool = JSON) -> None:
                 section="train", presets=PRESETS)
 def train(cfg: TrainConfig, quiet: bool = QUIET, json_lines: bool = typer.Option(
         False, "--json", help="One JSON object per logged step on stdout (as log.jsonl), for scripts.")) -> None:
-    """Train an image encoder with DoRA (or DINO with --objects 0) on `wtours shard` shards.
+    """Train an image encoder with DoRA (or another --method: dino, random_mask) on `wtours shard` shards.
 
     Example: dora train --shards data/shards --out runs/venice --arch vit_small_patch16_224
     CPU try-out: dora train --config cpu-demo --shards data/shards --max-steps 50

@@ -34,7 +34,6 @@ from dora.training.config import preset
 from wtours.media.objects import OBJECTS, make_labelled_set, make_mask_truth, make_training_video
 from wtours_base.files import atomic_path, write_json_atomic, write_text_atomic
 
-METHODS = {"dora": dict(objects=3), "dino": dict(objects=0), "random_mask": dict(objects=3, mask="random")}
 
 
 @dataclass
@@ -42,8 +41,8 @@ class StudyConfig:
     """Options of `dora study`."""
 
     out: Path = Path("runs/study")  # folder for the data, the runs, study.md/json and curves.png
-    methods: list[Literal["dora", "dino", "random_mask"]] = field(
-        default_factory=lambda: ["dora", "dino", "random_mask"])  # dora (k = 3), dino (k = 0), random_mask
+    methods: list[str] = field(default_factory=lambda: ["dora", "dino", "random_mask"])  # any registered
+    # --method (dora/training/methods), each at its preset cpu-study-METHOD
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # seeds (each method trains once per seed)
     steps: int = 600  # training steps per run
     eval_every: int = 150  # steps between scored checkpoints (learning curves)
@@ -60,11 +59,18 @@ class StudyConfig:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown:
-            raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+        check_methods(self.methods)
         if self.steps % self.eval_every:
             raise ValueError("--steps must be a multiple of --eval-every")
+
+
+def check_methods(methods: list[str]) -> None:
+    """ValueError naming the methods that are not registered."""
+    from dora.training.methods import REGISTRY
+
+    unknown = [m for m in methods if m not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; choose from {', '.join(REGISTRY)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,7 +138,7 @@ def train_config(cfg: StudyConfig, shards: Path, method: str, seed: int, overrid
     """The run of one method and seed: the preset, the study's recipe, then `overrides` (a sweep's point)."""
     from dora.training.train import TrainConfig
 
-    recipe = {**method_preset(cfg, method), **cfg.recipe, **(overrides or {}), **METHODS[method]}
+    recipe = {**method_preset(cfg, method), **cfg.recipe, **(overrides or {}), "method": method}
     return TrainConfig(shards=[str(shards)], out=out or cfg.out / "runs" / f"{method}-s{seed}", seed=seed,
                        max_steps=cfg.steps, keep_every_steps=cfg.eval_every, save_init=True,
                        checkpoint_every=cfg.eval_every, **recipe)
@@ -183,7 +189,7 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
 
     shards, labelled, truth = prepare_data(cfg)
     results: dict = {"config": {**asdict(cfg), "out": str(cfg.out),
-                                "recipes": {m: {**method_preset(cfg, m), **cfg.recipe, **METHODS[m]} for m in cfg.methods}}}
+                                "recipes": {m: {**method_preset(cfg, m), **cfg.recipe, "method": m} for m in cfg.methods}}}
     for seed in cfg.seeds:
         for method in cfg.methods:
             tcfg = train_config(cfg, shards, method, seed)
@@ -363,7 +369,9 @@ def draw_curves(summary: dict, path: Path) -> None:
 
     panels = 2 + len(LABELLED_SETS)
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
-    colours = dict(zip(METHODS, ("tab:red", "tab:blue", "tab:gray")))
+    from dora.training.methods import REGISTRY
+
+    colours = {name: cls.colour for name, cls in REGISTRY.items()}
     seen = set()
     for run in summary["runs"].values():
         loss = np.asarray(run["loss"])

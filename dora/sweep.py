@@ -14,10 +14,11 @@ import hashlib
 import itertools
 import json
 import math
+import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from dora.study import METHODS, StudyConfig
+from dora.study import StudyConfig, check_methods
 from wtours_base.files import write_json_atomic, write_text_atomic
 
 
@@ -39,9 +40,7 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown:
-            raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+        check_methods(self.methods)
         index, _, count = self.part.partition("/")
         if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
             raise ValueError(f"--part must be I/N with 0 <= I < N, not {self.part!r}")
@@ -96,13 +95,14 @@ def run_point(cfg: SweepConfig, shards: Path, labelled: Path, truth: Path, metho
     log = [json.loads(line) for line in (tcfg.out / "log.jsonl").read_text().splitlines()]
     seconds = train_seconds(log, tcfg.batch_size)  # every part of a point cut off and resumed (a clock: the last)
     tail = [r["loss"] for r in log[-20:]]
+    fractions = [r["mask_fraction"] for r in log if r.get("mask_fraction") is not None]
     final_loss = sum(tail) / len(tail)
     result = {"method": method, "overrides": overrides, "recipe": {k: getattr(tcfg, k) for k in sorted(overrides)},
               "seed": cfg.seed, "steps": cfg.steps, "train_seconds": seconds, "scores": scores,
               "masks": mask_scores({cfg.steps: ends[cfg.steps]}, truth, tcfg.objects or 3, cfg.seed)[str(cfg.steps)],
               "final_loss": final_loss, "ln_out_dim": math.log(tcfg.out_dim),
               "collapsed": final_loss > 0.98 * math.log(tcfg.out_dim),
-              "mask_fraction": None if method == "dino" else sum(r["mask_fraction"] for r in log) / len(log)}
+              "mask_fraction": statistics.fmean(fractions) if fractions else None}  # methods that mask report it
     for name in ("knn20", "linear"):
         if name in scores["0"]:
             result[f"{name}_gain"] = scores[str(cfg.steps)][name] - scores["0"][name]

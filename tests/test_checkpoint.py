@@ -118,6 +118,26 @@ def test_a_checkpoint_written_before_holds_numpy_and_still_resumes(tiny_checkpoi
     assert state.step == 5 and len(state.losses) == 2
 
 
+def test_a_checkpoint_written_before_methods_were_modules_resumes_with_its_centre(tiny_checkpoint, real_shards,
+                                                                                 tmp_path):
+    # Before --method, the centre was saved under "loss" and the config named DINO by objects = 0.
+    import dora.training.train as train_module
+
+    ckpt = torch.load(tiny_checkpoint, weights_only=True)
+    centre = ckpt["method"]["distill.center"].clone().fill_(0.25)
+    ckpt["loss"] = {"center": centre}
+    del ckpt["method"]
+    ckpt["config"].pop("method")
+    out = tmp_path / "old"
+    out.mkdir()
+    torch.save(ckpt, out / "checkpoint.pt")
+    cfg = TrainConfig(shards=[str(real_shards)], out=out, max_steps=4, **TINY)
+    run = train_module.build_run(cfg)
+    assert torch.equal(run.method.distill.center, centre) and run.state.step == 3
+    state = train(cfg, progress=False)
+    assert state.step == 4 and "method" in torch.load(out / "checkpoint.pt", weights_only=True)
+
+
 def test_resume_reads_on_the_cpu_and_restores_each_state_on_its_device(tiny_checkpoint, real_shards, tmp_path,
                                                                        monkeypatch):
     # A checkpoint read straight onto a GPU would put the RNG states there, and torch.set_rng_state takes CPU byte

@@ -211,7 +211,7 @@ def test_distill_loss_is_dino_cross_entropy_with_centering():
 
 
 def test_zero_objects_is_dino_two_global_crops_and_locals_and_never_discovers(real_shards, tmp_path, monkeypatch):
-    import dora.training.step as step_module
+    import dora.training.discover as discover_module
     from dora.training.model import DINOModel
 
     def no_discovery(*args, **kwargs):
@@ -225,9 +225,11 @@ def test_zero_objects_is_dino_two_global_crops_and_locals_and_never_discovers(re
             seen.append([tuple(x.shape) for x in images])
         return real_forward(self, images)
 
-    monkeypatch.setattr(step_module, "object_views", no_discovery)
+    monkeypatch.setattr(discover_module, "discover_and_track", no_discovery)
     monkeypatch.setattr(DINOModel, "forward", recording_forward)
-    state = train(_cfg(real_shards, tmp_path / "dino", objects=0, max_steps=2), progress=False)
+    cfg = _cfg(real_shards, tmp_path / "dino", objects=0, max_steps=2)
+    assert cfg.method == "dino"  # --objects 0 names DINO, as it did before --method
+    state = train(cfg, progress=False)
     assert state.step == 2 and all(torch.isfinite(torch.tensor(state.losses)))
     # 2 clips x 4 frames: two unmasked global crops of each frame, then 2 local crops per frame.
     assert seen[0] == [(16, 3, 64, 64), (16, 3, 32, 32)]
@@ -244,17 +246,17 @@ def _one_batch(shards: Path, cfg: TrainConfig) -> dict:
 def test_zero_objects_step_equals_dinos_loss_written_out(real_shards, tmp_path):
     """k = 0 is facebookresearch/dino's loss: each teacher global view against every other student view."""
     from dora.training.data import normalize
-    from dora.training.step import step_spec, train_step
+    from dora.training.methods import method_class
+    from dora.training.step import train_step
     from dora.training.train import build
 
-    cfg = _cfg(real_shards, tmp_path, objects=0, drop_path=0.0)
+    cfg = _cfg(real_shards, tmp_path, method="dino", drop_path=0.0)
     batch = _one_batch(real_shards, cfg)
     assert batch["globals2"].shape == batch["globals"].shape and not torch.equal(batch["globals2"], batch["globals"])
     torch.manual_seed(0)
     student, teacher = build(cfg, torch.device("cpu"))
-    loss, info = train_step(student, teacher, DistillLoss(cfg.out_dim), batch, step_spec(cfg, torch.device("cpu")), 0.04,
-                            torch.device("cpu"),
-                            torch.Generator().manual_seed(0))
+    method = method_class(cfg.method)(cfg, torch.device("cpu"), "fp32")
+    loss, info = train_step(method, student, teacher, batch, 0.04, torch.Generator().manual_seed(0))
     assert info == {}  # no masks in DINO
     with torch.no_grad():
         g1, g2 = (normalize(batch[k]).flatten(0, 1) for k in ("globals", "globals2"))
@@ -351,7 +353,7 @@ def test_dino_blurs_its_first_global_view_always_and_solarises_only_the_second()
 def test_bench_reference_loop_computes_the_same_loss_as_the_batched_step(real_shards, tmp_path):
     """`dora bench` times the reference code's loop structure; it must be the same computation."""
     from dora.training.bench import STEPS, explicit_attention
-    from dora.training.step import step_spec
+    from dora.training.methods.dora import DoRA
     from dora.training.train import build
 
     cfg = _cfg(real_shards, tmp_path, objects=2, drop_path=0.0)
@@ -362,9 +364,9 @@ def test_bench_reference_loop_computes_the_same_loss_as_the_batched_step(real_sh
         student, teacher = build(cfg, torch.device("cpu"))
         if explicit:
             explicit_attention(student, teacher)
-        losses[name, explicit], info = STEPS[name](student, teacher, DistillLoss(cfg.out_dim), batch,
-                                                   step_spec(cfg, torch.device("cpu")), 0.04,
-                                                   torch.device("cpu"), torch.Generator().manual_seed(3))
+        method = DoRA(cfg, torch.device("cpu"), "fp32")
+        losses[name, explicit], info = STEPS[name](method, student, teacher, batch, 0.04,
+                                                   torch.Generator().manual_seed(3))
         assert 0 < info["mask_fraction"] < 1
     expected = losses["batched", False]
     assert torch.isfinite(expected)
@@ -391,9 +393,9 @@ def test_loss_is_finite_and_decreases_on_shards_of_a_real_clip(real_shards, tmp_
     assert [r["step"] for r in log] == list(range(1, 21)) and log[0]["clips_per_s"] > 0
     assert all(0 < r["mask_fraction"] < 1 for r in log)  # every line says how much the object masks keep
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["objects"] == 3 and config["clips_in_shards"] == 10 and config["total_steps"] == 20
+    assert config["method"] == "dora" and config["objects"] == 3 and config["clips_in_shards"] == 10 and config["total_steps"] == 20
     ckpt = load_file(tmp_path / "run" / "checkpoint.pt")
-    assert ckpt["step"] == 20 and {"student", "teacher", "optimizer", "scaler", "loss", "rng", "config"} <= set(ckpt)
+    assert ckpt["step"] == 20 and {"student", "teacher", "optimizer", "scaler", "method", "rng", "config"} <= set(ckpt)
 
 
 def test_a_resumed_run_follows_the_same_loss_curve(real_shards, tmp_path, monkeypatch):
@@ -578,7 +580,7 @@ def test_dora_bench_prints_every_ratio_and_refuses_k_0(real_shards):
     table = runner.invoke(app, args)  # people get the same measures as a table
     assert table.exit_code == 0 and all(f"{key}:" in table.output for key in n)
     refused = runner.invoke(app, args + ["--objects", "0"])
-    assert refused.exit_code == 2 and "--objects >= 1" in refused.output
+    assert refused.exit_code == 2 and "DoRA step" in refused.output
 
 
 @pytest.mark.slow
@@ -726,10 +728,11 @@ def test_a_clip_read_again_in_the_same_epoch_gets_new_views(real_shards, tmp_pat
 
 def test_random_masks_differ_between_ranks(real_shards, tmp_path):
     from dora.training.data import normalize
-    from dora.training.step import object_views, step_spec
+    from dora.training.methods import method_class
     from dora.training.train import build
 
     cfg = _cfg(real_shards, tmp_path, mask="random")
+    assert cfg.method == "random_mask"  # --mask random names the ablation, as it did before --method
     batch = _one_batch(real_shards, cfg)
     student, teacher = build(cfg, torch.device("cpu"))
     images = normalize(batch["globals"]).flatten(0, 1)
@@ -737,11 +740,12 @@ def test_random_masks_differ_between_ranks(real_shards, tmp_path):
     with torch.no_grad():
         tokens, q, k = teacher.backbone.tokens_queries_keys(images)
     for rank in (0, 1):
-        spec = step_spec(cfg, torch.device("cpu"), rank)
-        views[rank], _ = object_views(teacher, tokens, q, k, images, cfg.batch_size, spec, torch.Generator().manual_seed(7))
+        method = method_class(cfg.method)(cfg, torch.device("cpu"), "fp32", rank)
+        views[rank], _ = method.object_views(teacher, tokens, q, k, images, cfg.batch_size,
+                                             torch.Generator().manual_seed(7))
     assert not torch.equal(views[0], views[1])
     # and a rank draws the same masks again for the same step (resume stays exact)
-    again, _ = object_views(teacher, tokens, q, k, images, cfg.batch_size, spec, torch.Generator().manual_seed(7))
+    again, _ = method.object_views(teacher, tokens, q, k, images, cfg.batch_size, torch.Generator().manual_seed(7))
     assert torch.equal(again, views[1])
 
 

@@ -33,6 +33,7 @@ class Toy:
     tags: list[str] = field(default_factory=list)  # free tags
     seeds: list[int] = field(default_factory=lambda: [0, 1])  # seeds
     kinds: list[Literal["a", "b"]] = field(default_factory=lambda: ["a"])  # kinds
+    extra: dict = field(default_factory=dict)  # free options
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -112,6 +113,16 @@ def test_lists_of_numbers_or_choices_take_commas_or_repeats_and_strings_never_sp
         assert result.exit_code == 2 and message in result.output, result.output
 
 
+def test_a_dict_is_a_json_object_on_the_command_line_and_a_table_in_a_file(tmp_path):
+    assert _run(["x"])["extra"] == {}
+    assert _run(["x", "--extra", '{"a": [1, 2], "b": 0.5}'])["extra"] == {"a": [1, 2], "b": 0.5}
+    (tmp_path / "c.toml").write_text("[extra]\nratio = 0.3\n")
+    assert _run(["x", "--config", str(tmp_path / "c.toml")])["extra"] == {"ratio": 0.3}
+    for text in ("{a: 1}", "[1, 2]"):
+        result = runner.invoke(_app(), ["run", "x", "--extra", text])
+        assert result.exit_code == 2 and "--extra takes a JSON object" in result.output, result.output
+
+
 def test_a_missing_required_input_names_it():
     result = runner.invoke(_app(), ["run"])
     assert result.exit_code == 2 and "missing argument INPUTS" in result.output
@@ -136,10 +147,11 @@ def test_the_dora_presets_are_valid_train_configs_and_the_tests_use_cpu_tiny():
     from conftest import TINY
 
     from dora.training.config import PRESETS, TrainConfig, preset
+    from dora.training.methods import REGISTRY
 
     names = sorted(p.stem for p in PRESETS.glob("*.toml"))
-    assert names == ["cpu-demo", "cpu-study", "cpu-study-dino", "cpu-study-dora", "cpu-study-random_mask", "cpu-tiny",
-                     "gpu-hour"]
+    # the fixed ones, and one study preset per registered method (what `dora study` trains it with)
+    assert names == sorted(["cpu-demo", "cpu-study", "cpu-tiny", "gpu-hour", *(f"cpu-study-{m}" for m in REGISTRY)])
     for name in names:
         TrainConfig(shards=["x"], **preset(name))
     assert TINY == load_config_file(PRESETS / "cpu-tiny.toml", TrainConfig) and TINY["arch"] == "vit_tiny_patch16_224"

@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import inspect
 import io
+import json
 import textwrap
 import tokenize
 import tomllib
@@ -224,7 +225,20 @@ def _option_type(hint: Any) -> Any:
         return inner if args and Ellipsis not in args and all(a in (str, int, float) for a in args) else None
     if origin is Literal or inner in (str, int, float, bool, Path):
         return typing.Optional[inner] if optional else inner
+    if inner is dict:
+        return str  # a JSON object on the command line: --method-options '{"pred_ratio": 0.3}'
     return None
+
+
+def _parse_object(text: str, flag: str) -> dict:
+    """A command-line JSON object (ValueError naming the flag if it is not one)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{flag} takes a JSON object, e.g. '{{\"name\": 1}}': {exc.msg} in {text!r}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} takes a JSON object, not {text!r}")
+    return value
 
 
 def config_options(config: type, *, arguments: Sequence[str] = (), flags: dict[str, Sequence[str]] | None = None,
@@ -257,6 +271,8 @@ def config_options(config: type, *, arguments: Sequence[str] = (), flags: dict[s
             has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
             default = defaults.get(f.name, f.default if f.default is not dataclasses.MISSING else
                                    f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            if isinstance(default, dict):
+                default = json.dumps(default)
             required = not has_default and f.name not in defaults
             text = helps.get(f.name, "")
             if text.split(":")[0].split(" ")[0].lower() in _choices(hints[f.name]):  # "object: tracked ..." stays lower
@@ -301,6 +317,8 @@ def config_options(config: type, *, arguments: Sequence[str] = (), flags: dict[s
                         value = _parse_list(value, hints[name], f"--{name.replace('_', '-')}")
                     elif isinstance(value, tuple) and typing.get_origin(_optional(hints[name])[0]) is list:
                         value = list(value)
+                    elif isinstance(value, str) and _optional(hints[name])[0] is dict:
+                        value = _parse_object(value, f"--{name.replace('_', '-')}")
                     if required and value in (None, [], ()):
                         what = f"argument {name.upper()}" if name in arguments else f"option --{name.replace('_', '-')}"
                         raise ValueError(f"missing {what} (or `{name}` in a --config file)")

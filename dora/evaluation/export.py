@@ -82,15 +82,18 @@ def model_card(checkpoint: Path, info: dict, size: int) -> str:
     ckpt = load_file(checkpoint, "checkpoint")  # as data: load_encoder has read it the same way
     cfg = ckpt["config"]
     run = Path(checkpoint).parent
-    method = "DINO (k = 0)" if not cfg.get("objects") else (
-        "DoRA with random masks (ablation)" if cfg.get("mask") == "random" else f"DoRA (k = {cfg['objects']})")
+    from dora.training.config import method_name
+    from dora.training.methods import REGISTRY
+
+    name = method_name(cfg.get("method", "dora"), cfg.get("objects", 3), cfg.get("mask", "object"))
+    method = REGISTRY[name].describe(cfg) if name in REGISTRY else str(name)[:40]
     evals = []
     for name in ("knn", "linear", "davis", "discover"):
         metrics = run / name / "metrics.json"
         if metrics.is_file():
             evals.append(f"- `{name}`: `{json.dumps(json.loads(metrics.read_text()).get('results', {}))[:300]}`")
     recipe = {k: cfg.get(k) for k in ("arch", "global_size", "local_size", "local_crops", "frames_per_clip", "batch_size",
-                                      "lr", "out_dim", "objects", "mask", "teacher_temp", "momentum_teacher")}
+                                      "lr", "out_dim", "method", "objects", "teacher_temp", "momentum_teacher")}
     return "\n".join([
         "---", "library_name: timm", "license: cc-by-4.0", "tags:", "- image-feature-extraction", "- timm",
         "- self-supervised", "- dora", "- walking-tours", "pipeline_tag: image-feature-extraction", "---", "",

@@ -11,9 +11,10 @@ from dataclasses import replace
 import torch
 
 from dora.training.config import TrainConfig
-from dora.training.data import ClipStream, make_loader, normalize
-from dora.training.loss import DistillLoss
-from dora.training.step import StepSpec, autocast, object_views, step_spec, train_step
+from dora.training.data import ClipStream, make_loader
+from dora.training.methods import method_class
+from dora.training.methods.dora import DoRA
+from dora.training.step import resolve_precision, train_step
 from dora.training.train import build, update_teacher
 from wtours.shards import open_shards
 
@@ -27,16 +28,16 @@ def fake_batch(cfg: TrainConfig, gen: torch.Generator) -> dict:
     return batch
 
 
-def reference_step(student, teacher, loss_fn, batch, spec: StepSpec, temp, device, gen) -> tuple[torch.Tensor, dict]:
+def reference_step(method: DoRA, student, teacher, batch, temp, gen) -> tuple[torch.Tensor, dict]:
     """The reference code's step structure (shashankvkt/DoRA_ICLR24, utils.MultiCropWrapper and main.py):
     the teacher runs once per frame index; the student once per (object, frame) on the masked frames
     and once per frame on that frame's local crops. Same networks, maths and loss as ours, so the
     timing difference is the loop structure (plus the attention kernel, see `explicit_attention`)."""
     clips, frames = batch["globals"].shape[:2]
-    k = spec.objects
-    images = normalize(batch["globals"].to(device))  # [B, T, 3, G, G]
-    local = normalize(batch["locals"].to(device))  # [B, T, L, 3, S, S]
-    with autocast(spec.precision, device):
+    k = method.objects
+    images = method.images(batch, "globals")  # [B, T, 3, G, G]
+    local = method.images(batch, "locals")  # [B, T, L, 3, S, S]
+    with method.autocast():
         with torch.no_grad():
             teacher_out, outputs = [], []
             for t in range(frames):
@@ -45,15 +46,15 @@ def reference_step(student, teacher, loss_fn, batch, spec: StepSpec, temp, devic
             teacher_out = torch.stack(teacher_out, 1).flatten(0, 1)  # clip-major, as ours
             tokens, queries, keys = (torch.stack(parts, 1).flatten(0, 1) for parts in zip(*outputs))
             flat = images.flatten(0, 1)
-            views, fraction = object_views(teacher, tokens, queries, keys, flat, clips, spec, gen)
+            views, fraction = method.object_views(teacher, tokens, queries, keys, flat, clips, gen)
             views = views.reshape(clips, frames, k, *flat.shape[1:])
         object_out = torch.stack([torch.stack([student(views[:, t, i]) for i in range(k)], 1)
                                   for t in range(frames)], 1)  # [B, T, k, K]
-        local_out = torch.stack([student(local[:, t].flatten(0, 1)).reshape(clips, spec.local_crops, -1)
+        local_out = torch.stack([student(local[:, t].flatten(0, 1)).reshape(clips, method.local_crops, -1)
                                  for t in range(frames)], 1)  # [B, T, L, K]
     student_out = torch.cat([object_out, local_out], dim=2).flatten(0, 1)
-    loss = loss_fn(student_out, teacher_out, temp, spec.view_weights)
-    loss_fn.update_center(teacher_out)
+    loss = method.distill(student_out, teacher_out, temp, method.view_weights)
+    method.distill.update_center(teacher_out)
     return loss, {"mask_fraction": fraction}
 
 
@@ -79,16 +80,16 @@ def time_steps(cfg: TrainConfig, steps: int, warmup: int, step: str = "batched",
     if explicit:
         explicit_attention(student, teacher)
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4)
-    loss_fn = DistillLoss(cfg.out_dim).to(device)
+    method = method_class(cfg.method)(cfg, device, resolve_precision(cfg.precision, device))
     gen = torch.Generator().manual_seed(0)
     batch = fake_batch(cfg, gen)
-    step_fn, spec = STEPS[step], step_spec(cfg, device)
+    step_fn = STEPS[step]
     times = []
     for i in range(warmup + steps):
         if device.type == "cuda":
             torch.cuda.synchronize()
         tick = time.perf_counter()
-        loss, _ = step_fn(student, teacher, loss_fn, batch if batches is None else next(batches), spec, 0.04, device,
+        loss, _ = step_fn(method, student, teacher, batch if batches is None else next(batches), 0.04,
                           torch.Generator().manual_seed(i))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -120,10 +121,11 @@ def loader_rate(cfg: TrainConfig, batches: int) -> dict[str, float]:
 
 def bench(cfg: TrainConfig, steps: int = 5, warmup: int = 2, loader_batches: int = 20) -> dict[str, float]:
     """All timings, and the ratios the project's speed bars are about."""
-    if cfg.objects < 1:
-        raise ValueError("dora bench times a DoRA step (--objects >= 1) against DINO and the reference loop")
+    if not issubclass(method_class(cfg.method), DoRA):
+        raise ValueError("dora bench times a DoRA step (--method dora or random_mask) against DINO and the reference "
+                         "loop")
     dora = time_steps(cfg, steps, warmup)
-    dino = time_steps(replace(cfg, objects=0), steps, warmup)
+    dino = time_steps(replace(cfg, method="dino"), steps, warmup)
     reference = time_steps(cfg, steps, warmup, step="reference")
     reference_explicit = time_steps(cfg, steps, warmup, step="reference", explicit=True)
     result = {"dora_step_s": dora, "dino_step_s": dino, "reference_loop_step_s": reference,

@@ -3,7 +3,7 @@ line builds its options from them without importing the trainer. The comment aft
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,10 +39,13 @@ class TrainConfig:
     shards: list[str]  # shard folders (`wtours shard` output), brace/glob patterns of tars, or URLs
     out: Path = Path("runs/dora")  # run folder: checkpoint.pt, log.jsonl, config.json
     arch: str = "vit_small_patch16_224"  # any timm ViT (vit_tiny_patch16_224 for CPU runs)
-    objects: int = 3  # objects k discovered and tracked per clip; 0 = plain DINO (Caron et al.): two global
-    # crops of each frame and the locals
+    method: str = "dora"  # the training method (dora/training/methods): dora (objects discovered and tracked),
+    # dino (Caron et al.: two global crops of each frame and the locals), random_mask (DoRA with random masks)
+    objects: int = 3  # objects k discovered and tracked per clip (dora, random_mask); --objects 0 is --method dino
+    method_options: dict = field(default_factory=dict)  # options of the method beyond the shared ones, e.g.
+    # '{"pred_ratio": 0.3}' for ibot (each method's Options lists them; unknown names are refused)
     sinkhorn: bool = True  # refine prototypes with Sinkhorn-Knopp (--no-sinkhorn: ablation)
-    mask: Literal["object", "random"] = "object"  # object: tracked object masks; random: random masks (ablation)
+    mask: Literal["object", "random"] = "object"  # object: tracked object masks; random: --method random_mask
     sinkhorn_iters: int = 30  # Sinkhorn-Knopp iterations
     sinkhorn_eps: float = 0.05  # Sinkhorn-Knopp epsilon
     loss_weighting: Literal["half", "mean"] = "half"  # half: 0.5 x object views + 0.5 x local views (the
@@ -105,6 +108,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
+        self.method = method_name(self.method, self.objects, self.mask)
         if self.mask not in ("object", "random"):
             raise ValueError(f"--mask must be object or random, not {self.mask!r}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
@@ -120,9 +124,21 @@ class TrainConfig:
 
     @property
     def augment(self) -> AugmentConfig:
-        """The augmentation these sizes give (DINO's two global crops when objects == 0)."""
+        """The augmentation these sizes give, with the global crops per frame the method asks for."""
+        from dora.training.methods import method_class  # torch: only when a run is set up, not for --help
+
         return AugmentConfig(global_size=self.global_size, pre_size=self.pre_size, local_size=self.local_size,
-                             local_crops=self.local_crops, global_crops=1 if self.objects else 2)
+                             local_crops=self.local_crops, global_crops=method_class(self.method).global_crops)
+
+
+def method_name(method: str, objects: int, mask: str) -> str:
+    """--method, with the options that named a method before it did read as they meant (--objects 0: dino;
+    --mask random: random_mask), so that every config and checkpoint written then names its method."""
+    if method == "dora" and objects == 0:
+        return "dino"
+    if method == "dora" and mask == "random":
+        return "random_mask"
+    return method
 
 
 def preset(name: str) -> dict[str, Any]:

@@ -19,7 +19,8 @@ class ViTBackbone(nn.Module):
     than kept in hidden state, for one extra `qkv` projection (about 2 % of a ViT-S forward).
     """
 
-    def __init__(self, arch: str, img_size: int = 224, drop_path_rate: float = 0.0, vit: nn.Module | None = None):
+    def __init__(self, arch: str, img_size: int = 224, drop_path_rate: float = 0.0, vit: nn.Module | None = None,
+                 mask_token: bool = False):
         super().__init__()
         if vit is None:
             if arch not in timm.list_models():
@@ -34,10 +35,20 @@ class ViTBackbone(nn.Module):
         self.num_heads: int = attn.num_heads
         self.num_prefix: int = self.vit.num_prefix_tokens
         self.patch_size: int = self.vit.patch_embed.patch_size[0]
+        # Masked image modelling (iBOT): a learnable token put in place of masked patches' embeddings, before the
+        # position embedding is added (iBOT's `masked_embed`, zeros at the start).
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, self.embed_dim)) if mask_token else None
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Output tokens [B, prefix + patches, D] after the final norm."""
-        return self.vit.forward_features(images)
+    def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Output tokens [B, prefix + patches, D] after the final norm; `mask` [B, rows, cols] (bool): the patches
+        whose embedding the mask token replaces."""
+        if mask is None:
+            return self.vit.forward_features(images)
+        vit = self.vit
+        x = vit.patch_embed(images)  # [B, rows, cols, D]: timm's dynamic-size layout
+        x = torch.where(mask[..., None], self.mask_token.to(x.dtype), x)
+        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(x)))  # then timm's forward_features, in order
+        return vit.norm(vit.blocks(x))
 
     def tokens_queries_keys(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Output tokens [B, N, D] (as `forward`) and the last block's queries and keys [B, heads, N, head_dim]."""
@@ -83,17 +94,27 @@ class DINOModel(nn.Module):
     """Backbone plus head; `forward` maps images to head outputs of their [CLS] token."""
 
     def __init__(self, arch: str, img_size: int, out_dim: int, drop_path_rate: float = 0.0,
-                 norm_last_layer: bool = False, hidden_dim: int = 2048, bottleneck_dim: int = 256):
+                 norm_last_layer: bool = False, hidden_dim: int = 2048, bottleneck_dim: int = 256,
+                 mask_token: bool = False):
         super().__init__()
-        self.backbone = ViTBackbone(arch, img_size, drop_path_rate)
+        self.backbone = ViTBackbone(arch, img_size, drop_path_rate, mask_token=mask_token)
         self.head = DINOHead(self.backbone.embed_dim, out_dim, hidden_dim, bottleneck_dim, norm_last_layer)
 
-    def forward(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, images: torch.Tensor | list[torch.Tensor], masks: list[torch.Tensor | None] | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Head outputs of the [CLS] tokens; a list of batches (e.g. of two resolutions) is one call,
-        as DINO's multi-crop wrapper does, so DDP sees a single forward per step."""
+        as DINO's multi-crop wrapper does, so DDP sees a single forward per step. With `masks` (one per batch,
+        None for a batch without): also the head outputs of every patch token of the masked batches,
+        [images, patches, out_dim] (iBOT's shared head)."""
         batches = images if isinstance(images, (list, tuple)) else [images]
-        cls = torch.cat([self.backbone(x)[:, 0] for x in batches if len(x)])
-        return self.head(cls)
+        if masks is None:
+            return self.head(torch.cat([self.backbone(x)[:, 0] for x in batches if len(x)]))
+        tokens = [self.backbone(x, m) for x, m in zip(batches, masks)]
+        prefix = self.backbone.num_prefix
+        cls = torch.cat([t[:, 0] for t in tokens])
+        patches = torch.cat([t[:, prefix:] for t, m in zip(tokens, masks) if m is not None])
+        out = self.head(torch.cat([cls, patches.flatten(0, 1)]))  # one pass of the head for both
+        return out[: len(cls)], out[len(cls):].reshape(*patches.shape[:2], -1)
 
 
 def patch_grid(model: ViTBackbone, height: int, width: int) -> tuple[int, int]:

@@ -1,8 +1,8 @@
-"""`dora train`: DoRA (or DINO, k = 0) from `wtours shard` shards, one CPU or many GPUs (torchrun).
+"""`dora train`: any registered method (DoRA, DINO, ...) from `wtours shard` shards, one CPU or many GPUs (torchrun).
 
 As facebookresearch/dino splits `train_dino` and `train_one_epoch`: `build_run` sets a run up (data,
-networks, per-step schedules, resume), `Run` lists what a checkpoint saves and restores, `optimise`
-is one step (the maths is dora.training.step's), and `train` is the loop. Teacher = EMA of the student under
+networks, the method, per-step schedules, resume), `Run` lists what a checkpoint saves and restores, `optimise`
+is one step (the maths is the method's, dora.training.methods), and `train` is the loop. Teacher = EMA of the student under
 no_grad; a non-finite loss stops the run; checkpoints hold everything needed to resume on the same
 batch with the same random state.
 """
@@ -30,15 +30,15 @@ from torch.nn.parallel import DistributedDataParallel
 from dora.training.checkpoint import load_file, numpy_state_from_data, numpy_state_to_data
 from dora.training.config import TrainConfig
 from dora.training.data import ClipStream, DataError, epoch_batches, make_loader, median_crop_side
-from dora.training.loss import DistillLoss
+from dora.training.methods import method_class
+from dora.training.methods.base import Method
 from dora.training.model import DINOModel
 from dora.training.prefetch import ViewPrefetcher, with_views
 from dora.training.runlog import TrainLog, resident_mb
 from dora.training.schedules import cosine, teacher_temperatures
 from dora.training.step import (  # train_step: looked up here (tests patch it)
-    StepSpec,
     clip_gradients,
-    step_spec,
+    resolve_precision,
     train_step,
 )
 from wtours.shards import ShardSet, open_shards
@@ -114,14 +114,14 @@ def param_groups(model: torch.nn.Module) -> list[dict]:
 
 
 def build(cfg: TrainConfig, device: torch.device) -> tuple[DINOModel, DINOModel]:
-    """Student and teacher (a copy, no gradients); checks k against the heads before training."""
+    """Student and teacher (a copy, no gradients)."""
+    mask_token = method_class(cfg.method).mask_token  # the method says what its student needs
+
     def network(drop_path: float) -> DINOModel:
         return DINOModel(cfg.arch, cfg.global_size, cfg.out_dim, drop_path, cfg.norm_last_layer,
-                         cfg.head_hidden_dim, cfg.head_bottleneck_dim).to(device)
+                         cfg.head_hidden_dim, cfg.head_bottleneck_dim, mask_token).to(device)
 
     student = network(cfg.drop_path)
-    if cfg.objects > student.backbone.num_heads:
-        raise ValueError(f"--objects {cfg.objects} exceeds the {student.backbone.num_heads} heads of {cfg.arch}")
     # The teacher is built without drop path (timm puts no DropPath in it) and starts as the student's copy, as
     # DINO's main_dino.py builds its teacher. Its initialisation draws under fork_rng, so the global random
     # state after `build` is what it was with a copied teacher (the student's later draws are unchanged).
@@ -230,21 +230,24 @@ class Run:
     model: torch.nn.Module  # the student, wrapped in DDP with several processes
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    loss_fn: DistillLoss
+    method: Method  # the step's maths and what it keeps between steps (e.g. the teacher's centre)
     sched: Schedules
     shards: ShardSet
-    spec: StepSpec  # what a step needs of cfg, with the precision resolved
     clips: int | None  # stored clips in the shards
     epoch_clips: int | None  # clips an epoch is counted as (--epoch-length)
     state: RunState = field(default_factory=RunState)
     notes: list[str] = field(default_factory=list)  # said at the run's start (e.g. a precision change on resume)
 
     SAVED = {"student": "student", "teacher": "teacher", "optimizer": "optimizer", "scaler": "scaler",
-             "loss": "loss_fn"}  # checkpoint key -> attribute
+             "method": "method"}  # checkpoint key -> attribute
 
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def precision(self) -> str:
+        return self.method.precision
 
     def save(self, path: Path) -> None:
         """A checkpoint of the run as it stands (every rank takes part: the random states are gathered)."""
@@ -258,13 +261,16 @@ class Run:
         if self.main:
             save_checkpoint(path, {**{key: getattr(self, name).state_dict() for key, name in self.SAVED.items()},
                                    "step": self.state.step, "epoch": self.state.step // self.sched.steps_per_epoch,
-                                   "rng": rngs, "precision": self.spec.precision, "world_size": self.world, "config": {**asdict(self.cfg), "out": str(self.cfg.out)}})
+                                   "rng": rngs, "precision": self.precision, "world_size": self.world, "config": {**asdict(self.cfg), "out": str(self.cfg.out)}})
 
     def restore(self, path: Path) -> None:
         """Resume from `path`: read on the CPU as data (weights_only), then placed. Each tensor goes where
         its owner keeps it (load_state_dict copies onto the parameters' device; AdamW's step counters stay on
         the CPU, as torch keeps them), and the random states are restored on their own devices."""
         ckpt = load_file(path, "checkpoint", trust=self.cfg.trust_checkpoint)
+        if isinstance(ckpt, dict) and "method" not in ckpt and isinstance(ckpt.get("loss"), dict):
+            # Checkpoints written before methods were modules: the distillation loss's centre, saved on its own.
+            ckpt["method"] = {f"distill.{key}": value for key, value in ckpt.pop("loss").items()}
         if not isinstance(ckpt, dict) or not {"config", "step", "rng", *self.SAVED} <= set(ckpt):
             raise ValueError(f"{path}: not a `dora train` checkpoint; use another --out or --no-resume")
         if ckpt["config"]["arch"] != self.cfg.arch or ckpt["config"]["out_dim"] != self.cfg.out_dim:
@@ -282,8 +288,8 @@ class Run:
                 # fp16 <-> bf16/fp32: the gradient scaler has nothing to carry over; fp16 starts a fresh one.
                 continue
             getattr(self, name).load_state_dict(ckpt[key])
-        if saved_precision not in (None, self.spec.precision):
-            self.notes.append(f"{path}: saved in {saved_precision}, resumed in {self.spec.precision}"
+        if saved_precision not in (None, self.precision):
+            self.notes.append(f"{path}: saved in {saved_precision}, resumed in {self.precision}"
                               + (" (a fresh gradient scaler)" if self.scaler.is_enabled() else ""))
         set_rng_state(rngs[self.rank])
         self.state.step = self.state.saved_step = ckpt["step"]
@@ -299,14 +305,15 @@ def build_run(cfg: TrainConfig) -> Run:
     steps_per_epoch = cfg.steps_per_epoch or max(1, (epoch or 0) // (cfg.batch_size * world))
     torch.manual_seed(cfg.seed)
     student, teacher = build(cfg, device)
-    spec = step_spec(cfg, device, rank)
+    method = method_class(cfg.method)(cfg, device, resolve_precision(cfg.precision, device), rank)
+    method.check(student)
     run = Run(cfg, rank, world, device, student, teacher,
               model=DistributedDataParallel(student) if world > 1 else student,
               # fused on GPUs: one kernel for all parameters, its step counters on the device (no host reads)
               optimizer=torch.optim.AdamW(param_groups(student), fused=device.type == "cuda"),
-              scaler=torch.amp.GradScaler(device.type, enabled=spec.precision == "fp16"),
-              loss_fn=DistillLoss(cfg.out_dim, cfg.student_temp, cfg.center_momentum).to(device),
-              sched=schedules(cfg, steps_per_epoch, world), shards=shards, spec=spec, clips=clips, epoch_clips=epoch)
+              scaler=torch.amp.GradScaler(device.type, enabled=method.precision == "fp16"),
+              method=method, sched=schedules(cfg, steps_per_epoch, world), shards=shards, clips=clips,
+              epoch_clips=epoch)
     cfg.out.mkdir(parents=True, exist_ok=True)
     if cfg.resume and (cfg.out / "checkpoint.pt").is_file():
         run.restore(cfg.out / "checkpoint.pt")
@@ -379,8 +386,7 @@ def optimise(run: Run, batch: dict, stop: "_StopRequest", began: float) -> tuple
             group["weight_decay"] = float(sched.wd[step])
     step_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     batch = with_views(batch, run.device, cfg.augment)  # --augment-on device: made ahead by ViewPrefetcher
-    loss, info = train_step(run.model, run.teacher, run.loss_fn, batch, run.spec, float(sched.teacher_temp[step]),
-                            run.device, step_gen)
+    loss, info = train_step(run.method, run.model, run.teacher, batch, float(sched.teacher_temp[step]), step_gen)
     # The step's one read from the device (DINO's too): a non-finite loss must stop the run before backward.
     loss_value = loss.item()
     finite = math.isfinite(loss_value)
@@ -519,7 +525,7 @@ def _train(run: Run, progress: bool, reporter: Reporter | None) -> RunState:
                                                     "steps_per_epoch": sched.steps_per_epoch,
                                                     "total_steps": sched.total_steps, "clips_in_shards": run.clips,
                                                     "clips_per_epoch": run.epoch_clips,
-                                                    "shard_count": len(run.shards.urls), "precision_used": run.spec.precision})
+                                                    "shard_count": len(run.shards.urls), "precision_used": run.precision})
         for line in budget_lines(run):
             (reporter.warn if "longer than this run" in line else reporter.info)(line)
         for warning in [*resolution_warnings(run.shards, cfg), *run.notes]:
