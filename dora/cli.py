@@ -7,7 +7,15 @@ from pathlib import Path
 import typer
 
 from dora.demo import DemoConfig
-from dora.evaluation.config import AttnConfig, DavisConfig, DiscoverConfig, KnnConfig, LinearProbeConfig, ProbeConfig
+from dora.evaluation.config import (
+    AttnConfig,
+    DavisConfig,
+    DiscoverConfig,
+    KnnConfig,
+    LinearProbeConfig,
+    ProbeConfig,
+    SegmentConfig,
+)
 from dora.study import StudyConfig
 from dora.sweep import SweepConfig
 from dora.training.config import PRESETS, TrainConfig
@@ -220,6 +228,27 @@ def eval_linear(cfg: LinearProbeConfig, quiet: bool = QUIET, json_lines: bool = 
     metrics = _probe(cfg, "linear", "last4", evaluate, json_lines, quiet)
     if not json_lines:
         typer.echo(f"linear probe: top-1 {metrics['results']['top1']:.2f}  top-5 {metrics['results']['top5']:.2f}")
+
+
+@eval_app.command("segment")
+@config_options(SegmentConfig, flags={"out": ["--out", "-o"], "dataset": ["--set"]})
+def eval_segment(cfg: SegmentConfig, quiet: bool = QUIET, json_lines: bool = JSON) -> None:
+    """Semantic segmentation from frozen patch features (VOC2012, ADE20K): a linear head (BatchNorm + 1x1 conv) or
+    Hummingbird retrieval; mIoU, mean class accuracy, pixel accuracy; per_class.csv.
+
+    Example: dora eval segment --checkpoint runs/venice/checkpoint.pt --root data/VOC2012 --set voc12 --protocol hummingbird
+    """
+    import json
+
+    from dora.evaluation.encoder import EvalError
+    from dora.evaluation.segment import eval_segment as run_segment
+
+    with exit_on_errors((EvalError, ValueError)):
+        m = run_segment(cfg.encoder, cfg, progress=not (quiet or json_lines))
+    r = m["results"]
+    typer.echo(json.dumps(m) if json_lines else
+               f"{m['protocol']} on {m['dataset']} ({m['val_images']} images at {m['size']} px): mIoU {r['mIoU']:.1f}  "
+               f"mAcc {r['mAcc']:.1f}  aAcc {r['aAcc']:.1f}; {cfg.out / 'metrics.json'}")
 
 
 @app.command()

@@ -54,6 +54,9 @@ class StudyConfig:
     linear_epochs: int = 100  # epochs of the linear probe on the first and last checkpoint (0: none)
     davis_sequences: int = 4  # DAVIS-layout sequences (real footage, exact masks) on which the first and last
     # checkpoints are scored by label propagation, J&F (0: none)
+    segment_images: int = 24  # VOC-layout images of the study's objects on unseen backgrounds (and as many more
+    # for the memory bank) on which the first and last checkpoints' patch features are scored by Hummingbird's
+    # semantic segmentation, mIoU (0: none)
     discovery_images: int = 24  # VOC-layout images of the study's objects on unseen backgrounds on which the first
     # and last checkpoints are scored by CorLoc (LOST) and Jaccard (0: none)
 
@@ -130,6 +133,19 @@ def discovery_scores(run: Path, steps: int, root: Path) -> dict[str, dict]:
         cfg = DiscoverConfig(checkpoint=checkpoint, root=root, dataset="voc12", out=run / "discovery" / f"step{step}")
         m = eval_discover(cfg.encoder, cfg, progress=False)
         out[step] = {"corloc": m["corloc"], "jaccard": m["jaccard_best_head"], "dora_jaccard": m["dora_masks_union_jaccard"]}
+    return out
+
+
+def segment_scores(run: Path, steps: int, root: Path, size: int) -> dict[str, float]:
+    """mIoU of Hummingbird's retrieval on the patch features (`dora eval segment`), untrained (step 0) and trained."""
+    from dora.evaluation.config import SegmentConfig
+    from dora.evaluation.segment import eval_segment
+
+    out = {}
+    for step, checkpoint in (("0", run / "checkpoint_init.pt"), (str(steps), run / "checkpoint.pt")):
+        cfg = SegmentConfig(checkpoint=checkpoint, root=root, dataset="voc12", protocol="hummingbird", size=size,
+                            out=run / "segment" / f"step{step}", num_workers=0)
+        out[step] = eval_segment(cfg.encoder, cfg)["results"]["mIoU"]
     return out
 
 
@@ -226,6 +242,16 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
             result = json.loads(done.read_text())
             if "discovery" not in result and (done.parent / "checkpoint_init.pt").is_file():
                 write_json_atomic(done, {**result, "discovery": discovery_scores(done.parent, result["steps"], voc)})
+    if cfg.segment_images:  # semantic segmentation from the patch features (k-NN and the probe read [CLS] only)
+        from wtours.media.voc import make_voc
+
+        crop = {**preset("cpu-study"), **cfg.recipe}["global_size"]
+        seg = make_voc(cfg.out / "data" / "segmentation", images=cfg.segment_images, size=(3 * crop, 9 * crop // 4),
+                       seed=1, train_images=cfg.segment_images)
+        for done in sorted((cfg.out / "runs").glob("*/result.json")):
+            result = json.loads(done.read_text())
+            if "segment" not in result and (done.parent / "checkpoint_init.pt").is_file():
+                write_json_atomic(done, {**result, "segment": segment_scores(done.parent, result["steps"], seg, 2 * crop)})
     # Every finished run in the folder, whichever invocation made it: several `dora study` processes
     # (other seeds or methods, e.g. a Slurm array) may share one --out.
     results["runs"] = {path.parent.name: json.loads(path.read_text())
@@ -280,6 +306,12 @@ def summarise(results: dict) -> dict:
             table[method]["discovery"] = {
                 f"{m}_{when}": _mean_std([r["discovery"][str(r["steps"]) if when == "trained" else "0"][m] for r in runs])
                 for m in ("corloc", "jaccard", "dora_jaccard") for when in ("trained", "untrained")}
+        if all("segment" in r for r in runs):
+            trained = [r["segment"][str(r["steps"])] for r in runs]
+            untrained = [r["segment"]["0"] for r in runs]
+            table[method]["segment"] = {"miou_trained": _mean_std(trained), "miou_untrained": _mean_std(untrained),
+                                        "miou_gain": _mean_std([a - b for a, b in zip(trained, untrained)]),
+                                        "every_seed_gains": all(a > b for a, b in zip(trained, untrained))}
         if all("davis" in r for r in runs):
             trained = [100 * r["davis"][str(r["steps"])] for r in runs]
             untrained = [100 * r["davis"]["0"] for r in runs]
@@ -346,6 +378,17 @@ def report(summary: dict) -> str:
         lines += [f"| {m} | {_ms(d['corloc_trained'])} | {_ms(d['corloc_untrained'])} | {_ms(d['jaccard_trained'])} | "
                   f"{_ms(d['jaccard_untrained'])} | {_ms(d['dora_jaccard_trained'])} | {_ms(d['dora_jaccard_untrained'])} |"
                   for m, d in discovery.items()]
+        lines.append("")
+    segment = {method: row["segment"] for method, row in summary["summary"].items() if "segment" in row}
+    if segment:
+        lines += ["## Semantic segmentation from the patch features", "",
+                  "mIoU (%) of Hummingbird's retrieval (`dora eval segment --protocol hummingbird`: each patch takes the "
+                  "labels of its 30 nearest training patches) on VOC-layout images of the six objects on unseen "
+                  "backgrounds, at twice the training crop; the bank from as many other such images. k-NN and the "
+                  "linear probe read [CLS] only: this reads the patches.", "",
+                  "| method | mIoU trained | untrained | gain | every seed gains |", "|---|---|---|---|---|"]
+        lines += [f"| {m} | {_ms(d['miou_trained'])} | {_ms(d['miou_untrained'])} | {_ms(d['miou_gain'])} | "
+                  f"{'yes' if d['every_seed_gains'] else 'no'} |" for m, d in segment.items()]
         lines.append("")
     davis = {method: row["davis"] for method, row in summary["summary"].items() if "davis" in row}
     if davis:

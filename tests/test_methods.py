@@ -16,7 +16,7 @@ from conftest import TINY
 from dora.training.config import TrainConfig
 from dora.training.methods import REGISTRY, method_class
 from dora.training.methods.ibot import IBOT, block_mask
-from dora.training.train import build, train
+from dora.training.train import build
 
 ROOT = Path(__file__).resolve().parents[1]
 

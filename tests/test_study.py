@@ -16,7 +16,7 @@ def test_the_smallest_study_trains_scores_and_reports(tmp_path):
                 precision="fp32")
     cfg = StudyConfig(out=tmp_path, methods=["dora", "dino"], seeds=[0], steps=4, eval_every=2, video_seconds=8,
                       per_class=4, recipe=tiny, linear_epochs=3, davis_sequences=1,
-                      discovery_images=4)
+                      discovery_images=4, segment_images=4)
     summary = run_study(cfg, progress=False)
     # The data: a training video with its shards, and a labelled set of the six objects in two splits.
     for labelled in (tmp_path / "data" / "objects", tmp_path / "data" / "objects_recoloured"):
@@ -86,6 +86,13 @@ def test_the_smallest_study_trains_scores_and_reports(tmp_path):
     assert all(set(d) == {"0", "4"} and all(0 <= v <= 100 for s in d.values() for v in s.values()) for d in disc.values())
     assert disc["dora-s0"]["0"] == disc["dino-s0"]["0"]
     assert "## Object discovery (the paper's CorLoc and Jaccard columns)" in report
+    # Hummingbird mIoU on the patch features at steps 0 and 4, the same at step 0 for both methods.
+    seg = {name: run["segment"] for name, run in summary["runs"].items()}
+    assert all(set(d) == {"0", "4"} and all(0 <= v <= 100 for v in d.values()) for d in seg.values())
+    assert seg["dora-s0"]["0"] == seg["dino-s0"]["0"]
+    assert summary["summary"]["dora"]["segment"]["miou_gain"]["mean"] == pytest.approx(
+        seg["dora-s0"]["4"] - seg["dora-s0"]["0"])
+    assert "## Semantic segmentation from the patch features" in report
     assert "## Video object segmentation (DAVIS layout)" in report and "## Do the masks land on the objects?" in report
     curves = np.asarray(Image.open(tmp_path / "curves.png").convert("L"))
     assert curves.shape[1] > 500 and curves.std() > 10  # a drawn figure, not a blank one

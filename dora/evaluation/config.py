@@ -1,4 +1,4 @@
-"""The typed configs of the evaluations (`dora eval knn|linear|davis|discover`, `dora attn`): plain
+"""The typed configs of the evaluations (`dora eval knn|linear|davis|discover|segment`, `dora attn`): plain
 dataclasses (no torch), so that the command line builds its options from them without importing the
 evaluations. The comment after each field is its help."""
 
@@ -133,3 +133,35 @@ class DiscoverConfig(EncoderOptions):
     max_images: int | None = None  # score only the first N images of each set (a quick look)
     save_boxes: bool = False  # write boxes/ID.png: the image with the found (red) and true (green) boxes
     seed: int = 0  # seed of the k heads DoRA's masks start from
+
+
+@dataclass(kw_only=True)
+class SegmentConfig(EncoderOptions):
+    """Options of `dora eval segment`."""
+
+    root: Path  # a VOC2012 folder (JPEGImages, SegmentationClass, ImageSets/Segmentation/{train,val}.txt) or an
+    # ADE20K one (images/{training,validation}, annotations/{training,validation})
+    dataset: Literal["voc12", "ade20k"] = "voc12"  # the layout: voc12 (21 classes, 255 void) or ade20k (150 classes,
+    # label 0 ignored)
+    protocol: Literal["linear", "hummingbird"] = "linear"  # linear: a BatchNorm + 1x1 conv head on the frozen patch
+    # features; hummingbird: nearest training patches vote their labels (Balazevic et al., NeurIPS 2023)
+    out: Path = Path("runs/segment")  # folder for metrics.json, per_class.csv, the cached features and masks/
+    size: int = 448  # images and labels resized to SIZE x SIZE (Hummingbird's reference: 512), scored there
+    max_images: int | None = None  # use only the first N images of each split (a quick look)
+    batch_size: int = 16  # images per forward pass (and per step of the linear head)
+    save_masks: bool = False  # write masks/ID.png: image, truth and prediction side by side
+    layers: Literal["last", "last4"] = "last4"  # linear: patch tokens of the last block, or of the last four
+    # concatenated (iBOT's linear segmentation)
+    epochs: int = 20  # linear: epochs of the head over the cached training features
+    lr: float = 1e-3  # linear: AdamW learning rate (cosine to 0)
+    weight_decay: float = 1e-4  # linear: AdamW weight decay
+    seed: int = 0  # seed of the head, its batch order and Hummingbird's augmentation and patch sampling
+    memory_size: int = 102_400  # hummingbird: training patches kept in the memory bank (bounds its memory; the
+    # reference's smallest: 102,400)
+    neighbours: int = 30  # hummingbird: nearest memory patches each patch takes its labels from
+    temperature: float = 0.02  # hummingbird: weights softmax(cosine / T) of the neighbours
+    augment_epochs: int = 1  # hummingbird: passes over the training images (random resized crops 0.5-2 and colour
+    # jitter, as the reference) that fill the bank
+    chunk: int = 32_768  # hummingbird: bank rows compared with a block of 1,024 query patches at once (bounds the
+    # search's memory: 1,024 x CHUNK x 4 bytes)
+    num_workers: int = 2  # DataLoader workers

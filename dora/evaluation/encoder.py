@@ -157,17 +157,22 @@ def image_folder(root: Path, resize: int, crop: int) -> datasets.ImageFolder:
         raise EvalError(f"{root}: {exc}") from exc
 
 
-class LastBlocksCLS:
-    """Collects the [CLS] token after each of the last n blocks (normalised by the final norm)."""
+class LastBlocks:
+    """Collects the tokens after each of the last n blocks (normalised by the final norm); called, their [CLS]
+    tokens concatenated."""
 
     def __init__(self, model: nn.Module, n: int):
         self.model, self.outputs = model, []
         self.handles = [b.register_forward_hook(lambda m, i, o: self.outputs.append(o)) for b in model.blocks[-n:]]
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def tokens(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """[B, N, D] after each of the last n blocks, normalised."""
         self.outputs = []
         self.model.forward_features(images)
-        return torch.cat([self.model.norm(o)[:, 0] for o in self.outputs], dim=-1)
+        return [self.model.norm(o) for o in self.outputs]
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([t[:, 0] for t in self.tokens(images)], dim=-1)
 
     def close(self) -> None:
         for h in self.handles:
@@ -184,7 +189,7 @@ def extract(model: nn.Module, dataset: datasets.ImageFolder, kind: str = "cls", 
 
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
     loader = progress_bar(loader, progress, desc=f"features {Path(dataset.root).name}", unit="batch")
-    tap = LastBlocksCLS(model, 4) if kind == "last4" else None
+    tap = LastBlocks(model, 4) if kind == "last4" else None
     feats, labels = [], []
     try:
         for images, targets in loader:

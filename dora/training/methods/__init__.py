@@ -8,16 +8,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from dora.training.methods.base import Method
 
-REGISTRY: dict[str, type["Method"]] = {}
+REGISTRY: dict[str, type[Method]] = {}
 
 
-def register(cls: type["Method"]) -> type["Method"]:
+def register(cls: type[Method]) -> type[Method]:
     """Class decorator: make a method available as `--method NAME`."""
     REGISTRY[cls.name] = cls
     return cls
 
 
-def method_class(name: str) -> type["Method"]:
+def method_class(name: str) -> type[Method]:
     """The method registered as `name`; ValueError naming the choices otherwise."""
     if name not in REGISTRY:
         raise ValueError(f"unknown method {name!r}; choose from {', '.join(REGISTRY)}")
