@@ -31,9 +31,8 @@ from typing import Literal
 import numpy as np
 
 from dora.training.config import preset
-from wtours.media.objects import OBJECTS, make_labelled_set, make_mask_truth, make_training_video
+from wtours.media.objects import OBJECTS, make_labelled_set, make_mask_truth, make_training_masks, make_training_video
 from wtours_base.files import atomic_path, write_json_atomic, write_text_atomic
-
 
 
 @dataclass
@@ -97,9 +96,10 @@ def prepare_data(cfg: StudyConfig) -> tuple[Path, dict[str, Path], Path]:
     # blown up), labelled images 1.5 times it (64 px crops: 128 px frames and 96 px images).
     crop = {**preset("cpu-study"), **cfg.recipe}["global_size"]
     video = make_training_video(cfg.out / "data" / "objects_walk.mp4", cfg.video_seconds)
+    make_training_masks(video, cfg.video_seconds)  # every frame's true object masks: the oracle's (oracle_mask)
     shards = cfg.out / "data" / "shards"
     shard(ShardConfig(inputs=[video], out=shards, fps=4.0, frames_per_clip=4, phases=2, short_side=sharp_short_side(crop),
-                      clips_per_shard=32, workers=1, mode=OutputMode.quiet))
+                      clips_per_shard=32, workers=1, object_masks=True, mode=OutputMode.quiet))
     sets = {name: make_labelled_set(cfg.out / "data" / name, cfg.per_class, size=crop * 3 // 2, recoloured=recoloured)
             for name, recoloured in LABELLED_SETS.items()}
     truth = make_mask_truth(cfg.out / "data" / f"mask_truth_{crop}px.npz", size=crop)

@@ -88,6 +88,9 @@ class ShardConfig(FaceDetection):
     # shift by a frame or two, the json records the true ones)
     shots: Path | None = None  # shots.csv of `wtours stats` (or its folder): each clip's json gets its shot and
     # cuts_inside (cuts between its first and last frame)
+    object_masks: bool = False  # also store each frame's object masks (NNN.mask.png, format v2) from VIDEO.masks.npz
+    # beside each video: `labels` uint8 [source frames, height, width], 0 background, i object i (the study's
+    # training video has them; real tours do not)
     anonymize: Literal["none", "faces"] = "none"  # faces: blur every face the detector finds in the stored
     # frames (the source video is not changed)
     workers: int = 0  # worker processes (0: one per core, at most one per unit)
@@ -125,6 +128,7 @@ FORMAT_OPTIONS = ("fps", "frames_per_clip", "phases", "short_side", "quality", "
                   "segment_seconds", "start", "end", "skip_nonref", "shots_sha256")
 # ... and with --anonymize faces (absent otherwise, so folders made before these options existed stay valid)
 FACE_OPTIONS = ("anonymize", "face_threshold", "face_detect_size")
+MASK_OPTIONS = ("object_masks",)  # ... and with --object-masks (likewise)
 
 
 @dataclass

@@ -22,10 +22,19 @@ from typing import Any
 
 import numpy as np
 
-from wtours.config import FACE_OPTIONS, FORMAT_OPTIONS, ShardConfig
+from wtours.config import FACE_OPTIONS, FORMAT_OPTIONS, MASK_OPTIONS, ShardConfig
 from wtours.faces import blur_faces, face_detector
 from wtours.inputs import Source, find_sources
-from wtours.shards import FORMAT, INDEX, ShardWriter, describe_shard, encode_jpeg, existing_shards
+from wtours.shards import (
+    FORMAT,
+    FORMAT_MASKS,
+    INDEX,
+    ShardWriter,
+    describe_shard,
+    encode_jpeg,
+    existing_shards,
+    read_object_masks,
+)
 from wtours.video import VideoError, probe, read_frames, scaled_size
 from wtours_base.dist import resolve_rank, split_for_rank
 from wtours_base.files import WriteError, read_json, remove_stale_temporaries, write_json_atomic, write_text_atomic
@@ -66,7 +75,8 @@ class UnitResult:
 
 def format_options(cfg: ShardConfig) -> dict[str, Any]:
     """The options that decide the shards' bytes (a folder holds shards of one set of them)."""
-    return {k: getattr(cfg, k) for k in FORMAT_OPTIONS + (FACE_OPTIONS if cfg.anonymize != "none" else ())}
+    return {k: getattr(cfg, k) for k in FORMAT_OPTIONS + (FACE_OPTIONS if cfg.anonymize != "none" else ())
+            + (MASK_OPTIONS if cfg.object_masks else ())}
 
 
 def plan_units(sources: list[Source], cfg: ShardConfig) -> tuple[list[Unit], dict, list[str]]:
@@ -136,7 +146,7 @@ class ClipAssembler:
     def __init__(self, unit: Unit, cfg: ShardConfig, writer: ShardWriter, next_clip: int):
         self.unit, self.cfg, self.writer, self.next_clip = unit, cfg, writer, next_clip
         self.shot_starts = load_shot_starts(cfg.shots).get(unit.video) if cfg.shots is not None else None
-        self.open: dict[int, dict[int, tuple[float, bytes, int | None]]] = {}
+        self.open: dict[int, dict[int, tuple[float, bytes, int | None, bytes | None]]] = {}
         self.clips = 0
 
     def clip_of(self, index: int) -> int:
@@ -147,10 +157,10 @@ class ClipAssembler:
         """False for frames of clips written before a resume."""
         return self.clip_of(index) >= self.next_clip
 
-    def add(self, index: int, time_s: float, jpeg: bytes, faces: int | None) -> None:
+    def add(self, index: int, time_s: float, jpeg: bytes, faces: int | None, mask: bytes | None = None) -> None:
         k, T, unit = self.cfg.phases, self.cfg.frames_per_clip, self.unit
         clip, slot = self.clip_of(index), index // k % T
-        self.open.setdefault(clip, {})[slot] = (time_s, jpeg, faces)
+        self.open.setdefault(clip, {})[slot] = (time_s, jpeg, faces, mask)
         if slot < T - 1:
             return
         for stale in [c for c in self.open if c < clip]:
@@ -167,7 +177,8 @@ class ClipAssembler:
             meta.update(shot_fields(self.shot_starts, times) if self.shot_starts else {"cuts_inside": None})
         if self.cfg.faces is not None:  # faces blurred in each frame
             meta.update(anonymized="faces", faces=[slots[i][2] for i in range(T)])
-        self.writer.add(f"{unit.name}-{clip:06d}", [slots[i][1] for i in range(T)], meta)
+        masks = [slots[i][3] for i in range(T)] if self.cfg.object_masks else None
+        self.writer.add(f"{unit.name}-{clip:06d}", [slots[i][1] for i in range(T)], meta, masks)
         self.clips += 1
 
 
@@ -203,6 +214,8 @@ def run_unit(unit: Unit, cfg: ShardConfig, threads: int = 0, progress=None) -> U
     message, last_time, last_report = "", unit.t0, time.monotonic()
     write_failed = False
     try:
+        # object masks of every source frame (VIDEO.masks.npz), stored as each sampled frame is
+        masks = read_object_masks(unit.path, unit.src_width, unit.src_height) if cfg.object_masks else None
         if not finished:
             for frame in read_frames(unit.path, fps=cfg.fps * k, size=(unit.width, unit.height), start=unit.t0,
                                      end=unit.t1, first_index=(next_clip % k) + k * (next_clip // k) * T,
@@ -211,7 +224,8 @@ def run_unit(unit: Unit, cfg: ShardConfig, threads: int = 0, progress=None) -> U
                 last_time = frame.time_s
                 if assembler.wants(frame.index):
                     image, found = blur(frame) if blur else (frame.image, None)
-                    assembler.add(frame.index, frame.time_s, encode_jpeg(image, cfg.quality), found)
+                    mask = masks.png(frame.time_s, unit.src_fps, unit.width, unit.height) if masks else None
+                    assembler.add(frame.index, frame.time_s, encode_jpeg(image, cfg.quality), found, mask)
                     frames += 1
                 if progress is not None and time.monotonic() - last_report > 0.5:
                     progress.put((unit.name, last_time))
@@ -266,7 +280,7 @@ def write_index(cfg: ShardConfig, units: list[Unit], videos: dict, errors: list[
     errors = errors + [r["result"]["message"] for r in records if r["status"] == "error"]
     clips = sum(s["clips"] for s in shards)
     index = {
-        "format": FORMAT,
+        "format": FORMAT_MASKS if cfg.object_masks else FORMAT,
         "options": format_options(cfg),
         "tool_versions": tool_versions("av", "webdataset", "pillow"),
         "videos": videos,

@@ -22,6 +22,8 @@ from PIL import Image
 from wtours_base.files import atomic_path, plain_name, read_json, sha256_file
 
 FORMAT = "wtours.shards/v1"
+FORMAT_MASKS = "wtours.shards/v2"  # v1, and every frame's object masks as NNN.mask.png (options.object_masks)
+FORMATS = (FORMAT, FORMAT_MASKS)  # what the readers take
 INDEX = "index.json"
 # A shard is data from anywhere: members and frames past these are bad clips (named and skipped), so that a small
 # crafted tar (a sparse member declaring a gigabyte) or a JPEG declaring gigapixels cannot take a process's memory.
@@ -38,6 +40,49 @@ _KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 def frame_name(i: int) -> str:
     """Member suffix of frame i in a sample: '000.jpg', '001.jpg', ..."""
     return f"{i:03d}.jpg"
+
+
+def mask_name(i: int) -> str:
+    """Member suffix of frame i's object masks: '000.mask.png', ... (a greyscale PNG: 0 background, i object i)."""
+    return f"{i:03d}.mask.png"
+
+
+class ObjectMasks:
+    """A video's object labels per source frame, from VIDEO.masks.npz, as the PNGs a shard stores."""
+
+    def __init__(self, labels: np.ndarray, path: Path):
+        self.labels, self.path = labels, path
+
+    def png(self, time_s: float, fps: float, width: int, height: int) -> bytes:
+        """The labels of the source frame shown at `time_s`, resized (nearest) to the stored frame's size."""
+        index = min(len(self.labels) - 1, int(round(time_s * fps)))
+        image = Image.fromarray(self.labels[index], mode="L")
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.NEAREST)
+        buf = io.BytesIO()
+        image.save(buf, format="PNG", optimize=False)
+        return buf.getvalue()
+
+
+def read_object_masks(video: Path | str, width: int, height: int) -> ObjectMasks:
+    """VIDEO.masks.npz beside a video, read as data (no pickles): labels of every source frame at the video's size
+    or a smaller one of the same aspect; VideoError naming it if missing or malformed."""
+    from wtours.video import VideoError
+
+    path = Path(video).with_suffix(".masks.npz")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            labels = data["labels"]
+    except FileNotFoundError:
+        raise VideoError(f"{path}: no object masks for {Path(video).name} (--object-masks needs VIDEO.masks.npz)") \
+            from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise VideoError(f"{path}: not an object-mask file (an .npz with uint8 `labels` [frames, height, width]: "
+                         f"{exc})") from None
+    if labels.dtype != np.uint8 or labels.ndim != 3 or abs(labels.shape[2] / labels.shape[1] - width / height) > 0.02:
+        raise VideoError(f"{path}: labels {labels.dtype} {list(labels.shape)}, expected uint8 [frames, height, width] "
+                         f"with the video's aspect ({width}x{height})")
+    return ObjectMasks(labels, path)
 
 
 def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
@@ -83,12 +128,14 @@ class ShardWriter:
     written: list[ShardRecord] = field(default_factory=list)
     _samples: list[dict] = field(default_factory=list)
 
-    def add(self, key: str, frames: list[bytes], meta: dict) -> None:
+    def add(self, key: str, frames: list[bytes], meta: dict, masks: list[bytes] | None = None) -> None:
         if not _KEY_RE.match(key):
             raise ValueError(f"bad sample key {key!r}: letters, digits, '_' and '-' only")
         sample = {"__key__": key, "json": json.dumps(meta, sort_keys=True).encode()}
         for i, data in enumerate(frames):
             sample[frame_name(i)] = data
+        for i, data in enumerate(masks or []):
+            sample[mask_name(i)] = data
         self._samples.append(sample)
         if len(self._samples) >= self.clips_per_shard:
             self.flush()
@@ -238,6 +285,14 @@ class ShardSet:
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 return None
         return total
+
+    def has_object_masks(self) -> bool | None:
+        """Whether the clips carry object masks (`wtours shard --object-masks`), from the first clip of the first
+        local shard (None with URL shards only: their clips are checked as they are read)."""
+        for url in self.local:
+            for sample in iter_samples(Path(url)):
+                return mask_name(0) in sample
+        return None
 
     def first_clip(self) -> dict | None:
         """The json of the first clip of the first local shard (None with URL shards only)."""
@@ -454,11 +509,12 @@ def verify(folder: Path) -> list[str]:
         index = read_json(index_path)
     except (OSError, ValueError) as exc:
         return [f"{index_path}: cannot read the index ({exc})"]
-    if index.get("format") != FORMAT:
+    if index.get("format") not in FORMATS:
         return [f"{index_path}: not a {FORMAT} index (format {index.get('format')!r})"]
     try:
         records = _index_records(index, index_path)
         frames_per_clip = index["options"]["frames_per_clip"]
+        with_masks = index["format"] == FORMAT_MASKS
     except (ShardError, KeyError, TypeError) as exc:
         return [str(exc) if isinstance(exc, ShardError) else f"{index_path}: not a {FORMAT} index (no {exc})"]
     listed = set()
@@ -476,17 +532,19 @@ def verify(folder: Path) -> list[str]:
             problems.append(f"{path}: size {path.stat().st_size} != {record['bytes']} in the index")
         if sha256_file(path) != record["sha256"]:
             problems.append(f"{path}: sha256 differs from the index (corrupted or replaced)")
-        problems += [f"{path}: {p}" for p in _check_tar(path, record, frames_per_clip)]
+        problems += [f"{path}: {p}" for p in _check_tar(path, record, frames_per_clip, with_masks)]
     for extra in sorted(p.name for p in folder.glob("*.tar")):
         if extra not in listed:
             problems.append(f"{folder / extra}: shard not listed in the index")
     return problems
 
 
-def _check_tar(path: Path, record: dict, frames_per_clip: int) -> list[str]:
+def _check_tar(path: Path, record: dict, frames_per_clip: int, with_masks: bool = False) -> list[str]:
     """Every clip of one tar against its index record, sample by sample as the tar streams (one clip in memory)."""
     problems: list[str] = []
     expected = {frame_name(i) for i in range(frames_per_clip)} | {"json"}
+    if with_masks:
+        expected |= {mask_name(i) for i in range(frames_per_clip)}
     metas, seen = [], set()
     try:
         for sample in iter_samples(path):
@@ -545,4 +603,12 @@ def _check_sample(key: str, members: dict, record: dict, frames_per_clip: int, e
             continue
         if meta.get("size") and size != meta["size"]:
             problems.append(f"sample {key}: frame {frame_name(i)} is {size}, json says {meta['size']}")
+        if mask_name(i) in expected:
+            try:
+                with Image.open(io.BytesIO(members[mask_name(i)])) as im:
+                    im.load()
+                    if im.mode != "L" or list(im.size) != size:
+                        raise ValueError(f"{im.mode} {list(im.size)}, expected L {size}")
+            except Exception as exc:  # PIL raises many types for broken data
+                problems.append(f"sample {key}: {mask_name(i)} is not the frame's mask ({exc})")
     return problems, meta

@@ -240,6 +240,18 @@ def apply_plan(frames: torch.Tensor, plan: ClipPlan, cfg: AugmentConfig) -> dict
     return out
 
 
+def mask_view(masks: torch.Tensor, plan: ClipPlan, cfg: AugmentConfig) -> torch.Tensor:
+    """A clip's object labels [T, H, W] (uint8) cut as its first global view is: each frame's box resized to the
+    view's size by nearest neighbour (labels are not blended), flipped as the view -> [T, G, G]."""
+    out = []
+    for labels, view in zip(masks, plan.globals[0]):
+        top, left, h, w = view.box
+        crop = TF.resized_crop(labels[None], round(top), round(left), max(1, round(h)), max(1, round(w)),
+                               [cfg.global_size, cfg.global_size], interpolation=TF.InterpolationMode.NEAREST)
+        out.append(TF.horizontal_flip(crop) if view.flip else crop)
+    return torch.cat(out)
+
+
 def augment_clip(frames: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> dict[str, torch.Tensor]:
     """One clip's views (see `plan_clip` and `apply_plan`): what a worker returns when it augments."""
     return apply_plan(frames, plan_clip(frames.shape[-2], frames.shape[-1], frames.shape[0], cfg, gen), cfg)

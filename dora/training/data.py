@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import itertools
 import json
 import multiprocessing
@@ -18,22 +19,34 @@ import os
 import random
 import tarfile
 
+import numpy as np
 import torch
 import webdataset as wds
+from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from dora.training.augment import (  # noqa: F401  (re-exported: the augmentation's names as before)
+    apply_plan,
     augment_clip,
     clip_boxes,
     crop_sides,
+    mask_view,
     median_crop_side,
     normalize,
     plan_clip,
     sharp_short_side,
 )
 from dora.training.config import AugmentConfig
-from wtours.shards import MAX_MEMBER_BYTES, Oversize, ShardError, frame_members, frame_size, sample_problem
+from wtours.shards import (
+    MAX_MEMBER_BYTES,
+    Oversize,
+    ShardError,
+    frame_members,
+    frame_size,
+    mask_name,
+    sample_problem,
+)
 
 
 
@@ -74,8 +87,10 @@ class ClipStream(IterableDataset):
 
     def __init__(self, urls: list[str], frames_per_clip: int, augment: AugmentConfig, batch_size: int, seed: int = 0,
                  rank: int = 0, world_size: int = 1, shuffle_buffer: int = 256, skip_cut_clips: bool = False,
-                 max_bad_fraction: float = 0.01, open_shards: int = 8, augment_on: str = "workers"):
+                 max_bad_fraction: float = 0.01, open_shards: int = 8, augment_on: str = "workers",
+                 object_masks: bool = False):
         super().__init__()
+        self.object_masks = object_masks  # also each clip's object masks, cut as its first global view (oracle)
         self.augment_on = augment_on  # workers: views made here; device: frames and plans, views on the device
         self.max_bad_fraction, self.open_shards = max_bad_fraction, open_shards
         self.urls, self.frames_per_clip, self.augment = urls, frames_per_clip, augment
@@ -168,12 +183,33 @@ class ClipStream(IterableDataset):
         except RuntimeError as exc:  # torchvision's decoder names no file; we do
             raise BadClip(f"its frames do not decode ({str(exc).splitlines()[0]})") from exc
         gen = torch.Generator().manual_seed(clip_seed(self.seed, self.epoch, sample["__key__"], repeat))
+        plan = plan_clip(frames.shape[-2], frames.shape[-1], frames.shape[0], self.augment, gen)
         if self.augment_on == "device":  # the pixel work is the training device's (augment.apply_plans)
-            views = {"frames": frames, "plan": plan_clip(frames.shape[-2], frames.shape[-1], frames.shape[0],
-                                                         self.augment, gen)}
+            views = {"frames": frames, "plan": plan}
         else:
-            views = augment_clip(frames, self.augment, gen)
+            views = apply_plan(frames, plan, self.augment)
+        if self.object_masks:
+            views["masks"] = mask_view(self._masks(sample, frames), plan, self.augment)
         return {**views, "key": sample["__key__"], "video": meta.get("video", ""), "shard": sample.get("__url__", "")}
+
+
+    def _masks(self, sample: dict, frames: torch.Tensor) -> torch.Tensor:
+        """The clip's object labels [T, H, W] uint8 from its NNN.mask.png members (BadClip if it has none)."""
+        out = []
+        for i in range(self.frames_per_clip):
+            data = sample.get(mask_name(i))
+            if data is None:
+                raise BadClip(f"holds no object masks ({mask_name(i)}); this method needs shards made with "
+                              "`wtours shard --object-masks`")
+            try:
+                with Image.open(io.BytesIO(data)) as im:
+                    labels = torch.from_numpy(np.array(im.convert("L")))
+            except Exception as exc:  # PIL raises many types for broken data
+                raise BadClip(f"{mask_name(i)} does not decode ({exc})") from exc
+            if labels.shape != frames.shape[-2:]:
+                raise BadClip(f"{mask_name(i)} is {list(labels.shape)}, its frame {list(frames.shape[-2:])}")
+            out.append(labels)
+        return torch.stack(out)
 
 
 def stand_in_for_bad(clips):
@@ -279,5 +315,7 @@ def _collate(samples: list[dict]) -> dict:
     batch = {name: torch.stack([s[name] for s in samples]) for name in ("globals", "locals", "globals2") if name in samples[0]}
     if "plan" in samples[0]:  # the device path: frames (sizes may differ between videos) and plans, as lists
         batch = {"frames": [s["frames"] for s in samples], "plans": [s["plan"] for s in samples]}
+    if "masks" in samples[0]:
+        batch["masks"] = torch.stack([s["masks"] for s in samples])  # [B, T, G, G] object labels
     return {**batch, "keys": [s["key"] for s in samples], "bad": [p for s in samples for p in s.get("bad", [])],
             "videos": [s["video"] for s in samples], "shards": [s["shard"] for s in samples]}

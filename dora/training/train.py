@@ -307,6 +307,9 @@ def build_run(cfg: TrainConfig) -> Run:
     student, teacher = build(cfg, device)
     method = method_class(cfg.method)(cfg, device, resolve_precision(cfg.precision, device), rank)
     method.check(student)
+    if method.object_masks and shards.has_object_masks() is False:
+        raise DataError(f"{shards.urls[0]}: --method {cfg.method} needs the clips' object masks; make the shards with "
+                        "`wtours shard --object-masks` (from VIDEO.masks.npz beside each video)")
     run = Run(cfg, rank, world, device, student, teacher,
               model=DistributedDataParallel(student) if world > 1 else student,
               # fused on GPUs: one kernel for all parameters, its step counters on the device (no host reads)
@@ -533,7 +536,7 @@ def _train(run: Run, progress: bool, reporter: Reporter | None) -> RunState:
         remove_stale_temporaries(cfg.out, "checkpoint*.pt")  # left by a run killed while saving
     stream = ClipStream(run.shards.urls, cfg.frames_per_clip, cfg.augment, cfg.batch_size, cfg.seed, run.rank,
                         run.world, cfg.shuffle_buffer, cfg.skip_cut_clips, cfg.max_bad_fraction, cfg.open_shards,
-                        cfg.augment_on)
+                        cfg.augment_on, object_masks=run.method.object_masks)
     log = TrainLog(cfg.out, start, sched.total_steps, cfg.out_dim, cfg.log_every, reporter, run.main)
     if cfg.save_init and start == 0 and not (cfg.out / "checkpoint_init.pt").exists():
         run.save(cfg.out / "checkpoint_init.pt")

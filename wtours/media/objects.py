@@ -86,27 +86,51 @@ def _compose(frame: np.ndarray, objects: list[np.ndarray], pair, paths, a: float
     return frame, masks
 
 
+def _training_scenes(seconds: float, seed: int):
+    """The training video's frames and their object labels (uint8: 0 street, 1 and 2 the scene's objects in the
+    order pasted, the later one on top), two objects at a time moving and changing scale, 4 s a scene."""
+    rng, objects, street = _material(seed)
+    w, h = VIDEO_SIZE
+    scene_frames = 4 * VIDEO_FPS
+    for _ in range(math.ceil(seconds * VIDEO_FPS / scene_frames)):
+        pair = rng.choice(len(objects), 2, replace=False)
+        paths = [(rng.uniform([0.15 * w, 0.2 * h], [0.85 * w, 0.8 * h], size=(2, 2)), rng.uniform(0.35, 0.75, 2) * h,
+                  rng.random() < 0.5) for _ in pair]
+        offset = rng.integers(len(street))
+        for i in range(scene_frames):
+            frame, masks = _compose(street[(offset + i) % len(street)], objects, pair, paths, i / (scene_frames - 1))
+            labels = np.zeros(frame.shape[:2], np.uint8)
+            for j, mask in enumerate(masks):
+                labels[mask] = j + 1
+            yield frame, labels
+
+
 def make_training_video(path: Path, seconds: float, seed: int = 0) -> Path:
     """Street footage with two objects at a time moving and changing scale (H.264, 25 fps)."""
     if path.is_file():
         return path
     from wtours.video import write_video
 
-    rng, objects, street = _material(seed)
-    w, h = VIDEO_SIZE
     path.parent.mkdir(parents=True, exist_ok=True)
+    return write_video(path, (frame for frame, _ in _training_scenes(seconds, seed)), VIDEO_FPS, crf=20)
 
-    def frames():
-        scene_frames = 4 * VIDEO_FPS
-        for scene in range(math.ceil(seconds * VIDEO_FPS / scene_frames)):
-            pair = rng.choice(len(objects), 2, replace=False)
-            paths = [(rng.uniform([0.15 * w, 0.2 * h], [0.85 * w, 0.8 * h], size=(2, 2)), rng.uniform(0.35, 0.75, 2) * h,
-                      rng.random() < 0.5) for _ in pair]
-            offset = rng.integers(len(street))
-            for i in range(scene_frames):
-                yield _compose(street[(offset + i) % len(street)], objects, pair, paths, i / (scene_frames - 1))[0]
 
-    return write_video(path, frames(), VIDEO_FPS, crf=20)
+def object_masks_path(video: Path) -> Path:
+    """Where a video's object masks are kept: VIDEO.masks.npz beside it (`wtours shard --object-masks` reads it)."""
+    return Path(video).with_suffix(".masks.npz")
+
+
+def make_training_masks(video: Path, seconds: float, seed: int = 0, step: int = 2) -> Path:
+    """The exact object labels of every frame of `make_training_video(video, seconds, seed)`: an .npz with `labels`
+    uint8 [frames, height / step, width / step] (0 street, 1 and 2 the objects; every `step`-th pixel: a shard's
+    frames are smaller still), beside the video. Made once."""
+    path = object_masks_path(video)
+    if path.is_file():
+        return path
+    labels = np.stack([labels[::step, ::step] for _, labels in _training_scenes(seconds, seed)])
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, labels=labels)
+    return path
 
 
 def make_mask_truth(path: Path, size: int, clips: int = 24, frames: int = 4, seed: int = 1234) -> Path:

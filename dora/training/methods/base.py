@@ -39,6 +39,8 @@ class Method(nn.Module):
     colour: ClassVar[str] = "tab:gray"  # the study's curves
     global_crops: ClassVar[int] = 1  # global views per frame the data makes (DINO's multi-crop: 2)
     mask_token: ClassVar[bool] = False  # the student needs a learnable mask token (masked image modelling)
+    object_masks: ClassVar[bool] = False  # batches carry the clips' true object labels, batch["masks"] [B, T, G, G]
+    # (shards made with `wtours shard --object-masks`)
 
     @dataclass(frozen=True)
     class Options:

@@ -44,16 +44,22 @@ class DoRA(Method):
         return f"DoRA (k = {config.get('objects')})"
 
     def object_views(self, teacher, tokens: torch.Tensor, q: torch.Tensor, k: torch.Tensor, images: torch.Tensor,
-                     clips: int, step_gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                     clips: int, step_gen: torch.Generator, batch: dict | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The k masked copies of every global frame, [B*T*k, 3, G, G], from the teacher's output tokens and
         last-block queries and keys [B*T, h, N, hd], and the mean fraction of pixels the masks keep."""
+        masks = self.object_masks_of(teacher, tokens, q, k, images, clips, step_gen, batch)
+        views = (images[:, None] * masks.to(images.dtype)).reshape(-1, *images.shape[1:])
+        return views, masks.float().mean().detach()  # a tensor: read with the other logged scalars, not mid-step
+
+    def object_masks_of(self, teacher, tokens, q, k, images: torch.Tensor, clips: int, step_gen: torch.Generator,
+                        batch: dict | None) -> torch.Tensor:
+        """Which pixels each of the k views of every frame keeps: [B*T, k, 1, G, G] bool."""
         frames = images.shape[0] // clips
         size = tuple(images.shape[-2:])
         grid = patch_grid(teacher.backbone, *size)
         maps = self.maps(teacher, tokens, q, k, clips, grid[0] * grid[1], step_gen)
-        masks = binary_masks(maps, grid, size).reshape(clips * frames, self.objects, 1, *size)
-        views = (images[:, None] * masks.to(images.dtype)).reshape(-1, *images.shape[1:])
-        return views, masks.float().mean().detach()  # a tensor: read with the other logged scalars, not mid-step
+        return binary_masks(maps, grid, size).reshape(clips * frames, self.objects, 1, *size)
 
     def maps(self, teacher, tokens, q, k, clips: int, patches: int, step_gen: torch.Generator) -> torch.Tensor:
         """Object maps [B, T, k, n]: discovered in frame 0 and tracked (DoRA, Eq. 2-5)."""
@@ -70,7 +76,7 @@ class DoRA(Method):
         with self.autocast():
             with torch.no_grad():
                 tokens, q, k = teacher.backbone.tokens_queries_keys(images)
-                views, fraction = self.object_views(teacher, tokens, q, k, images, clips, step_gen)
+                views, fraction = self.object_views(teacher, tokens, q, k, images, clips, step_gen, batch)
                 teacher_out = teacher.head(tokens[:, 0])
             student_out = student([views, local])
         dim = teacher_out.shape[-1]
