@@ -88,8 +88,11 @@ class ClipStream(IterableDataset):
     def __init__(self, urls: list[str], frames_per_clip: int, augment: AugmentConfig, batch_size: int, seed: int = 0,
                  rank: int = 0, world_size: int = 1, shuffle_buffer: int = 256, skip_cut_clips: bool = False,
                  max_bad_fraction: float = 0.01, open_shards: int = 8, augment_on: str = "workers",
-                 object_masks: bool = False):
+                 object_masks: bool = False, counts: dict[str, tuple[int, int | None]] | None = None):
         super().__init__()
+        # (clips, clips crossing a cut) of each shard, from the index: a resume replays the passes before its
+        # position on these counts instead of reading them (None: unknown, the passes are read)
+        self.counts = counts
         self.object_masks = object_masks  # also each clip's object masks, cut as its first global view (oracle)
         self.augment_on = augment_on  # workers: views made here; device: frames and plans, views on the device
         self.max_bad_fraction, self.open_shards = max_bad_fraction, open_shards
@@ -115,7 +118,9 @@ class ClipStream(IterableDataset):
         # and augmented -> bad clips stood in for.
         reader, readers, skip = self._reader()
         shards = shards_for_reader(self.urls, self.seed, self.epoch, reader, readers)
-        samples = self._samples(shards, random.Random(f"{self.seed}-{self.epoch}-{reader}"))
+        rng = random.Random(f"{self.seed}-{self.epoch}-{reader}")
+        start, skip = self._fast_forward(shards, rng, skip)
+        samples = self._samples(shards, rng, start)
         samples = itertools.islice(samples, skip, None)  # counted before decoding: a resume decodes nothing twice
         yield from stand_in_for_bad(self._clips(samples))
 
@@ -128,15 +133,38 @@ class ClipStream(IterableDataset):
         skip = self.skip_batches // workers + (1 if worker < self.skip_batches % workers else 0)
         return self.rank * workers + worker, self.world_size * workers, skip * self.batch_size
 
-    def _samples(self, shards: list[str], rng: random.Random):
-        """(pass, sample) without end: an epoch is a number of steps, so the shards are read again as needed.
-        Several shards are read at once, their clips interleaved at random, then shuffled: a batch mixes
-        clips of many shards (videos, times). Clips with a cut inside are dropped here, before the resume
-        skip, so a resumed run counts the same clips."""
-        for repeat in itertools.count():
+    def _fast_forward(self, shards: list[str], rng: random.Random, skip: int) -> tuple[int, int]:
+        """(passes to start at, samples still to skip): the whole passes inside a resume's skip are replayed on
+        the shards' clip counts alone (the same random draws as reading them: interleaving and shuffling draw by
+        count, never by content), so a resume deep into a long epoch reads at most one pass of tars, not all of
+        them. Needs every shard's counts (the index; `wtours verify` says the tars match it)."""
+        if not skip or self.counts is None or any(url not in self.counts for url in shards):
+            return 0, skip
+        cut = (lambda url: self.counts[url][1] or 0) if self.skip_cut_clips else (lambda url: 0)
+        if self.skip_cut_clips and any(self.counts[url][1] is None for url in shards):
+            return 0, skip
+        per_pass = sum(self.counts[url][0] - cut(url) for url in shards)
+        if per_pass <= 0:
+            return 0, skip
+        passes = skip // per_pass
+        for _ in range(passes):
+            streams = [iter(range(sum(self.counts[url][0] for url in shards[i::self.open_shards])))
+                       for i in range(max(1, min(self.open_shards, len(shards))))]
+            for _ in self._shuffled(_interleave(streams, rng), rng):
+                pass
+        return passes, skip - passes * per_pass
+
+    def _shuffled(self, samples, rng: random.Random):
+        return wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 64), rng=rng)(samples)
+
+    def _samples(self, shards: list[str], rng: random.Random, start: int = 0):
+        """(pass, sample) without end, from pass `start`: an epoch is a number of steps, so the shards are read
+        again as needed. Several shards are read at once, their clips interleaved at random, then shuffled: a
+        batch mixes clips of many shards (videos, times). Clips with a cut inside are dropped here, before the
+        resume skip, so a resumed run counts the same clips."""
+        for repeat in itertools.count(start):
             kept = 0
-            for sample in wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 64), rng=rng)(
-                    interleave(shards, self.open_shards, rng)):
+            for sample in self._shuffled(interleave(shards, self.open_shards, rng), rng):
                 if self.skip_cut_clips and _cuts_inside(sample) != 0:
                     continue
                 kept += 1
@@ -236,6 +264,11 @@ def interleave(shards: list[str], open_shards: int, rng: random.Random):
     the next sample drawn from a stream chosen at random."""
     streams = [iter(wds.DataPipeline(wds.SimpleShardList(shards[i::open_shards]), _capped_samples))
                for i in range(max(1, min(open_shards, len(shards))))]
+    return _interleave(streams, rng)
+
+
+def _interleave(streams: list, rng: random.Random):
+    """The next item from a stream chosen at random, until every stream is spent."""
     while streams:
         i = rng.randrange(len(streams))
         try:

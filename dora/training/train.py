@@ -183,6 +183,14 @@ def clips_per_epoch(cfg: TrainConfig, shards: ShardSet) -> int | None:
     return clips
 
 
+def shard_counts(shards: ShardSet) -> dict[str, tuple[int, int | None]] | None:
+    """(clips, clips crossing a cut) per shard URL when every shard's clips are counted (a resume then skips the
+    passes before its position without reading them), else None."""
+    if any(s.clips is None for s in shards.shards):
+        return None
+    return {s.url: (s.clips, s.crossing_cuts) for s in shards.shards}
+
+
 def epoch_clips(cfg: TrainConfig, shards: ShardSet, stored: int | None) -> int | None:
     """The clips an epoch is counted as: every source frame a clip start (the authors' epoch) or the stored
     clips once. DataError when the source frames cannot be counted and nothing else says how long an epoch is."""
@@ -536,7 +544,7 @@ def _train(run: Run, progress: bool, reporter: Reporter | None) -> RunState:
         remove_stale_temporaries(cfg.out, "checkpoint*.pt")  # left by a run killed while saving
     stream = ClipStream(run.shards.urls, cfg.frames_per_clip, cfg.augment, cfg.batch_size, cfg.seed, run.rank,
                         run.world, cfg.shuffle_buffer, cfg.skip_cut_clips, cfg.max_bad_fraction, cfg.open_shards,
-                        cfg.augment_on, object_masks=run.method.object_masks)
+                        cfg.augment_on, object_masks=run.method.object_masks, counts=shard_counts(run.shards))
     log = TrainLog(cfg.out, start, sched.total_steps, cfg.out_dim, cfg.log_every, reporter, run.main)
     if cfg.save_init and start == 0 and not (cfg.out / "checkpoint_init.pt").exists():
         run.save(cfg.out / "checkpoint_init.pt")
