@@ -212,6 +212,22 @@ class Check:
         finally:
             ahead.close()
         out["views_ahead_cost"] = out["step_views_ahead_s"] / out["step_alone_s"] - 1
+        # --decode-on device: the workers hand over JPEG bytes; the thread decodes them (nvJPEG) and makes the views
+        from torchvision.io import encode_jpeg
+
+        jpegs = [[encode_jpeg(frame, quality=90) for frame in clip.cpu()] for clip in clips]
+
+        def jpeg_source():
+            for s in itertools.count():
+                yield {"jpegs": jpegs, "plans": plans[s % len(plans)], "bad": [], "keys": [""] * len(jpegs),
+                       "shards": [""] * len(jpegs)}, None
+
+        ahead = ViewPrefetcher(jpeg_source(), self.device, cfg.augment)
+        try:
+            out["step_decode_views_ahead_s"] = time_steps(cfg, n, warm, batches=(b for b, _ in ahead))
+        finally:
+            ahead.close()
+        out["decode_views_ahead_cost"] = out["step_decode_views_ahead_s"] / out["step_alone_s"] - 1
         return out
 
     def sync(self) -> None:

@@ -3,6 +3,7 @@ it was written before the split (kept here as the reference, verbatim), and the 
 CPU, equals the image-by-image path exactly (on a GPU its kernels round their own way: float tolerance)."""
 
 import itertools
+import json
 
 import pytest
 import torch
@@ -125,11 +126,36 @@ def test_training_with_the_views_made_on_the_device_follows_the_same_losses(real
 
     # 7 steps of 5-step epochs: the thread that makes the views ahead is stopped and started at the boundary.
     losses = {}
-    for where in ("workers", "device"):
-        cfg = TrainConfig(shards=[str(real_shards)], out=tmp_path / where, max_steps=7,
-                          **{**TINY, "objects": objects, "augment_on": where, "num_workers": 1})
-        losses[where] = train(cfg, progress=False).losses
-    assert len(losses["device"]) == 7 and losses["device"] == losses["workers"], losses
+    for where, decode in (("workers", "workers"), ("device", "workers"), ("device", "device")):
+        cfg = TrainConfig(shards=[str(real_shards)], out=tmp_path / f"{where}-{decode}", max_steps=7,
+                          **{**TINY, "objects": objects, "augment_on": where, "decode_on": decode, "num_workers": 1})
+        losses[where, decode] = train(cfg, progress=False).losses
+    assert len(losses["device", "workers"]) == 7 and losses["device", "workers"] == losses["workers", "workers"], losses
+    assert losses["device", "device"] == losses["workers", "workers"]  # JPEGs decoded by the training device too
+
+
+def test_a_jpeg_that_does_not_decode_on_the_device_is_stood_in_for_and_named(real_shards, tmp_path):
+    from typer.testing import CliRunner
+
+    from dora.cli import app
+
+    from test_dora import _corrupt_copy
+
+    hit = _corrupt_copy(real_shards, tmp_path / "shards", lambda i, name: i == 0 and name.split(".")[0].endswith("1")
+                        and name.endswith("1.jpg"))
+    assert len(hit) == 1
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--shards", str(tmp_path / "shards"), "--out", str(out), "--max-steps",
+                                      "5", "--config", "cpu-tiny", "--num-workers", "1", "--augment-on", "device",
+                                      "--decode-on", "device", "-q"])
+    assert result.exit_code == 0, result.output
+    warning = [line for line in result.output.splitlines() if "skipped a bad clip" in line]
+    assert len(warning) == 1 and hit[0][0] in warning[0] and hit[0][1] in warning[0] and "do not decode" in warning[0]
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5] and log[-1]["skipped"] == 1
+    refused = CliRunner().invoke(app, ["train", "--shards", str(real_shards), "--out", str(tmp_path / "x"),
+                                       "--config", "cpu-tiny", "--decode-on", "device"])
+    assert refused.exit_code == 2 and "--decode-on device needs --augment-on device" in refused.output
 
 
 def test_the_thread_that_makes_views_ahead_gives_the_same_batches_and_stops(real_shards):

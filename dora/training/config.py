@@ -89,6 +89,9 @@ class TrainConfig:
     augment_on: Literal["workers", "device"] = "workers"  # where the views' pixel work runs: workers (each clip in
     # a DataLoader worker, on the CPU) or device (the workers decode and draw the random choices; crops, flips,
     # colour, blur and solarize run batched on the training device: the GPU's way to keep up)
+    decode_on: Literal["workers", "device"] = "workers"  # where the JPEGs are decoded: workers (on the CPU), or
+    # device (with --augment-on device: the workers hand over the bytes and the training device decodes them in
+    # one batched call, nvJPEG on a GPU; a GPU whose torchvision cannot falls back to the CPU)
     shuffle_buffer: int = 256  # clips in each reader's shuffle buffer
     skip_cut_clips: bool = False  # leave out clips whose frames span a shot cut (shards made with
     # `wtours shard --shots`)
@@ -115,6 +118,8 @@ class TrainConfig:
             raise ValueError(f"--precision must be auto, fp32, bf16 or fp16, not {self.precision!r}")
         if self.augment_on not in ("workers", "device"):
             raise ValueError(f"--augment-on must be workers or device, not {self.augment_on!r}")
+        if self.decode_on not in ("workers", "device") or (self.decode_on == "device" and self.augment_on != "device"):
+            raise ValueError("--decode-on device needs --augment-on device (the views are made where the frames are)")
         if self.epoch_length not in ("source-frames", "stored-clips"):
             raise ValueError(f"--epoch-length must be source-frames or stored-clips, not {self.epoch_length!r}")
         if self.loss_weighting not in ("half", "mean"):

@@ -88,8 +88,11 @@ class ClipStream(IterableDataset):
     def __init__(self, urls: list[str], frames_per_clip: int, augment: AugmentConfig, batch_size: int, seed: int = 0,
                  rank: int = 0, world_size: int = 1, shuffle_buffer: int = 256, skip_cut_clips: bool = False,
                  max_bad_fraction: float = 0.01, open_shards: int = 8, augment_on: str = "workers",
-                 object_masks: bool = False, counts: dict[str, tuple[int, int | None]] | None = None):
+                 object_masks: bool = False, counts: dict[str, tuple[int, int | None]] | None = None,
+                 decode_on: str = "workers"):
         super().__init__()
+        # workers: JPEGs decoded here; device: handed over as bytes, decoded by the training device (prefetch)
+        self.decode_on = decode_on
         # (clips, clips crossing a cut) of each shard, from the index: a resume replays the passes before its
         # position on these counts instead of reading them (None: unknown, the passes are read)
         self.counts = counts
@@ -201,27 +204,32 @@ class ClipStream(IterableDataset):
         meta = json.loads(sample["json"])
         # Clips are stored with T frames; a longer stored clip gives its first T.
         try:
-            for n in names[:self.frames_per_clip]:
-                frame_size(sample[n])  # the header's size, before any pixel is decoded
+            sizes = {frame_size(sample[n]) for n in names[:self.frames_per_clip]}  # headers only, no pixel decoded
         except Exception as exc:  # PIL raises many types for a broken header
-            raise BadClip(f"frame {n}: {exc}") from exc
+            raise BadClip(f"a frame's header: {exc}") from exc
+        if len(sizes) != 1:
+            raise BadClip(f"its frames differ in size ({sorted(sizes)})")
+        (width, height), = sizes
         data = [torch.frombuffer(bytearray(sample[n]), dtype=torch.uint8) for n in names[:self.frames_per_clip]]
-        try:
-            frames = torch.stack(decode_jpeg(data, mode=ImageReadMode.RGB))
-        except RuntimeError as exc:  # torchvision's decoder names no file; we do
-            raise BadClip(f"its frames do not decode ({str(exc).splitlines()[0]})") from exc
         gen = torch.Generator().manual_seed(clip_seed(self.seed, self.epoch, sample["__key__"], repeat))
-        plan = plan_clip(frames.shape[-2], frames.shape[-1], frames.shape[0], self.augment, gen)
-        if self.augment_on == "device":  # the pixel work is the training device's (augment.apply_plans)
-            views = {"frames": frames, "plan": plan}
+        plan = plan_clip(height, width, len(data), self.augment, gen)
+        if self.decode_on == "device":  # the training device decodes (nvJPEG on a GPU) and makes the views
+            views = {"jpegs": data, "plan": plan}
         else:
-            views = apply_plan(frames, plan, self.augment)
+            try:
+                frames = torch.stack(decode_jpeg(data, mode=ImageReadMode.RGB))
+            except RuntimeError as exc:  # torchvision's decoder names no file; we do
+                raise BadClip(f"its frames do not decode ({str(exc).splitlines()[0]})") from exc
+            if self.augment_on == "device":  # the pixel work is the training device's (augment.apply_plans)
+                views = {"frames": frames, "plan": plan}
+            else:
+                views = apply_plan(frames, plan, self.augment)
         if self.object_masks:
-            views["masks"] = mask_view(self._masks(sample, frames), plan, self.augment)
+            views["masks"] = mask_view(self._masks(sample, (height, width)), plan, self.augment)
         return {**views, "key": sample["__key__"], "video": meta.get("video", ""), "shard": sample.get("__url__", "")}
 
 
-    def _masks(self, sample: dict, frames: torch.Tensor) -> torch.Tensor:
+    def _masks(self, sample: dict, size: tuple[int, int]) -> torch.Tensor:
         """The clip's object labels [T, H, W] uint8 from its NNN.mask.png members (BadClip if it has none)."""
         out = []
         for i in range(self.frames_per_clip):
@@ -234,8 +242,8 @@ class ClipStream(IterableDataset):
                     labels = torch.from_numpy(np.array(im.convert("L")))
             except Exception as exc:  # PIL raises many types for broken data
                 raise BadClip(f"{mask_name(i)} does not decode ({exc})") from exc
-            if labels.shape != frames.shape[-2:]:
-                raise BadClip(f"{mask_name(i)} is {list(labels.shape)}, its frame {list(frames.shape[-2:])}")
+            if tuple(labels.shape) != size:
+                raise BadClip(f"{mask_name(i)} is {list(labels.shape)}, its frame {list(size)}")
             out.append(labels)
         return torch.stack(out)
 
@@ -347,7 +355,8 @@ def _worker_dies_with(parent: int, worker_id: int) -> None:
 def _collate(samples: list[dict]) -> dict:
     batch = {name: torch.stack([s[name] for s in samples]) for name in ("globals", "locals", "globals2") if name in samples[0]}
     if "plan" in samples[0]:  # the device path: frames (sizes may differ between videos) and plans, as lists
-        batch = {"frames": [s["frames"] for s in samples], "plans": [s["plan"] for s in samples]}
+        pixels = "jpegs" if "jpegs" in samples[0] else "frames"  # --decode-on device: each clip's JPEG bytes
+        batch = {pixels: [s[pixels] for s in samples], "plans": [s["plan"] for s in samples]}
     if "masks" in samples[0]:
         batch["masks"] = torch.stack([s["masks"] for s in samples])  # [B, T, G, G] object labels
     return {**batch, "keys": [s["key"] for s in samples], "bad": [p for s in samples for p in s.get("bad", [])],

@@ -14,18 +14,72 @@ from typing import Iterator
 
 import torch
 
+from torchvision.io import ImageReadMode, decode_jpeg
+
 from dora.training.augment import apply_plans
 from dora.training.config import AugmentConfig
+from dora.training.data import DataError
 
 _END = object()
 
 
 def with_views(batch: dict, device: torch.device, cfg: AugmentConfig) -> dict:
-    """The batch with its views made on `device` from its frames and plans (a batch of made views as it is)."""
+    """The batch with its views made on `device` from its frames (or JPEGs) and plans (a batch of made views as it
+    is)."""
     if "plans" not in batch:
         return batch
+    if "jpegs" in batch:
+        batch = decode_clips(batch, device)
     frames = [f.to(device, non_blocking=True) for f in batch["frames"]]
     return {**batch, **apply_plans(frames, batch["plans"], cfg)}
+
+
+def _decode(jpegs: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """Frames of JPEG bytes, decoded in one batched call on `device` (nvJPEG on a GPU); on a GPU whose torchvision
+    cannot decode there, on the CPU. RuntimeError if one does not decode."""
+    if device.type == "cuda" and not _CPU_ONLY:
+        try:
+            return decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device)
+        except RuntimeError:
+            out = decode_jpeg(jpegs, mode=ImageReadMode.RGB)  # raises if the data is bad, not the decoder
+            _CPU_ONLY.append(True)  # the data decodes on the CPU: this GPU's decoder is not there; keep to the CPU
+            return out
+    return decode_jpeg(jpegs, mode=ImageReadMode.RGB)
+
+
+_CPU_ONLY: list[bool] = []
+
+
+def decode_clips(batch: dict, device: torch.device) -> dict:
+    """--decode-on device: each clip's frames [T, 3, H, W] from its JPEGs, all clips in one decode call. A clip
+    whose frames do not decode is stood in for by the batch's previous good clip (frames and plan; before the
+    first good one, the next), as the workers stand in for bad clips, and named in the batch's "bad"."""
+    jpegs, plans = batch["jpegs"], list(batch["plans"])
+    try:
+        flat = _decode([j for clip in jpegs for j in clip], device)
+        clips, start = [], 0
+        for clip in jpegs:
+            clips.append(torch.stack(flat[start:start + len(clip)]))
+            start += len(clip)
+    except RuntimeError:  # find the clips that do not decode
+        clips = []
+        for clip in jpegs:
+            try:
+                clips.append(torch.stack(_decode(clip, device)))
+            except RuntimeError as exc:
+                clips.append(exc)
+    bad = list(batch.get("bad", []))
+    good = [i for i, c in enumerate(clips) if isinstance(c, torch.Tensor)]
+    if not good:
+        raise DataError(f"no clip of a batch decodes: {batch['shards'][0]} {batch['keys'][0]}: {clips[0]}")
+    for i, clip in enumerate(clips):
+        if not isinstance(clip, torch.Tensor):
+            bad.append({"shard": batch["shards"][i], "key": batch["keys"][i],
+                        "error": f"its frames do not decode ({str(clip).splitlines()[0]})"})
+            j = max((g for g in good if g < i), default=good[0])
+            clips[i], plans[i] = clips[j], plans[j]
+    out = {k: v for k, v in batch.items() if k != "jpegs"}
+    return {**out, "frames": clips, "plans": plans, "bad": bad}
 
 
 class ViewPrefetcher:

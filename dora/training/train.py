@@ -396,7 +396,6 @@ def optimise(run: Run, batch: dict, stop: "_StopRequest", began: float) -> tuple
         if i == 0:
             group["weight_decay"] = float(sched.wd[step])
     step_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-    batch = with_views(batch, run.device, cfg.augment)  # --augment-on device: made ahead by ViewPrefetcher
     loss, info = train_step(run.method, run.model, run.teacher, batch, float(sched.teacher_temp[step]), step_gen)
     # The step's one read from the device (DINO's too): a non-finite loss must stop the run before backward.
     loss_value = loss.item()
@@ -544,7 +543,8 @@ def _train(run: Run, progress: bool, reporter: Reporter | None) -> RunState:
         remove_stale_temporaries(cfg.out, "checkpoint*.pt")  # left by a run killed while saving
     stream = ClipStream(run.shards.urls, cfg.frames_per_clip, cfg.augment, cfg.batch_size, cfg.seed, run.rank,
                         run.world, cfg.shuffle_buffer, cfg.skip_cut_clips, cfg.max_bad_fraction, cfg.open_shards,
-                        cfg.augment_on, object_masks=run.method.object_masks, counts=shard_counts(run.shards))
+                        cfg.augment_on, object_masks=run.method.object_masks, counts=shard_counts(run.shards),
+                        decode_on=cfg.decode_on)
     log = TrainLog(cfg.out, start, sched.total_steps, cfg.out_dim, cfg.log_every, reporter, run.main)
     if cfg.save_init and start == 0 and not (cfg.out / "checkpoint_init.pt").exists():
         run.save(cfg.out / "checkpoint_init.pt")
@@ -564,6 +564,7 @@ def _train(run: Run, progress: bool, reporter: Reporter | None) -> RunState:
                 if agree([data_error is not None], run.world, run.device)[0]:
                     raise data_error or DataError(f"stopped at step {state.step}: another rank could not read its shards")
                 tick = time.perf_counter()
+                batch = with_views(batch, run.device, cfg.augment)  # --augment-on device (on GPUs: made ahead)
                 loss, info, (stop_now, out_of_time) = optimise(run, batch, stop, began)
                 state.losses.append(loss)
                 for problem in batch["bad"]:  # stood in for by another clip of the same reader; counted
