@@ -203,14 +203,19 @@ class Check:
                 yield {"frames": clips, "plans": plans[s % len(plans)], "bad": []}, None
 
         n, warm = (2, 1) if self.cpu else (10, 3)
+
+        def step_ahead(batches) -> float:
+            """Seconds a step, its batches' views made one batch ahead by ViewPrefetcher's thread."""
+            ahead = ViewPrefetcher(batches, self.device, cfg.augment)
+            try:
+                return time_steps(cfg, n, warm, batches=(b for b, _ in ahead))
+            finally:
+                ahead.close()
+
         out = {"step_alone_s": time_steps(cfg, n, warm)}
         out["step_views_inline_s"] = time_steps(cfg, n, warm, batches=(with_views(b, self.device, cfg.augment)
                                                                          for b, _ in source()))
-        ahead = ViewPrefetcher(source(), self.device, cfg.augment)
-        try:
-            out["step_views_ahead_s"] = time_steps(cfg, n, warm, batches=(b for b, _ in ahead))
-        finally:
-            ahead.close()
+        out["step_views_ahead_s"] = step_ahead(source())
         out["views_ahead_cost"] = out["step_views_ahead_s"] / out["step_alone_s"] - 1
         # --decode-on device: the workers hand over JPEG bytes; the thread decodes them (nvJPEG) and makes the views
         from torchvision.io import encode_jpeg
@@ -222,11 +227,7 @@ class Check:
                 yield {"jpegs": jpegs, "plans": plans[s % len(plans)], "bad": [], "keys": [""] * len(jpegs),
                        "shards": [""] * len(jpegs)}, None
 
-        ahead = ViewPrefetcher(jpeg_source(), self.device, cfg.augment)
-        try:
-            out["step_decode_views_ahead_s"] = time_steps(cfg, n, warm, batches=(b for b, _ in ahead))
-        finally:
-            ahead.close()
+        out["step_decode_views_ahead_s"] = step_ahead(jpeg_source())
         out["decode_views_ahead_cost"] = out["step_decode_views_ahead_s"] / out["step_alone_s"] - 1
         return out
 

@@ -20,25 +20,25 @@ def test_the_demo_runs_every_step_and_a_rerun_reuses_them(tmp_path, monkeypatch)
     result = CliRunner().invoke(app, ["demo", "--out", "runs/demo", "--quiet", "--train-steps", "6"])
     assert result.exit_code == 0, result.output
     assert "warning" not in result.output  # the demo's own settings once drew the blurry-crop warning
-    # fetch: the walk through file://, with its sources in the attribution
-    walk = probe(out / "videos" / "walk.mp4")
-    assert walk.duration_s == pytest.approx(50.0, abs=0.1) and (walk.width, walk.height) == (640, 360)
-    assert "Blender Foundation" in (out / "videos" / "ATTRIBUTION.md").read_text()
-    # shard: 50 s sampled at 4 fps x 2 phases = 400 frames, 4 per clip, 128 px (twice the 64 px crop)
+    # fetch: the walk (the study's training video) through file://, with its sources in the attribution
+    walk = probe(out / "videos" / "objects_walk.mp4")
+    assert walk.duration_s == pytest.approx(120.0, abs=0.1) and (walk.width, walk.height) == (640, 360)
+    assert "scikit-image's photos astronaut" in (out / "videos" / "ATTRIBUTION.md").read_text()
+    # shard: 120 s sampled at 4 fps x 2 phases = 960 frames, 4 per clip, 128 px (twice the 64 px crop): the study's
     index = read_json(out / "shards" / "index.json")
-    assert index["totals"]["clips"] == 100
+    assert index["totals"]["clips"] == 240
     assert index["options"]["short_side"] == 128
     assert verify(out / "shards") == []
     # stats: the walk's hard cuts, people seen by the real detector
     videos = pd.read_csv(out / "stats" / "videos.csv").set_index("video")
-    assert videos.loc["walk", "cuts"] >= 10 and videos.loc["walk", "objects_per_frame"] > 0
+    assert videos.loc["objects_walk", "cuts"] >= 10 and videos.loc["objects_walk", "objects_per_frame"] > 0
     # train, eval, attn, summary
     assert json.loads((out / "train" / "log.jsonl").read_text().splitlines()[-1])["step"] == 6
     summary = (out / "summary.md").read_text()
     for part in ("## Shards", "## Statistics", "## Training", "| trained |", "| untrained (step 0) |", "tracks.png",
-                 "## k-NN on photos cut from the walk's scenes", "## k-NN on photos the walk does not contain"):
+                 "## Images the walk does not contain", "| k-NN 10 | k-NN 20 | linear probe |"):
         assert part in summary, part
-    assert summary.count("| trained |") == 2
+    assert summary.count("| trained |") == 1
     for png in ("stats/figures/lightness.png", "train/loss.png"):
         with Image.open(out / png) as im:
             assert im.size[0] > 300
