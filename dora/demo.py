@@ -26,12 +26,13 @@ from wtours_base.report import OutputMode, Reporter
 
 # Measured once over 3 seeds (benchmarks/results/demo_seeds), quoted in every summary: one run's table is one seed.
 DEMO_SEEDS_NOTE = (
-    "One run, one seed. Measured once over three seeds with this recipe (DoRA's searched CPU recipe; "
-    "benchmarks/results/demo_seeds), k-NN 20 gain over the untrained network: +8.2 +- 0.8 on the photos the "
-    "walk pans over (seeds 0 / 1 / 2: +9.0 / +7.5 / +8.0; the earlier recipe, lr 0.05, lost 4.8 +- 2.3), but "
-    "-4.2 +- 2.0 on photos the walk does not contain (-4.5 / -2.0 / -6.0; k-NN 10: -7.7 +- 0.6). So within "
-    "this budget the network learns the walk's own images, not features that carry to new ones; `dora "
-    "study` measures that on unseen backgrounds at longer budgets (README, \"Does it learn?\").")
+    "One run, one seed (the study's DoRA run of seed 0). Measured once over three seeds with the demo's data, recipe "
+    "and 300 steps (benchmarks/results/seg300), on these images the walk does not contain, gain over the untrained "
+    "network: k-NN 20 +2.0 +- 1.2 (seeds 0 / 1 / 2: +1.7 / +1.1 / +3.3), linear probe +5.6 +- 2.9 (+3.9 / +8.9 / "
+    "+3.9), the patch features' segmentation (Hummingbird mIoU) +2.0 +- 0.5, each on every seed; k-NN 10 -0.7 +- "
+    "2.8. Small gains, and colour and layout rather than shape: with the images' colours randomised there is none "
+    "(k-NN 20 -0.7 +- 2.8). The demo's earlier walk, pans over photos, lost on photos it did not contain "
+    "(benchmarks/results/demo_seeds).")
 
 
 @dataclass

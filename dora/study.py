@@ -61,18 +61,21 @@ class StudyConfig:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
-        check_methods(self.methods)
+        self.methods = method_list(self.methods)
         if self.steps % self.eval_every:
             raise ValueError("--steps must be a multiple of --eval-every")
 
 
-def check_methods(methods: list[str]) -> None:
-    """ValueError naming the methods that are not registered."""
+def method_list(methods: list[str]) -> list[str]:
+    """The methods named, `--methods dora,dino` split at commas (names never hold one); ValueError naming any that
+    is not registered."""
     from dora.training.methods import REGISTRY
 
-    unknown = [m for m in methods if m not in REGISTRY]
+    names = [name.strip() for item in methods for name in item.split(",") if name.strip()]
+    unknown = [m for m in names if m not in REGISTRY]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {', '.join(REGISTRY)}")
+    return names
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from dora.study import StudyConfig, check_methods
+from dora.study import StudyConfig, method_list
 from wtours_base.files import write_json_atomic, write_text_atomic
 
 
@@ -40,7 +40,7 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
-        check_methods(self.methods)
+        self.methods = method_list(self.methods)
         index, _, count = self.part.partition("/")
         if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
             raise ValueError(f"--part must be I/N with 0 <= I < N, not {self.part!r}")

@@ -194,3 +194,13 @@ def test_the_study_takes_any_registered_method(tmp_path):
     assert cfg.method == "ibot" and cfg.augment.global_crops == 2 and cfg.out.name == "ibot-s1"
     with pytest.raises(ValueError, match="unknown methods"):
         StudyConfig(out=tmp_path, methods=["byol"])
+    # `--methods dora,dino` as the scripts write it: the names are plain strings, split at commas here
+    from typer.testing import CliRunner
+
+    from dora.cli import app
+    from dora.sweep import SweepConfig
+
+    assert StudyConfig(out=tmp_path, methods=["dora,ibot", "dino"]).methods == ["dora", "ibot", "dino"]
+    assert SweepConfig(out=tmp_path, methods=["dora,random_mask"]).methods == ["dora", "random_mask"]
+    refused = CliRunner().invoke(app, ["study", "--out", str(tmp_path / "s"), "--methods", "dora,byol"])
+    assert refused.exit_code == 2 and "unknown methods ['byol']" in refused.output
