@@ -15,11 +15,14 @@
 #   then QUEUE_A="dora:2" QUEUE_B="random_mask:2" GATHER_METHODS=dora,random_mask GATHER_SEEDS=0,1,2, and beside
 #   them `dora study` with this script's flags for --methods dino --seeds 0 (three 1-thread processes, 3,558-3,947 s each)
 #   2026-12-03 (3) QUEUE_A="dino:1" QUEUE_B="dino:2" (gathers all nine; 2,249 / 2,252 s of training each)
+#   2026-12-04 QUEUE_A="ibot:0" QUEUE_B="ibot:1" (4,078 / 4,083 s each beside other work; no gather: ibot:2 is
+#   missing, so study.md/json were made from the committed runs by `dora.study.summarise`, iBOT over seeds 0-1;
+#   iBOT's Hummingbird mIoU was scored on its kept checkpoints with `dora.study.segment_scores`)
 set -euo pipefail
 OUT=${1:-runs/study2000}
 HERE=$(dirname "$0")
-QUEUE_A=${QUEUE_A-dora:0 random_mask:1 dino:1 dora:2}
-QUEUE_B=${QUEUE_B-random_mask:0 dino:0 dora:1 random_mask:2 dino:2}
+QUEUE_A=${QUEUE_A-dora:0 random_mask:1 dino:1 dora:2 ibot:0 ibot:2}
+QUEUE_B=${QUEUE_B-random_mask:0 dino:0 dora:1 random_mask:2 dino:2 ibot:1}
 . "$HERE/../common.sh"
 restore_runs "$HERE" "$OUT"
 study_data "$OUT"
@@ -33,4 +36,4 @@ queue "$QUEUE_A" > "$OUT.a.log" 2>&1 &
 queue "$QUEUE_B" > "$OUT.b.log" 2>&1 &
 wait
 dora study --out "$OUT" --steps 2000 --eval-every 500 --davis-sequences 0 --quiet \
-  --methods "${GATHER_METHODS:-dora,random_mask,dino}" --seeds "${GATHER_SEEDS:-0,1,2}" > "$OUT.log" 2>&1
+  --methods "${GATHER_METHODS:-dora,random_mask,dino,ibot}" --seeds "${GATHER_SEEDS:-0,1,2}" > "$OUT.log" 2>&1
