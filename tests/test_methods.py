@@ -16,7 +16,7 @@ from conftest import TINY
 from dora.training.config import TrainConfig
 from dora.training.methods import REGISTRY, method_class
 from dora.training.methods.ibot import IBOT, block_mask
-from dora.training.train import build
+from dora.training.train import build, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -204,3 +204,13 @@ def test_the_study_takes_any_registered_method(tmp_path):
     assert SweepConfig(out=tmp_path, methods=["dora,random_mask"]).methods == ["dora", "random_mask"]
     refused = CliRunner().invoke(app, ["study", "--out", str(tmp_path / "s"), "--methods", "dora,byol"])
     assert refused.exit_code == 2 and "unknown methods ['byol']" in refused.output
+
+
+def test_a_run_folder_of_another_method_is_refused_in_one_line(tiny_checkpoint, real_shards, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    out.mkdir()
+    shutil.copy(tiny_checkpoint, out / "checkpoint.pt")  # a DoRA checkpoint
+    with pytest.raises(ValueError, match=r"was made by --method dora, this run is --method ibot; use another --out"):
+        train(TrainConfig(shards=[str(real_shards)], out=out, method="ibot", max_steps=5, **TINY), progress=False)

@@ -28,7 +28,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from dora.training.checkpoint import load_file, numpy_state_from_data, numpy_state_to_data
-from dora.training.config import TrainConfig
+from dora.training.config import TrainConfig, method_name
 from dora.training.data import ClipStream, DataError, epoch_batches, make_loader, median_crop_side
 from dora.training.methods import method_class
 from dora.training.methods.base import Method
@@ -284,6 +284,11 @@ class Run:
         if ckpt["config"]["arch"] != self.cfg.arch or ckpt["config"]["out_dim"] != self.cfg.out_dim:
             raise ValueError(f"{path} was made with {ckpt['config']['arch']} / out_dim {ckpt['config']['out_dim']}; "
                              "use another --out or --no-resume")
+        saved = ckpt["config"]
+        made_by = method_name(saved.get("method", "dora"), saved.get("objects", 3), saved.get("mask", "object"))
+        if made_by != self.cfg.method:
+            raise ValueError(f"{path} was made by --method {made_by}, this run is --method {self.cfg.method}; use "
+                             "another --out or --no-resume")
         rngs = ckpt["rng"] if isinstance(ckpt["rng"], list) else [ckpt["rng"]]
         if len(rngs) != self.world:
             # Each rank reads its own part of the stream and the lr scales with the ranks: another count of
