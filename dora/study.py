@@ -260,10 +260,18 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
     results["runs"] = {path.parent.name: json.loads(path.read_text())
                        for path in sorted((cfg.out / "runs").glob("*/result.json"))}
     summary = summarise(results)
-    write_json_atomic(cfg.out / "study.json", summary)
+    write_json_atomic(cfg.out / "study.json", without_curves(summary))
     write_text_atomic(cfg.out / "study.md", report(summary))
     draw_curves(summary, cfg.out / "curves.png")
     return summary
+
+
+def without_curves(summary: dict) -> dict:
+    """study.json's content: everything but each run's per-step losses and mask fractions, which its
+    runs/NAME/result.json already holds (with them, a 2,000-step study's file passed 1 MB)."""
+    runs = {name: {k: v for k, v in run.items() if k not in ("loss", "mask_fraction")}
+            for name, run in summary["runs"].items()}
+    return {**summary, "runs": runs}
 
 
 def _mean_std(values: list[float]) -> dict:

@@ -78,6 +78,9 @@ def test_the_smallest_study_trains_scores_and_reports(tmp_path):
                                     per_class=4, recipe=tiny, linear_epochs=0, davis_sequences=1), progress=False)
     assert set(summary["runs"]) == {"dora-s0", "dino-s0", "dino-s1"} and summary["summary"]["dino"]["seeds"] == [0, 1]
     on_disk = json.loads((tmp_path / "study.json").read_text())
+    # per-step curves stay in each run's result.json, not twice in study.json (which passed 1 MB at 2,000 steps)
+    assert "loss" not in on_disk["runs"]["dora-s0"] and "knn20" in on_disk["runs"]["dora-s0"]["scores"]["4"]["objects"]
+    assert len(json.loads((tmp_path / "runs" / "dora-s0" / "result.json").read_text())["loss"]) == 4
     assert set(on_disk["summary"]) == {"dora", "dino"}
     report = (tmp_path / "study.md").read_text()
     assert "| dora | 1 | 4 |" in report and "| dino | 2 | 4 |" in report and "## objects_recoloured" in report
