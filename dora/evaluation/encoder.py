@@ -209,18 +209,30 @@ def cached_features(spec: EncoderSpec, root: Path, kind: str, resize: int, crop:
     dataset = image_folder(root, resize, crop)
     listing = [(p, Path(p).stat().st_size) for p, _ in dataset.samples]
     key = hashlib.sha256(json.dumps([spec.identity(), kind, resize, crop, listing]).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / f"{Path(root).name}-{kind}-{key}.pt"
+
+    def compute() -> dict:
+        on = spec.torch_device() if device is None else device  # the GPU when there is one (--device)
+        model, _ = load_encoder(spec, on)
+        feats, labels = extract(model, dataset, kind, device=on, num_workers=num_workers, progress=progress)
+        return {"features": feats, "labels": labels, "classes": dataset.classes}
+
+    data = feature_cache(Path(cache_dir) / f"{Path(root).name}-{kind}-{key}.pt", compute)
+    return data["features"], data["labels"], data["classes"]
+
+
+def feature_cache(path: Path, compute) -> dict:
+    """The features dict saved at `path` (read as data), or `compute()`'s, saved there atomically first. EvalError
+    naming a file at `path` that holds something else (the keys `compute` gives)."""
     if path.is_file():
         data = read_torch_file(path, "feature cache")
-        if isinstance(data, dict) and {"features", "labels", "classes"} <= set(data):
-            return data["features"], data["labels"], data["classes"]
+        if isinstance(data, dict) and {"features", "labels"} <= set(data):
+            return data
         raise EvalError(f"{path}: not a feature cache of this command; delete it to compute the features again")
-    device = spec.torch_device() if device is None else device  # the GPU when there is one (--device)
-    model, _ = load_encoder(spec, device)
-    feats, labels = extract(model, dataset, kind, device=device, num_workers=num_workers, progress=progress)
+    data = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        torch.save({"features": feats, "labels": labels, "classes": dataset.classes}, tmp)
-    return feats, labels, dataset.classes
+        torch.save(data, tmp)
+    return data
 
 
 @dataclass

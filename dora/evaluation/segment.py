@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from dora.evaluation.config import SegmentConfig
-from dora.evaluation.encoder import EncoderSpec, EvalError, LastBlocks, load_encoder, read_torch_file
+from dora.evaluation.encoder import EncoderSpec, EvalError, LastBlocks, feature_cache, load_encoder
 from dora.evaluation.segmetrics import confusion, scores
 from dora.evaluation.segsets import IGNORE, SETS, SegSet, split_items
 from dora.training.data import normalize
@@ -121,22 +121,17 @@ def cached_split(encoder: Encoder, spec: EncoderSpec, items: list, cfg: SegmentC
 
     listing = [(str(p), Path(p).stat().st_size, str(q), Path(q).stat().st_size) for _, p, q in items]
     key = hashlib.sha256(json.dumps([spec.identity(), encoder.layers, cfg.size, listing]).encode()).hexdigest()[:16]
-    path = cfg.out / "features" / f"{cfg.dataset}-{name}-{encoder.layers}-{key}.pt"
-    if path.is_file():
-        data = read_torch_file(path, "feature cache")
-        if isinstance(data, dict) and {"features", "labels"} <= set(data):
-            return data["features"], data["labels"]
-        raise EvalError(f"{path}: not a feature cache of this command; delete it to compute the features again")
-    feats, labels = [], []
-    for images, truth, _ in progress_bar(_loader(SegImages(items, SETS[cfg.dataset], cfg.size), cfg), progress,
-                                         desc=f"features {name}", unit="batch"):
-        feats.append(encoder(images).half().cpu())
-        labels.append(truth)
-    feats, labels = torch.cat(feats), torch.cat(labels)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save({"features": feats, "labels": labels}, tmp)
-    return feats, labels
+
+    def compute() -> dict:
+        feats, labels = [], []
+        for images, truth, _ in progress_bar(_loader(SegImages(items, SETS[cfg.dataset], cfg.size), cfg), progress,
+                                             desc=f"features {name}", unit="batch"):
+            feats.append(encoder(images).half().cpu())
+            labels.append(truth)
+        return {"features": torch.cat(feats), "labels": torch.cat(labels)}
+
+    data = feature_cache(cfg.out / "features" / f"{cfg.dataset}-{name}-{encoder.layers}-{key}.pt", compute)
+    return data["features"], data["labels"]
 
 
 def linear_head(dim: int, classes: int) -> nn.Module:

@@ -141,17 +141,15 @@ class ClipStream(IterableDataset):
         the shards' clip counts alone (the same random draws as reading them: interleaving and shuffling draw by
         count, never by content), so a resume deep into a long epoch reads at most one pass of tars, not all of
         them. Needs every shard's counts (the index; `wtours verify` says the tars match it)."""
-        if not skip or self.counts is None or any(url not in self.counts for url in shards):
+        counts = self.counts or {}
+        if not skip or any(url not in counts or (self.skip_cut_clips and counts[url][1] is None) for url in shards):
             return 0, skip
-        cut = (lambda url: self.counts[url][1] or 0) if self.skip_cut_clips else (lambda url: 0)
-        if self.skip_cut_clips and any(self.counts[url][1] is None for url in shards):
-            return 0, skip
-        per_pass = sum(self.counts[url][0] - cut(url) for url in shards)
+        per_pass = sum(clips - (crossing if self.skip_cut_clips else 0) for clips, crossing in map(counts.get, shards))
         if per_pass <= 0:
             return 0, skip
         passes = skip // per_pass
         for _ in range(passes):
-            streams = [iter(range(sum(self.counts[url][0] for url in shards[i::self.open_shards])))
+            streams = [iter(range(sum(counts[url][0] for url in shards[i::self.open_shards])))
                        for i in range(max(1, min(self.open_shards, len(shards))))]
             for _ in self._shuffled(_interleave(streams, rng), rng):
                 pass

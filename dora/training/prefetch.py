@@ -37,17 +37,18 @@ def with_views(batch: dict, device: torch.device, cfg: AugmentConfig) -> dict:
 def _decode(jpegs: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
     """Frames of JPEG bytes, decoded in one batched call on `device` (nvJPEG on a GPU); on a GPU whose torchvision
     cannot decode there, on the CPU. RuntimeError if one does not decode."""
-    if device.type == "cuda" and not _CPU_ONLY:
+    global _gpu_decoder
+    if device.type == "cuda" and _gpu_decoder:
         try:
             return decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device)
         except RuntimeError:
             out = decode_jpeg(jpegs, mode=ImageReadMode.RGB)  # raises if the data is bad, not the decoder
-            _CPU_ONLY.append(True)  # the data decodes on the CPU: this GPU's decoder is not there; keep to the CPU
+            _gpu_decoder = False  # the data decodes on the CPU: this GPU's decoder is not there; keep to the CPU
             return out
     return decode_jpeg(jpegs, mode=ImageReadMode.RGB)
 
 
-_CPU_ONLY: list[bool] = []
+_gpu_decoder = True  # False once the GPU's decoder failed on frames the CPU decodes
 
 
 def decode_clips(batch: dict, device: torch.device) -> dict:
