@@ -12,8 +12,8 @@ restore_runs() {
   done
 }
 
-# study_data DIR: the study's data in DIR/data, made once (deterministic: the same video, shards, labelled sets and
-# truth on every machine), before any two processes both try to make it.
+# study_data DIR [RECIPE]: the study's data in DIR/data, made once (deterministic: the same video, shards, labelled
+# sets and truth on every machine), before any two processes both try to make it; sized from RECIPE's crop (JSON).
 study_data() {
-  python -c "import sys; from pathlib import Path; from dora.study import StudyConfig, prepare_data; prepare_data(StudyConfig(out=Path(sys.argv[1])))" "$1"
+  python -c "import json, sys; from pathlib import Path; from dora.study import StudyConfig, prepare_data; prepare_data(StudyConfig(out=Path(sys.argv[1]), recipe=json.loads(sys.argv[2])))" "$1" "${2:-"{}"}"
 }
