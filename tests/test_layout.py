@@ -67,3 +67,19 @@ def test_no_import_circle():
         if m not in state:
             visit(m, [m])
     assert not cycle, "\n".join(cycle)
+
+
+def test_every_package_folder_is_installed():
+    """pyproject lists its packages by hand: a new package folder left out of it imports from a checkout but is
+    missing from the wheel (dora.training.methods was, and only a GPU machine installing the wheel found it)."""
+    import tomllib
+
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    dirs = {name: ROOT / folder for name, folder in setup["package-dir"].items()}
+    listed = set(setup["packages"])
+    found = set()
+    for top in ("wtours_base", "wtours", "dora", "wtours_analysis"):
+        base = dirs.get(top, ROOT / top)
+        for init in base.rglob("__init__.py"):
+            found.add(".".join([top, *init.parent.relative_to(base).parts]))
+    assert found == listed, {"not installed": sorted(found - listed), "listed, not a package": sorted(listed - found)}
