@@ -174,6 +174,18 @@ def test_the_thread_that_makes_views_ahead_gives_the_same_batches_and_stops(real
     got = [b for b, _ in ahead]
     ahead.close()
     assert len(got) == 4 and all(torch.equal(a[n], b[n]) for a, b in zip(inline, got) for n in ("globals", "locals"))
+    # The loop calls with_views on what the thread made: views are made once, not again on the main thread (they
+    # were, on the first GPU run of `dora train`: a made batch kept its plans and frames), and the full frames go.
+    import dora.training.prefetch as prefetch
+
+    calls = []
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(prefetch, "apply_plans", lambda *a: calls.append(a) or {})
+    try:
+        assert all(with_views(b, torch.device("cpu"), cfg) is b for b in got) and not calls
+    finally:
+        monkey.undo()
+    assert not {"frames", "plans"} & set(got[0])
     stopped_early = ViewPrefetcher(((b, None) for b in itertools.cycle(raw)), torch.device("cpu"), cfg)
     next(iter(stopped_early))
     stopped_early.close()  # mid-stream, as at an epoch's end

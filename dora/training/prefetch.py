@@ -24,14 +24,15 @@ _END = object()
 
 
 def with_views(batch: dict, device: torch.device, cfg: AugmentConfig) -> dict:
-    """The batch with its views made on `device` from its frames (or JPEGs) and plans (a batch of made views as it
-    is)."""
+    """The batch with its views made on `device` from its frames (or JPEGs) and plans, which it no longer holds (a
+    batch of made views as it is: the loop calls this on what the prefetch thread made)."""
     if "plans" not in batch:
         return batch
     if "jpegs" in batch:
         batch = decode_clips(batch, device)
     frames = [f.to(device, non_blocking=True) for f in batch["frames"]]
-    return {**batch, **apply_plans(frames, batch["plans"], cfg)}
+    rest = {k: v for k, v in batch.items() if k not in ("frames", "plans")}
+    return {**rest, **apply_plans(frames, batch["plans"], cfg)}
 
 
 def _decode(jpegs: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
