@@ -231,6 +231,68 @@ class Check:
         out["decode_views_ahead_cost"] = out["step_decode_views_ahead_s"] / out["step_alone_s"] - 1
         return out
 
+    def methods(self) -> dict:
+        """Each registered method's step at the recipe (bf16 on a GPU), fed a fixed batch: what a new method costs.
+        Methods that read the shards' object masks (oracle_mask) need real clips and are left to `train`."""
+        from dora.training.bench import time_steps
+        from dora.training.methods import REGISTRY
+
+        cfg = replace(self.recipe(), precision="bf16" if self.device.type == "cuda" else "fp32")
+        out = {}
+        for name, cls in sorted(REGISTRY.items()):
+            if cls.object_masks:
+                continue
+            run = replace(cfg, method=name)
+            seconds = time_steps(run, steps=2 if self.cpu else 10, warmup=1 if self.cpu else 3)
+            out[name] = {"step_s": seconds, "clips_per_s": run.batch_size / seconds}
+        return out
+
+    def train(self) -> dict:
+        """`dora train` end to end on the check's shards with the device path (`--augment-on device`): DoRA with the
+        JPEGs decoded on the device (nvJPEG) and in the workers, DINO and iBOT decoded on the device. Each must log
+        every step with finite losses and skip nothing; reported: the rate log.jsonl gives over the second half of
+        the steps, split into the step and the wait for data. Where py-spy is installed, the first run is recorded
+        (every thread's Python stacks, collapsed: OUT/train-profile.txt) to show where a step's time goes."""
+        import shutil
+
+        cfg = self.recipe()
+        steps = 4 if self.cpu else 40
+        out: dict = {}
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()  # the earlier sections' cached blocks would crowd out the runs' processes
+        for n, (method, decode) in enumerate((("dora", "device"), ("dora", "workers"), ("dino", "device"),
+                                              ("ibot", "device"))):
+            name = f"{method}_decode_{decode}"
+            run = self.work / f"train-{name}"
+            recipe = (["--config", "cpu-tiny", "--batch-size", "1", "--num-workers", "1"] if self.cpu else
+                      ["--arch", cfg.arch, "--batch-size", str(cfg.batch_size), "--num-workers", "8"])
+            command = [sys.executable, "-m", "dora.cli", "train", "--shards", str(self.shards()), "--out", str(run),
+                       "-q", *recipe, "--frames-per-clip", str(cfg.frames_per_clip), "--method", method,
+                       "--augment-on", "device", "--decode-on", decode, "--max-steps", str(steps)]
+            spy = shutil.which("py-spy")
+            if n == 0 and spy and not self.cpu:
+                command = [spy, "record", "--format", "raw", "--threads", "--rate", "100", "--nonblocking",
+                           "-o", str(self.out / "train-profile.txt"), "--", *command]
+            tick = time.perf_counter()
+            done = subprocess.run(command, capture_output=True, text=True, timeout=400)
+            if done.returncode != 0:  # said, and the other runs still measured
+                out[name] = {"error": f"exit {done.returncode}: {done.stderr[-600:]}"}
+                continue
+            log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+            late = log[len(log) // 2:]
+            losses = [r["loss"] for r in log]
+            out[name] = {"steps": len(log), "seconds": round(time.perf_counter() - tick, 1),
+                         "finite": all(math.isfinite(x) for x in losses), "first_loss": losses[0],
+                         "last_loss": losses[-1], "skipped": log[-1].get("skipped"),
+                         **{f"{key}_second_half": sum(r[key] for r in late) / len(late)
+                            for key in ("clips_per_s", "step_clips_per_s", "data_wait_s")}}
+            if not out[name]["finite"] or out[name]["steps"] != steps:
+                out[name]["error"] = "a loss not finite or a step not logged"
+        failed = [name for name, run in out.items() if "error" in run]
+        if failed:
+            out["error"] = f"failed: {', '.join(failed)}"
+        return out
+
     def sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
@@ -339,7 +401,7 @@ class Check:
                 out["nvjpeg"] = f"not available ({str(exc).splitlines()[0]})"
         return out
 
-    SECTIONS = ("machine", "step", "augment", "resume", "elastic", "loader", "decode", "davis", "faces")
+    SECTIONS = ("machine", "step", "methods", "augment", "train", "resume", "elastic", "loader", "decode", "davis", "faces")
 
     def run(self, only: list[str] | None = None) -> int:
         failed = 0
@@ -350,6 +412,7 @@ class Check:
             except Exception as exc:  # noqa: BLE001 - a failed section is a finding; the others still run
                 failed += 1
                 result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-2000:]}
+            failed += "error" in result and not result.get("traceback")  # a section that said what failed
             result["section_seconds"] = round(time.perf_counter() - tick, 1)
             self.report["sections"][name] = result
             self.write()

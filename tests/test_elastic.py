@@ -151,7 +151,12 @@ def test_gpu_check_runs_every_section_at_toy_size_on_the_cpu(tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())["sections"]
     errors = {name: s["error"] for name, s in report.items() if "error" in s}
     assert done.returncode == 0 and not errors, (errors, done.stderr[-2000:])
-    assert set(report) == {"machine", "step", "augment", "resume", "loader", "elastic", "davis", "faces", "decode"}
+    assert set(report) == {"machine", "step", "methods", "augment", "train", "resume", "loader", "elastic", "davis",
+                           "faces", "decode"}
+    assert {"dora", "dino", "random_mask", "ibot"} <= set(report["methods"])
+    # The device path end to end: nvJPEG's CPU fallback here, every step logged, nothing skipped.
+    assert len(report["train"]) == 5  # four runs and the section's seconds
+    assert all(r["steps"] == 4 and r["skipped"] == 0 for k, r in report["train"].items() if k != "section_seconds")
     assert report["augment"]["dora_ms_per_clip"] > 0 and 0 < report["augment"]["dora_share_of_step"]
     # A CPU fp32 checkpoint resumed at `auto` precision, then in fp16 with a fresh gradient scaler.
     saved = report["resume"]["checkpoints"]
