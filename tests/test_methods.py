@@ -214,3 +214,76 @@ def test_a_run_folder_of_another_method_is_refused_in_one_line(tiny_checkpoint, 
     shutil.copy(tiny_checkpoint, out / "checkpoint.pt")  # a DoRA checkpoint
     with pytest.raises(ValueError, match=r"was made by --method dora, this run is --method ibot; use another --out"):
         train(TrainConfig(shards=[str(real_shards)], out=out, method="ibot", max_steps=5, **TINY), progress=False)
+
+
+def _attmask_reference(attention, masking_prob, mode, ratio, show_max, rand_images, hint_keys=None):
+    """gkakogeorgiou/attmask attmask.py's AttMask written out, with its random draws given: which images are
+    masked (`rand_images`) and, for hints, the uniform draw among the top tokens (`hint_keys`' largest)."""
+    n = attention.shape[1]
+
+    def top(share, descending=True):
+        idx = torch.argsort(attention, descending=descending)[:, :int(n * share)]
+        return torch.zeros_like(attention, dtype=torch.bool).scatter_(1, idx, True)
+
+    masks = top(ratio, mode != "low")
+    if mode == "hint":
+        order = torch.argsort(attention, descending=True)[:, :int(n * show_max)]
+        shown = order.gather(1, hint_keys.topk(int(show_max * ratio * n), dim=1).indices)
+        masks.scatter_(1, shown, False)
+    masks[rand_images > masking_prob] = False
+    return masks
+
+
+@pytest.mark.parametrize("mode", ["high", "hint", "low"])
+def test_attmask_hides_the_patches_the_teacher_attends_to_as_the_reference(mode):
+    from dora.training.methods.attmask import attention_masks
+
+    attention = torch.rand(6, 196, generator=torch.Generator().manual_seed(1)).softmax(dim=1)
+    got = attention_masks(attention, 0.3, mode, 0.5, 0.1, torch.Generator().manual_seed(7))
+    draws = torch.Generator().manual_seed(7)  # the same draws, in the same order
+    keys = torch.rand(6, 19, generator=draws) if mode == "hint" else None
+    rand_images = torch.rand(6, generator=draws)
+    want = _attmask_reference(attention, 0.5, mode, 0.3, 0.1, rand_images, keys)
+    assert torch.equal(got, want)
+    masked = rand_images <= 0.5
+    assert 0 < int(masked.sum()) < 6  # this seed masks some crops and leaves others whole
+    hidden = int(196 * 0.3) - (int(0.1 * 0.3 * 196) if mode == "hint" else 0)
+    assert got.sum(1).tolist() == [hidden if m else 0 for m in masked]
+    ranked = torch.argsort(attention, dim=1, descending=True)
+    first = int(masked.nonzero()[0])
+    if mode == "high":  # exactly the most attended patches
+        assert set(got[first].nonzero().flatten().tolist()) == set(ranked[first, :58].tolist())
+    if mode == "low":
+        assert set(got[first].nonzero().flatten().tolist()) == set(ranked[first, -58:].tolist())
+    if mode == "hint":  # the hints come from the top 19 and everything else of the top 58 stays hidden
+        shown = set(ranked[first, :58].tolist()) - set(got[first].nonzero().flatten().tolist())
+        assert len(shown) == 5 and shown <= set(ranked[first, :19].tolist())
+
+
+def test_attmask_masks_from_the_teachers_attention_on_the_same_crops_and_trains(real_shards, tmp_path):
+    """The masks follow the teacher's [CLS] attention on each global crop (computed here independently), all
+    of a step's crops share one masked share, and `dora train --method attmask` logs iBOT's two losses."""
+    from dora.training.methods.attmask import AttMask
+
+    cfg = TrainConfig(shards=["x"], method="attmask", drop_path=0.0,
+                      method_options={"masking_prob": 1.0, "pred_ratio_var": [0.0]}, **TINY)
+    student, teacher = build(cfg, torch.device("cpu"))
+    method = AttMask(cfg, torch.device("cpu"), "fp32")
+    images = torch.randn(5, 3, cfg.global_size, cfg.global_size, generator=torch.Generator().manual_seed(0))
+    out, masks = method.teacher_and_masks(teacher, images, torch.Generator().manual_seed(3))
+    tokens, q, k = teacher.backbone.tokens_queries_keys(images)
+    attention = teacher.backbone.cls_attention(q, k).mean(1)
+    n = attention.shape[1]
+    assert masks.shape == (5, *[cfg.global_size // 16] * 2) and masks.flatten(1).sum(1).tolist() == [int(n * 0.3)] * 5
+    for image in range(5):
+        ranked = torch.argsort(attention[image], descending=True)[:int(n * 0.3)].tolist()
+        assert set(masks[image].flatten().nonzero().flatten().tolist()) == set(ranked)
+    assert torch.allclose(out, teacher.head(tokens))
+    done = train(TrainConfig(shards=[str(real_shards)], out=tmp_path, method="attmask", max_steps=3, **TINY),
+                 progress=False)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert done.step == 3 and all(r["loss_patch"] >= 0 and abs(r["loss"] - r["loss_cls"] - r["loss_patch"]) < 1e-4
+                                  for r in log)
+    with pytest.raises(ValueError, match="attmask: mode must be one of high, hint, low"):
+        AttMask(TrainConfig(shards=["x"], method="attmask", method_options={"mode": "middle"}, **TINY),
+                torch.device("cpu"), "fp32")

@@ -106,6 +106,15 @@ class IBOT(DINO):
             masks.append(block_mask(*grid, ratio, o.pred_aspect_ratio, gen))
         return torch.stack(masks)
 
+    def teacher_and_masks(self, teacher, images: torch.Tensor, step_gen: torch.Generator
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teacher's head outputs on every token of the global crops [images, prefix + n, K], and the masks
+        [images, rows, cols] that hide patches from the student: iBOT's block masks, drawn before the teacher runs."""
+        grid = patch_grid(teacher.backbone, *images.shape[-2:])
+        masks = self.block_masks(len(images), grid, step_gen).to(self.device, non_blocking=True)
+        with torch.no_grad():
+            return teacher.head(teacher.backbone(images)), masks
+
     def patch_loss(self, student: torch.Tensor, teacher: torch.Tensor, masks: torch.Tensor,
                    teacher_temp: float) -> torch.Tensor:
         """Per image, the mean over its masked patches of the cross-entropy between the teacher's centred,
@@ -121,12 +130,9 @@ class IBOT(DINO):
         local = self.images(batch, "locals").flatten(0, 2)
         frames = first.shape[0]
         images = torch.cat([first, self.images(batch, "globals2").flatten(0, 1)])  # view 1 of every frame, then 2
-        grid = patch_grid(teacher.backbone, *images.shape[-2:])
-        masks = self.block_masks(len(images), grid, step_gen).to(self.device, non_blocking=True)
         prefix = teacher.backbone.num_prefix
         with self.autocast():
-            with torch.no_grad():
-                teacher_out = teacher.head(teacher.backbone(images))  # [2F, prefix + n, K]: every token
+            teacher_out, masks = self.teacher_and_masks(teacher, images, step_gen)
             student_cls, student_patch = student([images, local], masks=[masks, None])
         teacher_cls, teacher_patch = teacher_out[:, 0], teacher_out[:, prefix:]
         o = self.options
