@@ -134,3 +134,41 @@ def test_dora_train_method_oracle_mask_trains_on_masked_shards_and_refuses_other
                                         "--object-masks`"):
         train(TrainConfig(shards=[str(real_shards)], out=tmp_path / "refused", method="oracle_mask", **tiny),
               progress=False)
+
+
+def test_oracle_variants_keep_whole_patches_and_grow_them():
+    """level patch: a patch is kept where its label covers at least half of it (as DoRA's masks are whole
+    patches); dilate 1: each view's patches grown by one patch on every side."""
+    from dora.training.methods import method_class
+    from dora.training.train import build
+
+    tiny = preset("cpu-tiny")
+    cfg = TrainConfig(shards=["x"], method="oracle_mask", method_options={"level": "patch"}, **tiny)
+    _, teacher = build(cfg, torch.device("cpu"))
+    p = teacher.backbone.patch_size
+    side = 4 * p
+    labels = torch.zeros(1, 1, side, side, dtype=torch.uint8)
+    labels[0, 0, :p, : p // 2] = 1  # exactly half of patch (0, 0): kept
+    labels[0, 0, p: 2 * p, : p // 2 - 1] = 1  # under half of patch (1, 0): not kept
+    labels[0, 0, 2 * p:, 2 * p:] = 2  # four whole patches
+    images = torch.randn(1, 3, side, side)
+
+    def kept(options):
+        c = TrainConfig(shards=["x"], method="oracle_mask", method_options=options, **tiny)
+        method = method_class("oracle_mask")(c, torch.device("cpu"), "fp32")
+        masks = method.object_masks_of(teacher, None, None, None, images, 1, torch.Generator(), {"masks": labels})
+        grid = masks[0, :, 0, ::p, ::p]  # [k, rows, cols]: one pixel a patch
+        assert torch.equal(masks[0, :, 0], grid.repeat_interleave(p, -2).repeat_interleave(p, -1))  # whole patches
+        return grid
+
+    grid = kept({"level": "patch"})
+    assert grid[0].nonzero().tolist() == [[0, 0]]
+    assert grid[1].nonzero().tolist() == [[2, 2], [2, 3], [3, 2], [3, 3]]
+    assert int(grid[2].sum()) == 16 - 4  # the background: every other patch, and (0, 0), half background too
+    grown = kept({"level": "patch", "dilate": 1})
+    assert grown[0].nonzero().tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
+    assert int(grown[1].sum()) == 9 and int(grown[2].sum()) == 15  # (3, 3) is two patches from the street
+    for bad in ({"level": "box"}, {"dilate": 1}, {"level": "patch", "dilate": -1}):
+        with pytest.raises(ValueError, match="oracle_mask: "):
+            method_class("oracle_mask")(TrainConfig(shards=["x"], method="oracle_mask", method_options=bad, **tiny),
+                                        torch.device("cpu"), "fp32")
