@@ -23,6 +23,7 @@ curves. Outputs in `--out`: `study.json` (every score and mean +- std per method
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,6 +49,9 @@ class StudyConfig:
     video_seconds: float = 120.0  # length of the training video made for the study
     per_class: int = 30  # labelled images per class and split
     recipe: dict = field(default_factory=dict)  # overrides of every method's preset
+    variants: dict = field(default_factory=dict)  # named variants of a method, each NAME usable in --methods: NAME ->
+    # {"method": a registered method, recipe fields...}, e.g. {"oracle_patch": {"method": "oracle_mask",
+    # "method_options": {"level": "patch"}}}; a variant starts from its method's preset, colour and checks
     presets: Literal["searched", "shared"] = "searched"  # searched: each method at its own recipe found by `dora
     # sweep` (dora/training/presets/cpu-study-METHOD.toml); shared: every method at cpu-study.toml (the sweep's base)
     linear_epochs: int = 100  # epochs of the linear probe on the first and last checkpoint (0: none)
@@ -61,21 +65,39 @@ class StudyConfig:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
-        self.methods = method_list(self.methods)
+        self.variants = variant_recipes(self.variants)
+        self.methods = method_list(self.methods, self.variants)
         if self.steps % self.eval_every:
             raise ValueError("--steps must be a multiple of --eval-every")
 
 
-def method_list(methods: list[str]) -> list[str]:
+def method_list(methods: list[str], variants: dict | None = None) -> list[str]:
     """The methods named, `--methods dora,dino` split at commas (names never hold one); ValueError naming any that
-    is not registered."""
+    is neither registered nor one of `variants`."""
     from dora.training.methods import REGISTRY
 
     names = [name.strip() for item in methods for name in item.split(",") if name.strip()]
-    unknown = [m for m in names if m not in REGISTRY]
+    unknown = [m for m in names if m not in REGISTRY and m not in (variants or {})]
     if unknown:
-        raise ValueError(f"unknown methods {unknown}; choose from {', '.join(REGISTRY)}")
+        raise ValueError(f"unknown methods {unknown}; choose from {', '.join([*REGISTRY, *(variants or {})])}")
     return names
+
+
+def variant_recipes(variants: dict) -> dict:
+    """--variants checked: each a plain name, not a registered method's, with a registered "method"."""
+    from dora.training.methods import REGISTRY
+
+    for name, recipe in variants.items():
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in REGISTRY:
+            raise ValueError(f"--variants: {name!r} must be a new plain name (letters, digits, _ . -)")
+        if not isinstance(recipe, dict) or recipe.get("method") not in REGISTRY:
+            raise ValueError(f"--variants {name}: give its \"method\", one of {', '.join(REGISTRY)}")
+    return variants
+
+
+def base_method(cfg: StudyConfig, name: str) -> str:
+    """The registered method a study's name trains: itself, or a variant's."""
+    return cfg.variants[name]["method"] if name in cfg.variants else name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,8 +144,13 @@ def davis_scores(run: Path, steps: int, root: Path) -> dict[str, float]:
 
 
 def method_preset(cfg: StudyConfig, method: str) -> dict:
-    """The recipe a method starts from: its searched preset, or the shared cpu-study one."""
-    return preset(f"cpu-study-{method}" if cfg.presets == "searched" else "cpu-study")
+    """The recipe a method (or a variant's method) starts from: its searched preset, or the shared cpu-study one."""
+    return preset(f"cpu-study-{base_method(cfg, method)}" if cfg.presets == "searched" else "cpu-study")
+
+
+def study_recipe(cfg: StudyConfig, method: str) -> dict:
+    """A study name's recipe: its method's preset, the study's recipe, then the variant's own fields."""
+    return {**method_preset(cfg, method), **cfg.recipe, **cfg.variants.get(method, {}), "method": base_method(cfg, method)}
 
 
 def discovery_scores(run: Path, steps: int, root: Path) -> dict[str, dict]:
@@ -157,7 +184,7 @@ def train_config(cfg: StudyConfig, shards: Path, method: str, seed: int, overrid
     """The run of one method and seed: the preset, the study's recipe, then `overrides` (a sweep's point)."""
     from dora.training.train import TrainConfig
 
-    recipe = {**method_preset(cfg, method), **cfg.recipe, **(overrides or {}), "method": method}
+    recipe = {**study_recipe(cfg, method), **(overrides or {})}
     return TrainConfig(shards=[str(shards)], out=out or cfg.out / "runs" / f"{method}-s{seed}", seed=seed,
                        max_steps=cfg.steps, keep_every_steps=cfg.eval_every, save_init=True,
                        checkpoint_every=cfg.eval_every, **recipe)
@@ -208,7 +235,7 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
 
     shards, labelled, truth = prepare_data(cfg)
     results: dict = {"config": {**asdict(cfg), "out": str(cfg.out),
-                                "recipes": {m: {**method_preset(cfg, m), **cfg.recipe, "method": m} for m in cfg.methods}}}
+                                "recipes": {m: study_recipe(cfg, m) for m in cfg.methods}}}
     for seed in cfg.seeds:
         for method in cfg.methods:
             tcfg = train_config(cfg, shards, method, seed)
@@ -426,12 +453,16 @@ def draw_curves(summary: dict, path: Path) -> None:
     from dora.training.methods import REGISTRY
 
     colours = {name: cls.colour for name, cls in REGISTRY.items()}
+    # a variant: its method's colour, drawn dashed
+    variants = summary["config"].get("variants") or {}
+    colours.update({name: REGISTRY[v["method"]].colour for name, v in variants.items()})
+    dashed = {name: {"linestyle": "--"} for name in variants}
     seen = set()
     for run in summary["runs"].values():
         loss = np.asarray(run["loss"])
         smooth = np.convolve(loss, np.ones(20) / 20, mode="valid") if len(loss) >= 20 else loss
         axes[0].plot(smooth, color=colours[run["method"]], alpha=0.6,
-                     label=None if run["method"] in seen else run["method"])
+                     label=None if run["method"] in seen else run["method"], **dashed.get(run["method"], {}))
         seen.add(run["method"])
     axes[0].set(xlabel="step", ylabel="loss (20-step mean)", title="training loss")
     axes[0].legend()
@@ -446,7 +477,7 @@ def draw_curves(summary: dict, path: Path) -> None:
     for ax, name in zip(axes[1:], LABELLED_SETS):
         for method, row in summary["summary"].items():
             if name in row:
-                band(ax, row[name]["curve"], colours[method], method)
+                band(ax, row[name]["curve"], colours[method], method, **dashed.get(method, {}))
         ax.axhline(100 / len(OBJECTS), color="k", linestyle=":", label="chance")
         ax.set(xlabel="step", ylabel="k-NN top-1 (%), k = 20", title=name)
         ax.legend()
@@ -455,7 +486,8 @@ def draw_curves(summary: dict, path: Path) -> None:
     for method, row in summary["summary"].items():
         if "masks" in row:
             curve = row["masks"]["curve"]
-            band(ax, {s: v["tracked"]["iou"] for s, v in curve.items()}, colours[method], f"{method} (tracked)")
+            band(ax, {s: v["tracked"]["iou"] for s, v in curve.items()}, colours[method], f"{method} (tracked)",
+                 **dashed.get(method, {}))
             floors = floors or curve
     if floors:
         band(ax, {s: v["random"]["iou"] for s, v in floors.items()}, "k", "random masks", linestyle="--")

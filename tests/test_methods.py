@@ -206,6 +206,42 @@ def test_the_study_takes_any_registered_method(tmp_path):
     assert refused.exit_code == 2 and "unknown methods ['byol']" in refused.output
 
 
+def test_the_study_trains_named_variants_of_a_method(tmp_path):
+    """--variants: a name for a registered method with its own recipe fields (the oracle's mask shapes), trained
+    and reported under that name, from its method's preset; a bad variant is refused in one line."""
+    import matplotlib
+
+    from dora.study import StudyConfig, draw_curves, train_config
+
+    variants = {"oracle_patch": {"method": "oracle_mask", "method_options": {"level": "patch"}}}
+    study = StudyConfig(out=tmp_path, methods=["oracle_mask,oracle_patch"], variants=variants,
+                        recipe={"global_size": 128})
+    plain, patch = (train_config(study, tmp_path / "shards", m, 2) for m in study.methods)
+    assert (plain.method, plain.method_options, plain.out.name) == ("oracle_mask", {}, "oracle_mask-s2")
+    assert (patch.method, patch.method_options, patch.out.name) == ("oracle_mask", {"level": "patch"}, "oracle_patch-s2")
+    assert patch.global_size == 128 and patch.lr == plain.lr  # the study's recipe and the method's preset
+    for bad, said in (({"dora": {"method": "dora"}}, "must be a new plain name"),
+                      ({"x/y": {"method": "dora"}}, "must be a new plain name"),
+                      ({"v": {"method": "byol"}}, 'give its "method"')):
+        with pytest.raises(ValueError, match=said):
+            StudyConfig(out=tmp_path, methods=["dora"], variants=bad)
+    with pytest.raises(ValueError, match=r"unknown methods \['oracle_patch'\]"):
+        StudyConfig(out=tmp_path, methods=["oracle_patch"])  # a variant's name only with its --variants
+    matplotlib.use("Agg")
+    curve = {"0": {"mean": 30.0, "std": 1.0}, "10": {"mean": 32.0, "std": 1.0}}
+    summary = {"config": {"variants": variants},
+               "runs": {f"{m}-s0": {"method": m, "loss": [1.0, 0.9]} for m in study.methods},
+               "summary": {m: {"objects": {"curve": curve}} for m in study.methods}}
+    draw_curves(summary, tmp_path / "curves.png")  # a variant takes its method's colour
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    from typer.testing import CliRunner
+
+    from dora.cli import app
+
+    refused = CliRunner().invoke(app, ["study", "--out", str(tmp_path / "s"), "--variants", '{"v": {}}'])
+    assert refused.exit_code == 2 and 'give its "method"' in refused.output
+
+
 def test_a_run_folder_of_another_method_is_refused_in_one_line(tiny_checkpoint, real_shards, tmp_path):
     import shutil
 
