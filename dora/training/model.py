@@ -104,17 +104,18 @@ class DINOModel(nn.Module):
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Head outputs of the [CLS] tokens; a list of batches (e.g. of two resolutions) is one call,
         as DINO's multi-crop wrapper does, so DDP sees a single forward per step. With `masks` (one per batch,
-        None for a batch without): also the head outputs of every patch token of the masked batches,
-        [images, patches, out_dim] (iBOT's shared head)."""
+        None for a batch without; [images, rows, cols] bool): also the head outputs of the masked patch tokens,
+        [masked patches, out_dim] in image then patch order (iBOT's shared head). Only those: the loss reads no
+        other, and the head on every patch at out_dim 65,536 is most of iBOT's step and memory."""
         batches = images if isinstance(images, (list, tuple)) else [images]
         if masks is None:
             return self.head(torch.cat([self.backbone(x)[:, 0] for x in batches if len(x)]))
         tokens = [self.backbone(x, m) for x, m in zip(batches, masks)]
         prefix = self.backbone.num_prefix
         cls = torch.cat([t[:, 0] for t in tokens])
-        patches = torch.cat([t[:, prefix:] for t, m in zip(tokens, masks) if m is not None])
-        out = self.head(torch.cat([cls, patches.flatten(0, 1)]))  # one pass of the head for both
-        return out[: len(cls)], out[len(cls):].reshape(*patches.shape[:2], -1)
+        patches = torch.cat([t[:, prefix:][m.flatten(1)] for t, m in zip(tokens, masks) if m is not None])
+        out = self.head(torch.cat([cls, patches]))  # one pass of the head for both
+        return out[: len(cls)], out[len(cls):]
 
 
 def patch_grid(model: ViTBackbone, height: int, width: int) -> tuple[int, int]:

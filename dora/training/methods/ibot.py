@@ -118,12 +118,16 @@ class IBOT(DINO):
     def patch_loss(self, student: torch.Tensor, teacher: torch.Tensor, masks: torch.Tensor,
                    teacher_temp: float) -> torch.Tensor:
         """Per image, the mean over its masked patches of the cross-entropy between the teacher's centred,
-        sharpened output and the student's; then the mean over images (an image with no masked patch adds 0)."""
-        targets = F.softmax((teacher.float() - self.patch_distill.center) / teacher_temp, dim=-1)
+        sharpened output and the student's; then the mean over images (an image with no masked patch adds 0).
+        `student`: the masked patches' outputs [masked, K] in image order; `teacher`: every patch's [images, n, K]."""
+        hidden = masks.flatten(1)  # [images, n]
+        targets = F.softmax((teacher[hidden].float() - self.patch_distill.center) / teacher_temp, dim=-1)
         log_probs = F.log_softmax(student.float() / self.student_temp, dim=-1)
-        per_patch = -(targets * log_probs).sum(dim=-1)  # [images, patches]
-        kept = masks.flatten(1).to(per_patch.dtype)
-        return ((per_patch * kept).sum(dim=-1) / kept.sum(dim=-1).clamp(min=1.0)).mean()
+        per_patch = -(targets * log_probs).sum(dim=-1)  # [masked]
+        counts = hidden.sum(dim=1)
+        image = torch.arange(len(hidden), device=per_patch.device).repeat_interleave(counts)
+        sums = torch.zeros(len(hidden), dtype=per_patch.dtype, device=per_patch.device).index_add_(0, image, per_patch)
+        return (sums / counts.clamp(min=1).to(per_patch.dtype)).mean()
 
     def forward(self, student, teacher, batch: dict, teacher_temp: float, step_gen: torch.Generator) -> StepOutput:
         first = self.images(batch, "globals").flatten(0, 1)  # [B*T, 3, G, G]
