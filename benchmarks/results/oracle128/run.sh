@@ -9,6 +9,7 @@ OUT=${1:-runs/oracle128}
 HERE=$(dirname "$0")
 R='{"global_size": 128, "pre_size": 160, "local_size": 64}'
 . "$HERE/../common.sh"
+restore_runs "$HERE" "$OUT"
 study_data "$OUT" "$R"
 common="--out $OUT --steps 500 --eval-every 250 --davis-sequences 0 --discovery-images 0 --segment-images 0 --quiet"
 for s in 0 1 2; do
