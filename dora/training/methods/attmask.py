@@ -67,13 +67,6 @@ class AttMask(IBOT):
             if not (0 <= self.masking_prob <= 1 and 0 <= self.show_max <= 1):
                 raise ValueError("attmask: masking_prob and show_max must lie in [0, 1]")
 
-    def masked_share(self, gen: torch.Generator) -> float:
-        """The step's masked share (one for every crop, as the reference's one get_pred_ratio() a step)."""
-        o = self.options
-        pick = int(torch.randint(len(o.pred_ratio), (), generator=gen))
-        spread = o.pred_ratio_var[pick]
-        return o.pred_ratio[pick] + ((2 * float(torch.rand((), generator=gen)) - 1) * spread if spread else 0.0)
-
     def teacher_and_masks(self, teacher, images: torch.Tensor, step_gen: torch.Generator
                           ) -> tuple[torch.Tensor, torch.Tensor]:
         """The teacher first (its outputs and its last block's [CLS] attention), then masks from that attention."""
@@ -84,5 +77,6 @@ class AttMask(IBOT):
             teacher_out = teacher.head(tokens)
         gen = torch.Generator().manual_seed(step_gen.initial_seed() * 65_537 + self.rank)
         o = self.options
+        # one share for every crop of the step (the reference's one get_pred_ratio() a step)
         masks = attention_masks(attention, self.masked_share(gen), o.mode, o.masking_prob, o.show_max, gen)
         return teacher_out, masks.reshape(len(images), *patch_grid(backbone, *images.shape[-2:]))

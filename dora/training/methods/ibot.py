@@ -97,14 +97,15 @@ class IBOT(DINO):
     def block_masks(self, images: int, grid: tuple[int, int], step_gen: torch.Generator) -> torch.Tensor:
         """[images, rows, cols] masks, each image's share drawn as iBOT draws it; each rank its own."""
         gen = torch.Generator().manual_seed(step_gen.initial_seed() * 65_537 + self.rank)
+        return torch.stack([block_mask(*grid, self.masked_share(gen), self.options.pred_aspect_ratio, gen)
+                            for _ in range(images)])
+
+    def masked_share(self, gen: torch.Generator) -> float:
+        """A masked share as iBOT's loader draws one: one of `pred_ratio`, +- uniform `pred_ratio_var`."""
         o = self.options
-        masks = []
-        for _ in range(images):
-            pick = int(torch.randint(len(o.pred_ratio), (), generator=gen))
-            ratio, spread = o.pred_ratio[pick], o.pred_ratio_var[pick]
-            ratio += (2 * float(torch.rand((), generator=gen)) - 1) * spread if spread else 0.0
-            masks.append(block_mask(*grid, ratio, o.pred_aspect_ratio, gen))
-        return torch.stack(masks)
+        pick = int(torch.randint(len(o.pred_ratio), (), generator=gen))
+        spread = o.pred_ratio_var[pick]
+        return o.pred_ratio[pick] + ((2 * float(torch.rand((), generator=gen)) - 1) * spread if spread else 0.0)
 
     def teacher_and_masks(self, teacher, images: torch.Tensor, step_gen: torch.Generator
                           ) -> tuple[torch.Tensor, torch.Tensor]:
